@@ -1,0 +1,42 @@
+# Every target bootstraps itself on a fresh Debian machine (as root): system packages,
+# a virtualenv in .venv, the project installed editable with its test extra.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.stamp-install
+PYTEST_ARGS ?=
+
+.PHONY: all install test lint typecheck unit demo bench fuzz soak clean
+
+all: test
+
+$(STAMP): pyproject.toml scripts/bootstrap-system.sh
+	scripts/bootstrap-system.sh build test
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check supervisor tests integration
+	$(BIN)/ruff format --check supervisor || true
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint typecheck unit
+
+demo: $(STAMP)
+	$(BIN)/openshell-supervisor demo
+
+bench: $(STAMP)
+	scripts/bootstrap-system.sh bench
+	$(BIN)/python -m integration.bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,237 @@
+"""Command line of openshell-supervisor: click commands, nothing else.
+
+Each command imports its implementation lazily so that `run` pays only for what it uses
+on the start-up path.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from supervisor import __version__
+from supervisor.settings import (
+    DEFAULT_GRANT_TIMEOUT,
+    DEFAULT_PROXY_PORT,
+    RunSettings,
+    SetupError,
+    parse_user,
+    profiles_from_env,
+    socket_from_env,
+)
+
+EXIT_SETUP = 125
+
+
+def _fail_setup(err: SetupError) -> None:
+    click.echo(f"openshell-supervisor: error: {err}", err=True)
+    sys.exit(EXIT_SETUP)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="openshell-supervisor")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="warning",
+    show_default=True,
+    envvar="OPENSHELL_SUPERVISOR_LOG_LEVEL",
+    help="Verbosity of the supervisor's own diagnostics on stderr.",
+)
+def main(log_level: str) -> None:
+    """Privileged entrypoint of an AI-agent sandbox container.
+
+    Runs an untrusted agent in its own mount, network and PID namespaces, as an
+    unprivileged user, with a proxy as its only way out. The proxy injects short-lived
+    OAuth access tokens, obtained with the workload's SPIFFE JWT-SVID, into requests to
+    endpoints that provider profiles bind to a credential. The agent never sees the SVID,
+    the Workload API socket or a static secret.
+
+    \b
+    Start here:
+      openshell-supervisor validate profiles.yaml     check provider profiles
+      openshell-supervisor run --profile p.yaml -- AGENT [ARGS...]
+      openshell-supervisor demo                        see the whole flow locally
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="openshell-supervisor: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print diagnostics as one JSON object.")
+def validate(paths: tuple[str, ...], as_json: bool) -> None:
+    """Load and validate provider profiles; print every diagnostic.
+
+    Each diagnostic names the file, the profile id, the field path and the reason.
+    Exits 0 when every profile is valid, 1 otherwise.
+    """
+    from supervisor.profiles.report import validate_paths
+
+    sys.exit(validate_paths(paths, as_json=as_json))
+
+
+@main.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Provider-profile YAML (one profile or a list). Repeatable. "
+    "Default: $OPENSHELL_SUPERVISOR_PROFILES (':'-separated).",
+)
+@click.option(
+    "--spiffe-socket",
+    metavar="ADDR",
+    help="Workload API address, 'unix:///abs/path' or '/abs/path'. Default: "
+    "$SPIFFE_ENDPOINT_SOCKET, else $OPENSHELL_PROVIDER_SPIFFE_WORKLOAD_API_SOCKET. "
+    "Its directory is hidden from the agent.",
+)
+@click.option(
+    "--user",
+    "user_spec",
+    default="65534:65534",
+    show_default=True,
+    metavar="USER[:GROUP]",
+    help="Identity of the agent (names or numbers).",
+)
+@click.option(
+    "--network",
+    type=click.Choice(["isolated", "host"]),
+    default="isolated",
+    show_default=True,
+    help="'isolated': own network namespace with only lo, the proxy is the sole way out. "
+    "'host': no network namespace (the proxy is then only advisory).",
+)
+@click.option(
+    "--proxy-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PROXY_PORT,
+    show_default=True,
+    help="Port of the proxy on 127.0.0.1 inside the agent's namespace.",
+)
+@click.option(
+    "--ca-bundle",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Extra trust anchors (PEM) for the supervisor's own outbound TLS "
+    "(token endpoints, upstreams). System roots are always used.",
+)
+@click.option(
+    "--audit-log",
+    metavar="PATH",
+    help="Write OCSF JSON-lines audit events here ('-' = stderr).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Working directory of the agent.",
+)
+@click.option(
+    "--grant-timeout",
+    type=click.FloatRange(0.1, 300),
+    default=DEFAULT_GRANT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Connect and total timeout of token endpoint calls.",
+)
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(
+    profiles: tuple[str, ...],
+    spiffe_socket: str | None,
+    user_spec: str,
+    network: str,
+    proxy_port: int,
+    ca_bundle: str | None,
+    audit_log: str | None,
+    workdir: str | None,
+    grant_timeout: float,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND as the sandboxed agent (as root; use '--' before COMMAND).
+
+    \b
+    Order: validate profiles -> hide the Workload API socket in a private mount
+    namespace -> create the agent's network namespace (only lo) and bind the proxy
+    there -> start the proxy -> spawn the agent in a new PID namespace as USER with
+    no capabilities and no_new_privs -> wait, forwarding signals.
+
+    \b
+    Exit status: the agent's own; 128+N if it died of signal N; 125 setup failed
+    (the message names the field or step); 126 not executable; 127 not found.
+    SIGHUP reloads the profiles.
+    """
+    try:
+        uid, gid, groups = parse_user(user_spec)
+        settings = RunSettings(
+            profiles=profiles or profiles_from_env(),
+            command=command,
+            spiffe_socket=spiffe_socket or socket_from_env(),
+            uid=uid,
+            gid=gid,
+            supplementary_gids=groups,
+            network=network,
+            proxy_port=proxy_port,
+            ca_bundle=ca_bundle,
+            audit_log=audit_log,
+            workdir=workdir,
+            grant_timeout=grant_timeout,
+        )
+        from supervisor.runner import run_supervisor
+
+        code = run_supervisor(settings)
+    except SetupError as err:
+        _fail_setup(err)
+        return
+    sys.exit(code)
+
+
+@main.command("check-isolation")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--spiffe-socket",
+    metavar="ADDR",
+    help="Also check this Workload API address (besides the built-in list of common paths).",
+)
+@click.option(
+    "--expect-blocked",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="An address a direct connection to must fail. Repeatable.",
+)
+def check_isolation(as_json: bool, spiffe_socket: str | None, expect_blocked: tuple[str, ...]) -> None:
+    """Attack the sandbox from inside and report what holds.
+
+    Run it as the agent (e.g. `openshell-supervisor run -- openshell-supervisor
+    check-isolation`). Checks the environment, the Workload API socket (by path and through
+    /proc/*/root), capabilities, no_new_privs, uid, interfaces, direct connections, the
+    proxy, and visible processes. Exits 0 when every check passes, 1 otherwise.
+    """
+    from supervisor.sandbox.isolation import check_isolation_command
+
+    sys.exit(
+        check_isolation_command(
+            as_json=as_json, spiffe_socket=spiffe_socket, expect_blocked=expect_blocked
+        )
+    )
+
+
+@main.command()
+def demo() -> None:
+    """Run the whole flow on this machine, no SPIRE needed (as root).
+
+    Starts a development Workload API, token issuer and two protected services
+    (alpha and beta) on loopback, runs an agent through the supervisor that calls both
+    and attacks the sandbox, and shows each step. Exits 0 only if everything held.
+    """
+    from supervisor.devenv.demo import run_demo
+
+    sys.exit(run_demo())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Development servers (Workload API, token issuer, demo services) used by `demo` and tests."""

@@ -1,0 +1,1 @@
+"""Provider profiles: schema, loading, validation, binding table and matching."""

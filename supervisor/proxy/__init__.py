@@ -1,0 +1,1 @@
+"""The agent's egress proxy: strict HTTP/1.1, policy, injection, TLS interception."""

@@ -1,0 +1,1 @@
+"""Sandbox preparation: namespaces, privilege drop, spawning, signals, isolation checks."""

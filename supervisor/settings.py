@@ -1,0 +1,110 @@
+"""Run-time settings of ``run``, resolved from the command line and the environment.
+
+Kept free of heavy imports: it is on the start-up path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PROXY_PORT = 3128
+DEFAULT_GRANT_TIMEOUT = 10.0
+DEFAULT_AGENT_UID = 65534
+DEFAULT_AGENT_GID = 65534
+
+# Environment variables that name the Workload API socket, in order of precedence.
+SOCKET_ENV_VARS = ("SPIFFE_ENDPOINT_SOCKET", "OPENSHELL_PROVIDER_SPIFFE_WORKLOAD_API_SOCKET")
+PROFILES_ENV_VAR = "OPENSHELL_SUPERVISOR_PROFILES"
+
+
+class SetupError(Exception):
+    """The supervisor cannot set up the sandbox: ``run`` exits 125 with this one-line message.
+
+    ``step`` names the field or step that failed (e.g. ``--spiffe-socket`` or ``mount namespace``).
+    """
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    profiles: tuple[str, ...]
+    command: tuple[str, ...]
+    spiffe_socket: str | None = None  # as given; validated by sandbox.socket_path
+    uid: int = DEFAULT_AGENT_UID
+    gid: int = DEFAULT_AGENT_GID
+    supplementary_gids: tuple[int, ...] = ()
+    network: str = "isolated"  # or "host"
+    proxy_port: int = DEFAULT_PROXY_PORT
+    ca_bundle: str | None = None
+    audit_log: str | None = None  # path, "-" = stderr
+    workdir: str | None = None
+    grant_timeout: float = DEFAULT_GRANT_TIMEOUT
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+
+def socket_from_env(environ: os._Environ[str] | dict[str, str] | None = None) -> str | None:
+    env = os.environ if environ is None else environ
+    for name in SOCKET_ENV_VARS:
+        value = env.get(name)
+        if value:
+            return value
+    return None
+
+
+def profiles_from_env(environ: os._Environ[str] | dict[str, str] | None = None) -> tuple[str, ...]:
+    env = os.environ if environ is None else environ
+    raw = env.get(PROFILES_ENV_VAR, "")
+    return tuple(p for p in raw.split(":") if p)
+
+
+def parse_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
+    """Resolve ``USER[:GROUP]`` (names or numbers) to (uid, gid, supplementary gids).
+
+    A named user without an explicit group gets its primary group and its supplementary
+    groups from the group database; a numeric user without a group gets gid = uid only
+    when no passwd entry exists (the conventional 65534:65534 default).
+    """
+    import grp
+    import pwd
+
+    user, _, group = spec.partition(":")
+    if not user:
+        raise SetupError("--user", f"empty user in {spec!r}")
+    entry: pwd.struct_passwd | None
+    if user.isdigit():
+        uid = int(user)
+        try:
+            entry = pwd.getpwuid(uid)
+        except KeyError:
+            entry = None
+    else:
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            raise SetupError("--user", f"no such user {user!r}") from None
+        uid = entry.pw_uid
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise SetupError("--user", f"no such group {group!r}") from None
+    elif entry is not None:
+        gid = entry.pw_gid
+    else:
+        gid = uid
+    if uid == 0:
+        raise SetupError("--user", "the agent may not run as root (uid 0)")
+    supplementary: tuple[int, ...] = ()
+    if entry is not None and not group:
+        supplementary = tuple(
+            sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} - {gid})
+        )
+    return uid, gid, supplementary
