@@ -203,7 +203,9 @@ def run(
     metavar="HOST:PORT",
     help="An address a direct connection to must fail. Repeatable.",
 )
-def check_isolation(as_json: bool, spiffe_socket: str | None, expect_blocked: tuple[str, ...]) -> None:
+def check_isolation(
+    as_json: bool, spiffe_socket: str | None, expect_blocked: tuple[str, ...]
+) -> None:
     """Attack the sandbox from inside and report what holds.
 
     Run it as the agent (e.g. `openshell-supervisor run -- openshell-supervisor
