@@ -1,0 +1,54 @@
+"""The proxy's own error responses: JSON body plus ``X-OpenShell-Proxy-Error``."""
+
+from __future__ import annotations
+
+import json
+import re
+
+POLICY_DENIED = "policy_denied"
+SSRF_DENIED = "ssrf_denied"
+AUTHORITY_MISMATCH = "request_authority_mismatch"
+TOKEN_GRANT_FAILED = "token_grant_failed"  # noqa: S105 (an error code)
+UPSTREAM_UNREACHABLE = "upstream_unreachable"
+BAD_REQUEST = "bad_request"
+
+STATUS = {
+    POLICY_DENIED: 403,
+    SSRF_DENIED: 403,
+    AUTHORITY_MISMATCH: 403,
+    TOKEN_GRANT_FAILED: 502,
+    UPSTREAM_UNREACHABLE: 502,
+    BAD_REQUEST: 400,
+}
+REASONS = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
+           502: "Bad Gateway"}
+
+_CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def sanitize(text: str, limit: int = 256) -> str:
+    """Control characters replaced, length capped: safe for a log line or the agent."""
+    return _CTL.sub("?", text)[:limit]
+
+
+class ProxyError(Exception):
+    """A request refused by the proxy with one of the contract's error codes."""
+
+    def __init__(self, code: str, detail: str, *, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = sanitize(detail)
+        self.status = status if status is not None else STATUS[code]
+
+
+def error_response(status: int, code: str, detail: str, *, close: bool) -> bytes:
+    body = json.dumps({"error": code, "detail": sanitize(detail)}).encode()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"X-OpenShell-Proxy-Error: {code}\r\n"
+        + ("Connection: close\r\n" if close else "")
+        + "\r\n"
+    )
+    return head.encode() + body

@@ -1,0 +1,477 @@
+"""Sans-IO strict HTTP/1.1: head detection, request/response head parsing, chunked framing.
+
+Nothing here performs I/O; the server feeds bytes in and acts on the results. Every
+rejection raises ``ParseError`` (status 400, or 431 for an oversized head) *before* any
+byte would be forwarded. Strictness is deliberate: the agent is hostile, and any
+ambiguity a downstream server might resolve differently is a smuggling vector.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+MAX_HEAD = 16 * 1024
+MAX_CHUNK_LINE = 4096
+MAX_TRAILERS = 16 * 1024
+MAX_CHUNK_HEX = 16
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_VERSION = re.compile(rb"HTTP/1\.[01]")
+_STATUS = re.compile(rb"HTTP/1\.[01] [1-9][0-9][0-9](?: [\t\x20-\x7e\x80-\xff]*)?")
+_REG_NAME = re.compile(r"[a-z0-9_~-]+(?:\.[a-z0-9_~-]+)*\.?")
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_CHUNK_EXT = re.compile(
+    rb"(?:;[\t ]*" + _TCHARS + rb"(?:=(?:" + _TCHARS
+    + rb"|\"[\t\x20-\x21\x23-\x5b\x5d-\x7e]*\"))?)*"
+)
+# Path segments an upstream would normalize away: a policy on /api/** must not admit /api/../x.
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|%2[eEfF]|%5[cC]|\\")
+
+Headers = list[tuple[str, str]]
+TargetForm = Literal["absolute", "authority", "origin"]
+
+
+class ParseError(Exception):
+    """The peer sent something we refuse to interpret; answer ``status`` and close."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+def find_head_end(buf: bytes | bytearray, limit: int = MAX_HEAD) -> int:
+    """Index just past the head's terminating empty line, or -1 if more bytes are needed.
+
+    Rejects a bare LF as soon as one is visible (so a bare-LF head cannot stall until the
+    timeout) and anything longer than ``limit`` with 431.
+    """
+    end = buf.find(b"\r\n\r\n", 0, limit + 4)
+    scan = end + 4 if end >= 0 else min(len(buf), limit + 4)
+    if buf.count(b"\n", 0, scan) != buf.count(b"\r\n", 0, scan):
+        raise ParseError("bare LF in head")
+    if end < 0:
+        if len(buf) > limit:
+            raise ParseError("request head too large", 431)
+        return -1
+    if end + 4 > limit:
+        raise ParseError("request head too large", 431)
+    return end + 4
+
+
+def default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def parse_authority(text: str, *, require_port: bool) -> tuple[str, int | None]:
+    """``host[:port]`` → (normalized host, port). IPv6 literals in brackets, no userinfo."""
+    if not text or "@" in text:
+        raise ParseError("invalid authority")
+    if text.startswith("["):
+        close = text.find("]")
+        if close < 0:
+            raise ParseError("invalid IPv6 literal")
+        try:
+            host = str(ipaddress.IPv6Address(text[1:close]))
+        except ValueError:
+            raise ParseError("invalid IPv6 literal") from None
+        rest = text[close + 1 :]
+    else:
+        host, sep, port_text = text.partition(":")
+        rest = sep + port_text
+        host = host.lower()
+        if not _REG_NAME.fullmatch(host):
+            raise ParseError("invalid host")
+        host = host.rstrip(".")
+    if not rest:
+        if require_port:
+            raise ParseError("authority needs a port")
+        return host, None
+    if rest[0] != ":" or not _DIGITS.fullmatch(rest[1:]):
+        raise ParseError("invalid port")
+    port = int(rest[1:])
+    if not 0 < port < 65536:
+        raise ParseError("invalid port")
+    return host, port
+
+
+def split_path(target: str) -> tuple[str, str]:
+    """Origin-form target → (path, query-with-'?'); rejects fragments and dot segments."""
+    if "#" in target:
+        raise ParseError("fragment in target")
+    path, sep, query = target.partition("?")
+    if not path.startswith("/"):
+        raise ParseError("invalid path")
+    if _DOT_SEGMENT.search(path):
+        raise ParseError("dot segment or encoded separator in path")
+    return path, sep + query
+
+
+@dataclass(slots=True)
+class RequestHead:
+    method: str
+    target: str
+    version: str
+    headers: Headers
+    form: TargetForm
+    scheme: str | None  # absolute-form scheme; None otherwise
+    host: str  # from the target, else from Host (normalized)
+    port: int | None  # explicit port, None = scheme default
+    path: str  # without query ("" for CONNECT)
+    query: str  # "" or "?..."; never logged
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    connection_tokens: frozenset[str]
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    version: str
+    status: int
+    reason: str
+    headers: Headers
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    connection_tokens: frozenset[str]
+
+
+def _split_lines(head: bytes | bytearray) -> list[bytes]:
+    data = bytes(head)
+    while data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before the start line
+        data = data[2:]
+    if not data.endswith(b"\r\n\r\n"):
+        raise ParseError("head not terminated by CRLF CRLF")
+    if data.count(b"\n") != data.count(b"\r\n"):
+        raise ParseError("bare LF in head")
+    return data[:-4].split(b"\r\n")
+
+
+def _fields(lines: list[bytes]) -> Headers:
+    out: Headers = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            raise ParseError("obsolete line folding")
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise ParseError("header line without colon")
+        if not _TOKEN.fullmatch(name):
+            raise ParseError("invalid header name")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise ParseError("control character in header value")
+        out.append((name.decode("ascii"), value.decode("latin-1")))
+    return out
+
+
+@dataclass(slots=True)
+class _Framing:
+    content_length: int | None
+    chunked: bool
+    connection_tokens: frozenset[str]
+    hosts: list[str]
+    expect_continue: bool
+
+
+def _framing(headers: Headers, *, response: bool) -> _Framing:
+    lengths: list[str] = []
+    te: list[str] = []
+    conn: set[str] = set()
+    hosts: list[str] = []
+    expect = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-length":
+            lengths.extend(v.strip(" \t") for v in value.split(","))
+        elif lname == "transfer-encoding":
+            te.extend(v.strip(" \t").lower() for v in value.split(","))
+        elif lname == "connection":
+            conn.update(v.strip(" \t").lower() for v in value.split(",") if v.strip(" \t"))
+        elif lname == "host":
+            hosts.append(value)
+        elif lname == "expect":
+            expect = value.lower() == "100-continue"
+    length: int | None = None
+    if lengths:
+        if any(not _DIGITS.fullmatch(v) for v in lengths):
+            raise ParseError("invalid Content-Length")
+        if len(set(lengths)) != 1:
+            raise ParseError("conflicting Content-Length")
+        length = int(lengths[0])
+    chunked = False
+    if te:
+        if length is not None:
+            raise ParseError("Content-Length together with Transfer-Encoding")
+        if te != ["chunked"]:
+            raise ParseError("unsupported Transfer-Encoding")
+        chunked = True
+    return _Framing(length, chunked, frozenset(conn), hosts, expect)
+
+
+def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> RequestHead:
+    """Parse a complete request head (as delimited by ``find_head_end``).
+
+    ``origin_ok``: origin-form targets are accepted (only inside a CONNECT tunnel).
+    """
+    lines = _split_lines(head)
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        raise ParseError("malformed request line")
+    raw_method, raw_target, raw_version = parts
+    if not _TOKEN.fullmatch(raw_method):
+        raise ParseError("invalid method")
+    if not _TARGET.fullmatch(raw_target):
+        raise ParseError("invalid characters in target")
+    if not _VERSION.fullmatch(raw_version):
+        raise ParseError("unsupported HTTP version")
+    method = raw_method.decode("ascii")
+    target = raw_target.decode("ascii")
+    version = raw_version.decode("ascii")
+    headers = _fields(lines[1:])
+    fr = _framing(headers, response=False)
+    if len(fr.hosts) != 1:
+        raise ParseError("exactly one Host header required")
+    if fr.chunked and version == "HTTP/1.0":
+        raise ParseError("Transfer-Encoding in HTTP/1.0 request")
+    host_hdr = parse_authority(fr.hosts[0], require_port=False)
+
+    scheme: str | None = None
+    path = ""
+    query = ""
+    port: int | None
+    if method == "CONNECT":
+        form: TargetForm = "authority"
+        host, port = parse_authority(target, require_port=True)
+        if host_hdr != (host, port) and host_hdr != (host, None):
+            raise ParseError("Host does not match the CONNECT target")
+    elif target.startswith("/"):
+        if not origin_ok:
+            raise ParseError("origin-form target outside a tunnel")
+        form = "origin"
+        path, query = split_path(target)
+        host, port = host_hdr
+    else:
+        form = "absolute"
+        lower = target[:8].lower()
+        if lower.startswith("http://"):
+            scheme, rest = "http", target[7:]
+        elif lower.startswith("https://"):
+            scheme, rest = "https", target[8:]
+        else:
+            raise ParseError("unsupported target form")
+        cut = len(rest)
+        for sep in "/?#":
+            i = rest.find(sep)
+            if 0 <= i < cut:
+                cut = i
+        host, port = parse_authority(rest[:cut], require_port=False)
+        rest = rest[cut:]
+        path, query = split_path(rest if rest.startswith("/") else "/" + rest)
+        dp = default_port(scheme)
+        if (host_hdr[0], host_hdr[1] or dp) != (host, port or dp):
+            raise ParseError("Host does not match the target authority")
+    if fr.connection_tokens:
+        keep = "close" not in fr.connection_tokens and (
+            version == "HTTP/1.1" or "keep-alive" in fr.connection_tokens
+        )
+    else:
+        keep = version == "HTTP/1.1"
+    return RequestHead(
+        method=method,
+        target=target,
+        version=version,
+        headers=headers,
+        form=form,
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=path,
+        query=query,
+        content_length=fr.content_length,
+        chunked=fr.chunked,
+        keep_alive=keep,
+        connection_tokens=fr.connection_tokens,
+        expect_continue=fr.expect_continue,
+    )
+
+
+def parse_response_head(head: bytes | bytearray) -> ResponseHead:
+    lines = _split_lines(head)
+    if not _STATUS.fullmatch(lines[0]):
+        raise ParseError("malformed status line")
+    version = lines[0][:8].decode("ascii")
+    status = int(lines[0][9:12])
+    reason = lines[0][13:].decode("latin-1")
+    headers = _fields(lines[1:])
+    fr = _framing(headers, response=True)
+    if fr.connection_tokens:
+        keep = "close" not in fr.connection_tokens and (
+            version == "HTTP/1.1" or "keep-alive" in fr.connection_tokens
+        )
+    else:
+        keep = version == "HTTP/1.1"
+    return ResponseHead(
+        version, status, reason, headers, fr.content_length, fr.chunked, keep, fr.connection_tokens
+    )
+
+
+BodyMode = Literal["none", "length", "chunked", "close"]
+
+
+def response_body_mode(request_method: str, resp: ResponseHead) -> BodyMode:
+    """RFC 9112 6.3 message body length, for a response to ``request_method``."""
+    if request_method == "HEAD" or resp.status < 200 or resp.status in (204, 304):
+        return "none"
+    if resp.chunked:
+        return "chunked"
+    if resp.content_length is not None:
+        return "length" if resp.content_length else "none"
+    return "close"
+
+
+def forwardable(
+    headers: Headers, connection_tokens: frozenset[str], drop: frozenset[str]
+) -> Headers:
+    """Headers minus hop-by-hop, connection-nominated, framing and ``drop`` (lower-case) names.
+
+    Names are compared trimmed and case-insensitively (a field name cannot carry whitespace
+    after parsing, but trimming keeps the rule true for any caller).
+    """
+    out: Headers = []
+    for name, value in headers:
+        lname = name.strip().lower()
+        if (
+            lname in HOP_BY_HOP
+            or lname in connection_tokens
+            or lname in drop
+            or lname == "content-length"
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
+def serialize_head(start_line: str, headers: Headers) -> bytes:
+    parts = [start_line]
+    parts.extend(f"{n}: {v}" for n, v in headers)
+    parts.append("\r\n")
+    return "\r\n".join(parts).encode("latin-1")
+
+
+class ChunkedDecoder:
+    """Incremental chunked-body decoder. ``feed`` returns decoded data pieces; ``done``
+    turns true after the last chunk and trailers; bytes after the body go to ``leftover``.
+    Chunk extensions and trailers are validated and dropped (never forwarded)."""
+
+    __slots__ = ("_line", "_remaining", "_state", "_trailer_bytes", "done", "leftover")
+
+    def __init__(self) -> None:
+        self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
+        self._line = bytearray()
+        self._remaining = 0
+        self._trailer_bytes = 0
+        self.done = False
+        self.leftover = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        pos = 0
+        n = len(data)
+        while pos < n and not self.done:
+            st = self._state
+            if st == 1:
+                take = min(self._remaining, n - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self._remaining -= take
+                if not self._remaining:
+                    self._state = 2
+            elif st == 2:
+                piece = data[pos : pos + 2 - len(self._line)]
+                self._line += piece
+                pos += len(piece)
+                if len(self._line) == 2:
+                    if self._line != b"\r\n":
+                        raise ParseError("missing CRLF after chunk data")
+                    self._line.clear()
+                    self._state = 0
+            else:
+                nl = data.find(b"\n", pos)
+                stop = n if nl < 0 else nl + 1
+                self._line += data[pos:stop]
+                pos = stop
+                limit = MAX_CHUNK_LINE if st == 0 else MAX_TRAILERS
+                if len(self._line) > limit:
+                    raise ParseError("chunk line too long")
+                if nl < 0:
+                    continue
+                line = bytes(self._line)
+                self._line.clear()
+                if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+                    raise ParseError("bare LF or CR in chunked framing")
+                line = line[:-2]
+                if st == 0:
+                    self._size_line(line)
+                else:
+                    self._trailer_line(line)
+        if self.done and pos < n:
+            self.leftover = data[pos:]
+        return out
+
+    def _size_line(self, line: bytes) -> None:
+        size_part, _, ext = line.partition(b";")
+        if not _HEX.fullmatch(size_part) or len(size_part) > MAX_CHUNK_HEX:
+            raise ParseError("invalid chunk size")
+        if ext and not _CHUNK_EXT.fullmatch(b";" + ext):
+            raise ParseError("invalid chunk extension")
+        size = int(size_part, 16)
+        if size >= 1 << 62:
+            raise ParseError("chunk size overflow")
+        if size:
+            self._remaining = size
+            self._state = 1
+        else:
+            self._state = 3
+
+    def _trailer_line(self, line: bytes) -> None:
+        if not line:
+            self.done = True
+            return
+        self._trailer_bytes += len(line)
+        if self._trailer_bytes > MAX_TRAILERS:
+            raise ParseError("trailers too large")
+        _fields([line])
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"

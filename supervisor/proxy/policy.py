@@ -1,0 +1,49 @@
+"""Interfaces the proxy is coded against: the route table and the TLS interceptor.
+
+The profile matcher (``supervisor.profiles.matcher.PolicyTable``) and the interception CA
+(``supervisor.proxy.interception``) implement these structurally; tests use fakes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Protocol, runtime_checkable
+
+from supervisor.profiles.model import Binding, Endpoint
+
+
+class RoutePolicy(Protocol):
+    def match_endpoint(self, host: str, port: int, path: str) -> Endpoint | None: ...
+
+    def match_binding(self, host: str, port: int, path: str) -> Binding | None: ...
+
+    def declares(self, host: str, port: int) -> bool: ...
+
+
+@runtime_checkable
+class InspectionHint(Protocol):
+    """Optional: a table that knows whether any endpoint/binding on (host, port) needs
+    request-level inspection. Without it the proxy decides conservatively from "/"."""
+
+    def needs_inspection(self, host: str, port: int) -> bool: ...
+
+
+class Interceptor(Protocol):
+    def server_context(self, host: str) -> ssl.SSLContext: ...
+
+
+def endpoint_needs_inspection(endpoint: Endpoint) -> bool:
+    """L7 rules must be seen per request unless access is ``full`` or only audited."""
+    return endpoint.access != "full" and endpoint.enforcement == "enforce"
+
+
+def connect_needs_inspection(policy: RoutePolicy, host: str, port: int) -> bool:
+    """Does a CONNECT to a declared (host, port) have to be opened up (intercepted)?"""
+    if isinstance(policy, InspectionHint):
+        return policy.needs_inspection(host, port)
+    endpoint = policy.match_endpoint(host, port, "/")
+    if endpoint is None:
+        return True  # declared only for some paths: paths can only be checked inside
+    if policy.match_binding(host, port, "/") is not None:
+        return True
+    return endpoint.access != "full"
