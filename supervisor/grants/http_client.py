@@ -1,0 +1,92 @@
+"""The token-endpoint HTTP client: one shared, hardened ``httpx.AsyncClient``.
+
+Hardening (security review): environment proxies and netrc ignored (``trust_env=False``),
+no redirects (a 3xx is a failure and its Location is never contacted), TLS verified
+against system roots plus an optional ``--ca-bundle``, a total deadline around the whole
+call (httpx's own timeouts are per phase), and a 64 KiB cap on the body we read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import httpx
+
+from supervisor.grants import exchange
+from supervisor.grants.errors import GrantError
+from supervisor.profiles.model import GrantSpec
+from supervisor.settings import DEFAULT_GRANT_TIMEOUT
+
+STEP = exchange.STEP
+
+
+def build_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System roots always; ``ca_bundle`` (PEM) adds trust anchors, never replaces them."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificate and host name
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
+
+
+class TokenEndpointClient:
+    """POSTs RFC 7523 client-credentials grants. Create and use on one event loop."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = DEFAULT_GRANT_TIMEOUT,
+        ca_bundle: str | None = None,
+        max_body: int = exchange.MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._timeout = timeout
+        self._max_body = max_body
+        self._client = httpx.AsyncClient(
+            verify=build_ssl_context(ca_bundle),
+            trust_env=False,
+            follow_redirects=False,
+            timeout=httpx.Timeout(timeout, connect=timeout),
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+        )
+
+    async def exchange(self, spec: GrantSpec, svid: str) -> exchange.TokenResponse:
+        """One grant; raises ``GrantError`` (never an httpx exception) on any failure."""
+        if not exchange.endpoint_allowed(spec.token_endpoint):
+            raise GrantError(STEP, "token endpoint must be https (or http to loopback/cluster)",
+                             retryable=False)
+        form = exchange.build_form(spec, svid)
+        try:
+            async with asyncio.timeout(self._timeout):
+                status, body = await self._post(spec.token_endpoint, form)
+        except TimeoutError:
+            raise GrantError(STEP, f"token endpoint timed out after {self._timeout:g} s") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as err:
+            # The exception text may echo the URL; name only the failure class.
+            raise GrantError(STEP, f"token endpoint unreachable ({type(err).__name__})") from None
+        if not 200 <= status < 300:
+            raise exchange.error_for_status(status, body)
+        return exchange.parse_success(body)
+
+    async def _post(self, url: str, form: dict[str, str]) -> tuple[int, bytes]:
+        async with self._client.stream("POST", url, data=form) as resp:
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):
+                raise GrantError(STEP, "token endpoint used a content encoding we did not accept")
+            declared = resp.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_body:
+                raise GrantError(STEP, "token endpoint response too large")
+            if 300 <= resp.status_code < 400:
+                return resp.status_code, b""  # never read or follow a redirect
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_raw():
+                size += len(chunk)
+                if size > self._max_body:
+                    raise GrantError(STEP, "token endpoint response too large")
+                chunks.append(chunk)
+            return resp.status_code, b"".join(chunks)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
