@@ -1,0 +1,65 @@
+"""Host names: normalization and the special classes the security rules talk about."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+# Ports of the Kubernetes/etcd control plane: always refused at run time (DESIGN.md 7).
+CONTROL_PLANE_PORTS = frozenset({2379, 2380, 6443, 10250, 10255})
+METADATA_ADDRESS = "169.254.169.254"
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, drop one trailing dot and IPv6 brackets, canonical IPv6 text."""
+    h = host.strip().lower()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h.endswith("."):
+        h = h[:-1]
+    if ":" in h:
+        try:
+            return ipaddress.IPv6Address(h).compressed
+        except ValueError:
+            return h
+    return h
+
+
+def ip_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost``, 127.0.0.0/8 or ``::1`` (also IPv4-mapped loopback)."""
+    h = normalize_host(host)
+    if h == "localhost":
+        return True
+    ip = ip_of(h)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip is not None and ip.is_loopback
+
+
+def is_k8s_service_host(host: str, *, allow_wildcards: bool = False) -> bool:
+    """``name.ns.svc`` or ``name.ns.svc.cluster.local`` (exactly those shapes).
+
+    With ``allow_wildcards`` a name or namespace label may be ``*`` (for endpoint
+    patterns that can only ever match service hosts).
+    """
+    labels = normalize_host(host).split(".")
+    if labels[2:] not in (["svc"], ["svc", "cluster", "local"]):
+        return False
+    return all(
+        (allow_wildcards and label == "*") or _DNS_LABEL.fullmatch(label) is not None
+        for label in labels[:2]
+    )
+
+
+def cleartext_allowed_host(host: str, *, allow_wildcards: bool = False) -> bool:
+    """Hosts where plain HTTP is acceptable: traffic stays on the node or in the cluster."""
+    return is_loopback_host(host) or is_k8s_service_host(host, allow_wildcards=allow_wildcards)

@@ -1,0 +1,109 @@
+"""Per-request policy lookup: which endpoint and which binding apply to a request.
+
+Built once per profile set. Literal hosts are indexed in a dict keyed by (host, port);
+pattern hosts sit in a short per-port list sorted most-specific-first. Every pattern is
+compiled at build time; a lookup runs at most one dict probe plus precompiled regexes.
+
+Winner: highest specificity (see ``patterns.specificity``); ties, which validation
+rejects for bindings, are broken by a key that does not depend on load order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from supervisor.profiles.hosts import normalize_host
+from supervisor.profiles.model import Binding, Endpoint, Profile
+from supervisor.profiles.patterns import (
+    HostPattern,
+    PathPattern,
+    canonical_path,
+    parse_host_pattern,
+    parse_path_pattern,
+    specificity,
+)
+
+T = TypeVar("T")
+_Order = tuple[tuple[int, ...], tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry(Generic[T]):
+    host: HostPattern
+    path: PathPattern | None
+    order: _Order  # ascending = better
+    value: T
+
+    def path_ok(self, path: str | None) -> bool:
+        # ``path`` is canonical or None (= a path that must match no path glob).
+        return self.path is None or (path is not None and self.path.matches(path))
+
+
+class _Index(Generic[T]):
+    def __init__(self, items: Iterable[tuple[str, int, str | None, tuple[str, ...], T]]) -> None:
+        literal: dict[tuple[str, int], list[_Entry[T]]] = defaultdict(list)
+        patterns: dict[int, list[_Entry[T]]] = defaultdict(list)
+        for host, port, path, tiebreak, value in items:
+            hp = parse_host_pattern(host)
+            pp = parse_path_pattern(path) if path is not None else None
+            spec = specificity(hp, pp)
+            entry = _Entry(hp, pp, (tuple(-x for x in spec), tiebreak), value)
+            if hp.is_literal:
+                literal[(hp.text, port)].append(entry)
+            else:
+                patterns[port].append(entry)
+        self._literal = {k: tuple(sorted(v, key=_order)) for k, v in literal.items()}
+        self._patterns = {k: tuple(sorted(v, key=_order)) for k, v in patterns.items()}
+
+    def match(self, host: str, port: int, path: str | None) -> T | None:
+        best: _Entry[T] | None = None
+        for entry in self._literal.get((host, port), ()):
+            if entry.path_ok(path):
+                best = entry
+                break
+        for entry in self._patterns.get(port, ()):
+            if best is not None and entry.order >= best.order:
+                break  # sorted: nothing further can beat the literal winner
+            if entry.host.matches(host) and entry.path_ok(path):
+                best = entry
+                break
+        return None if best is None else best.value
+
+    def covers(self, host: str, port: int) -> bool:
+        if (host, port) in self._literal:
+            return True
+        return any(entry.host.matches(host) for entry in self._patterns.get(port, ()))
+
+
+def _order(entry: _Entry[T]) -> _Order:
+    return entry.order
+
+
+class PolicyTable:
+    """Endpoint and binding lookup for one immutable profile set (thread-safe: read-only)."""
+
+    def __init__(self, profiles: Sequence[Profile], bindings: Sequence[Binding]) -> None:
+        self._endpoints: _Index[Endpoint] = _Index(
+            (ep.host, port, ep.path, (p.id, f"{j:08d}"), ep)
+            for p in profiles
+            for j, ep in enumerate(p.endpoints)
+            for port in ep.ports
+        )
+        self._bindings: _Index[Binding] = _Index(
+            (b.host, b.port, b.path, (b.id,), b) for b in bindings
+        )
+
+    def match_endpoint(self, host: str, port: int, path: str) -> Endpoint | None:
+        """The most specific endpoint for a request; ``path`` excludes the query."""
+        return self._endpoints.match(normalize_host(host), port, canonical_path(path))
+
+    def match_binding(self, host: str, port: int, path: str) -> Binding | None:
+        """The most specific credential binding for a request, or ``None`` (no injection)."""
+        return self._bindings.match(normalize_host(host), port, canonical_path(path))
+
+    def declares(self, host: str, port: int) -> bool:
+        """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""
+        return self._endpoints.covers(normalize_host(host), port)
