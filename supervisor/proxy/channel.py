@@ -1,0 +1,242 @@
+"""Byte channels (plain stream, server-side TLS over a channel) and a buffered HTTP reader.
+
+The agent-side TLS of an intercepted tunnel uses an ``ssl.SSLObject`` over memory BIOs
+instead of ``start_tls``: bytes already read while sniffing the tunnel (to tell TLS from
+plain HTTP) can then be handed to the TLS layer instead of being lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Protocol
+
+from supervisor.proxy.http1 import (
+    LAST_CHUNK,
+    MAX_HEAD,
+    ChunkedDecoder,
+    ParseError,
+    encode_chunk,
+    find_head_end,
+)
+
+READ_SIZE = 256 * 1024
+
+
+class Channel(Protocol):
+    async def read(self, n: int) -> bytes: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def usable(self) -> bool: ...
+
+
+class PlainChannel:
+    __slots__ = ("drain", "read", "reader", "write", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        # Bound methods cached once: they are called several times per request.
+        self.read = reader.read
+        self.write = writer.write
+        self.drain = writer.drain
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def usable(self) -> bool:
+        return not self.reader.at_eof() and not self.writer.transport.is_closing()
+
+    def write_eof(self) -> None:
+        if self.writer.can_write_eof() and not self.writer.transport.is_closing():
+            self.writer.write_eof()
+
+
+class TlsServerChannel:
+    """Server side of TLS spoken over another channel (the agent's CONNECT tunnel)."""
+
+    def __init__(self, raw: Channel, context: ssl.SSLContext, initial: bytes) -> None:
+        self._raw = raw
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._obj = context.wrap_bio(self._in, self._out, server_side=True)
+        if initial:
+            self._in.write(initial)
+
+    async def _pull(self) -> bool:
+        self._flush()
+        await self._raw.drain()
+        data = await self._raw.read(READ_SIZE)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    def _flush(self) -> None:
+        pending = self._out.read()
+        if pending:
+            self._raw.write(pending)
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not await self._pull():
+                    raise ConnectionError("agent closed during TLS handshake") from None
+        self._flush()
+        await self._raw.drain()
+
+    async def read(self, n: int) -> bytes:
+        while True:
+            try:
+                return self._obj.read(n)
+            except ssl.SSLWantReadError:
+                if not await self._pull():
+                    try:
+                        return self._obj.read(n)
+                    except (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                        return b""
+            except ssl.SSLZeroReturnError:
+                return b""
+
+    def write(self, data: bytes) -> None:
+        self._obj.write(data)
+        self._flush()
+
+    async def drain(self) -> None:
+        await self._raw.drain()
+
+    def close(self) -> None:
+        with contextlib.suppress(ssl.SSLError):
+            self._obj.unwrap()
+        self._flush()
+        self._raw.close()
+
+    def usable(self) -> bool:
+        return self._raw.usable()
+
+
+class Conn:
+    """A channel plus our own read buffer (heads are delimited here, not by the stream)."""
+
+    __slots__ = ("buf", "ch")
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        self.buf = bytearray()
+
+    async def fill(self) -> bool:
+        data = await self.ch.read(READ_SIZE)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    async def read_head(
+        self, idle_timeout: float, head_timeout: float, limit: int = MAX_HEAD
+    ) -> bytes | None:
+        """The next complete head, or None on a clean EOF before any byte.
+
+        Waiting for the first byte is bounded by ``idle_timeout``; from the first byte the
+        whole head must arrive within ``head_timeout`` (slowloris). Raises TimeoutError,
+        ParseError (bare LF / too large / EOF inside a head).
+        """
+        buf = self.buf
+        loop = asyncio.get_running_loop()
+        started = bool(buf)
+        async with asyncio.timeout(head_timeout if started else idle_timeout) as cm:
+            while True:
+                if buf:
+                    end = find_head_end(buf, limit)
+                    if end >= 0:
+                        head = bytes(buf[:end])
+                        del buf[:end]
+                        return head
+                    if not started:
+                        started = True
+                        cm.reschedule(loop.time() + head_timeout)
+                data = await self.ch.read(READ_SIZE)
+                if not data:
+                    if buf.strip(b"\r\n"):
+                        raise ParseError("connection closed inside a head")
+                    return None
+                buf += data
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+
+async def _read(src: Conn, timeout: float) -> bytes:
+    if src.buf:
+        data = bytes(src.buf)
+        src.buf.clear()
+        return data
+    async with asyncio.timeout(timeout):
+        return await src.ch.read(READ_SIZE)
+
+
+class PeerClosed(Exception):
+    """The sending side closed before the body was complete."""
+
+
+async def relay_length(src: Conn, dst: Channel, n: int, timeout: float, first: bytes = b"") -> None:
+    """Copy exactly ``n`` body bytes from ``src`` to ``dst`` (``first`` is written before)."""
+    if first:
+        dst.write(first)
+    while n:
+        if src.buf:
+            data = src.take(n)
+        else:
+            async with asyncio.timeout(timeout):
+                data = await src.ch.read(min(n, READ_SIZE))
+            if not data:
+                raise PeerClosed
+        n -= len(data)
+        dst.write(data)
+        await dst.drain()
+
+
+async def relay_chunked(
+    src: Conn, dst: Channel, timeout: float, *, encode: bool = True, first: bytes = b""
+) -> None:
+    """Decode a chunked body from ``src``; re-encode it for ``dst`` (or not, for a
+    close-delimited HTTP/1.0 peer). Extensions and trailers are dropped."""
+    dec = ChunkedDecoder()
+    if first:
+        dst.write(first)
+    while not dec.done:
+        data = await _read(src, timeout)
+        if not data:
+            raise PeerClosed
+        pieces = dec.feed(data)
+        if pieces:
+            body = b"".join(pieces)
+            if body:
+                dst.write(encode_chunk(body) if encode else body)
+        await dst.drain()
+    if dec.leftover:
+        src.buf[:0] = dec.leftover
+    if encode:
+        dst.write(LAST_CHUNK)
+
+
+async def relay_until_eof(src: Conn, dst: Channel, timeout: float, first: bytes = b"") -> None:
+    if first:
+        dst.write(first)
+    while True:
+        data = await _read(src, timeout)
+        if not data:
+            return
+        dst.write(data)
+        await dst.drain()

@@ -1,0 +1,164 @@
+"""Upstream side: resolution, checked connections, and the keep-alive pool."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from supervisor.profiles.model import IPNetwork
+from supervisor.proxy import errors
+from supervisor.proxy.channel import READ_SIZE, Conn, PlainChannel
+from supervisor.proxy.egress import IPAddress, check_destination
+from supervisor.proxy.errors import ProxyError
+
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+PoolKey = tuple[str, str, int]  # scheme, host, port
+
+
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    """Addresses for ``host`` via getaddrinfo (in the executor), IP literals directly."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    out: list[IPAddress] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        addr = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if addr not in out:
+            out.append(addr)
+    return out
+
+
+async def resolve_checked(
+    resolver: Resolver, host: str, port: int, allowed_ips: Iterable[IPNetwork]
+) -> IPAddress:
+    """Resolve once and return the first address the SSRF rules admit (we connect to it)."""
+    try:
+        addrs = await resolver(host, port)
+    except (OSError, UnicodeError) as exc:
+        raise ProxyError(errors.UPSTREAM_UNREACHABLE, f"cannot resolve {host}") from exc
+    if not addrs:
+        raise ProxyError(errors.UPSTREAM_UNREACHABLE, f"cannot resolve {host}")
+    nets = tuple(allowed_ips)
+    first_reason = ""
+    for addr in addrs:
+        reason = check_destination(addr, port, nets)
+        if reason is None:
+            return addr
+        first_reason = first_reason or reason
+    raise ProxyError(errors.SSRF_DENIED, f"{host}: {first_reason}")
+
+
+class Upstream:
+    """One upstream connection: its buffered reader and the address it was checked for."""
+
+    __slots__ = ("addr", "conn", "idle_since", "key", "plain", "reused")
+
+    def __init__(self, key: PoolKey, addr: IPAddress, plain: PlainChannel) -> None:
+        self.key = key
+        self.addr = addr
+        self.plain = plain
+        self.conn = Conn(plain)
+        self.idle_since = 0.0
+        self.reused = False
+
+    def close(self) -> None:
+        self.plain.close()
+
+
+async def open_upstream(
+    key: PoolKey,
+    addr: IPAddress,
+    *,
+    tls: ssl.SSLContext | None,
+    timeout: float,
+) -> Upstream:
+    _scheme, host, port = key
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                str(addr),
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
+                limit=READ_SIZE,
+            )
+    except ssl.SSLCertVerificationError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE,
+            f"{host}:{port}: certificate verification failed ({exc.verify_message})",
+        ) from exc
+    except ssl.SSLError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: TLS handshake failed ({exc.reason})"
+        ) from exc
+    except TimeoutError as exc:
+        raise ProxyError(errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: connect timed out") from exc
+    except OSError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: {exc.strerror or 'connect failed'}"
+        ) from exc
+    return Upstream(key, addr, PlainChannel(reader, writer))
+
+
+class Pool:
+    """Idle keep-alive upstream connections, bounded per destination and in age."""
+
+    def __init__(self, max_idle_per_key: int = 16, max_idle_seconds: float = 30.0) -> None:
+        self._idle: dict[PoolKey, collections.deque[Upstream]] = {}
+        self._max = max_idle_per_key
+        self._max_age = max_idle_seconds
+
+    def take(self, key: PoolKey) -> Upstream | None:
+        dq = self._idle.get(key)
+        if not dq:
+            return None
+        now = time.monotonic()
+        while dq:
+            up = dq.pop()  # most recently used: the likeliest to be alive
+            if now - up.idle_since < self._max_age and up.plain.usable() and not up.conn.buf:
+                up.reused = True
+                return up
+            up.close()
+        return None
+
+    def give(self, up: Upstream) -> None:
+        if not up.plain.usable() or up.conn.buf:
+            up.close()
+            return
+        dq = self._idle.setdefault(up.key, collections.deque())
+        up.idle_since = time.monotonic()
+        dq.append(up)
+        while len(dq) > self._max:
+            dq.popleft().close()
+
+    def prune(self) -> None:
+        now = time.monotonic()
+        for key in list(self._idle):
+            dq = self._idle[key]
+            keep = collections.deque(
+                u for u in dq if now - u.idle_since < self._max_age and u.plain.usable()
+            )
+            for u in dq:
+                if u not in keep:
+                    u.close()
+            if keep:
+                self._idle[key] = keep
+            else:
+                del self._idle[key]
+
+    def close_all(self) -> None:
+        for dq in self._idle.values():
+            for up in dq:
+                up.close()
+        self._idle.clear()
+
+    def idle_count(self) -> int:
+        return sum(len(dq) for dq in self._idle.values())
