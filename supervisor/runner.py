@@ -1,0 +1,287 @@
+"""``run``: prepare the sandbox, start the services, run the agent, wait (DESIGN 6.1, 6.4).
+
+Order: load profiles -> socket path rules -> sanitized mount namespace -> network
+namespace and the proxy's listening socket -> fork the sandbox init (before any secret
+exists in this process) -> start the services (proxy, token provider) -> send the init
+the go with the agent's environment -> forward signals, reap, reload on SIGHUP or on a
+profile file change -> stop the services -> exit with the agent's status.
+
+Heavy modules (profile loader, services) are imported lazily so `run -- /bin/true` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any, Protocol
+
+from supervisor.sandbox import linux
+from supervisor.sandbox.environment import agent_environment
+from supervisor.sandbox.init import InitSpec
+from supervisor.sandbox.mountns import create_sanitized_mount_namespace
+from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
+from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
+from supervisor.sandbox.socket_path import SocketPath, resolve_socket_path
+from supervisor.sandbox.spawn import InitProcess, spawn_init
+from supervisor.settings import RunSettings, SetupError
+
+log = logging.getLogger("supervisor.runner")
+
+PROFILE_POLL_SECONDS = 2.0
+
+# The profile set is opaque here: it is produced by the loader and handed to the services.
+ProfileSet = Any
+ProfileLoader = Callable[[tuple[str, ...]], ProfileSet]
+
+
+class Services(Protocol):
+    extra_env: dict[str, str]
+
+    def reload(self, profiles: ProfileSet) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ServicesStarter = Callable[[RunSettings, ProfileSet, socket.socket], Services]
+
+
+def _default_loader(paths: tuple[str, ...]) -> ProfileSet:
+    loader = importlib.import_module("supervisor.profiles.loader")
+    return loader.load_profiles(paths)
+
+
+def _default_starter(
+    settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
+) -> Services:
+    services = importlib.import_module("supervisor.services")
+    started: Services = services.start_services(settings, profiles, listen_sock)
+    return started
+
+
+def _describe_profile_error(exc: Exception) -> str:
+    diagnostics = list(getattr(exc, "diagnostics", None) or [])
+    if not diagnostics:
+        return str(exc) or type(exc).__name__
+    more = f" (+{len(diagnostics) - 1} more)" if len(diagnostics) > 1 else ""
+    return f"{diagnostics[0]}{more}"
+
+
+def _profile_fingerprint(paths: tuple[str, ...]) -> tuple[bytes | None, ...]:
+    """Content hashes: ConfigMap updates swap symlinks, so compare contents, not mtimes."""
+    digests: list[bytes | None] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                digests.append(hashlib.sha256(f.read()).digest())
+        except OSError:
+            digests.append(None)
+    return tuple(digests)
+
+
+class _Supervision:
+    """Signal forwarding, reaping, and profile reloads while the agent runs."""
+
+    def __init__(self, init: InitProcess, settings: RunSettings, loader: ProfileLoader) -> None:
+        self.init = init
+        self.settings = settings
+        self.loader = loader
+        self.services: Services | None = None
+        self.reload_requested = False
+        self.fingerprint = _profile_fingerprint(settings.profiles)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._saved: dict[int, Any] = {}  # signal number -> previous handler
+        self._saved_wakeup = -1
+
+    @contextlib.contextmanager
+    def handlers(self) -> Iterator[None]:
+        """Install the handlers, then unblock the signals the caller blocked before fork."""
+        try:
+            self._saved_wakeup = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+            for signum in FORWARDED_SIGNALS:
+                self._saved[signum] = signal.signal(signum, self._forward)
+            self._saved[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hup)
+            self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._ignore)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            yield
+        finally:
+            for saved_signum, previous in self._saved.items():
+                signal.signal(saved_signum, previous)
+            signal.set_wakeup_fd(self._saved_wakeup)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        self.init.signal(signum)
+
+    def _hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested = True
+
+    def _ignore(self, _signum: int, _frame: FrameType | None) -> None:
+        pass  # SIGCHLD only needs to wake the loop (through the wakeup fd)
+
+    def reload(self, why: str) -> None:
+        self.fingerprint = _profile_fingerprint(self.settings.profiles)
+        try:
+            profiles = self.loader(self.settings.profiles)
+        except Exception as exc:
+            for diag in getattr(exc, "diagnostics", None) or [exc]:
+                log.warning("profile reload (%s) refused, keeping the current set: %s", why, diag)
+            return
+        if self.services is not None:
+            self.services.reload(profiles)
+        log.info("profiles reloaded (%s)", why)
+
+    def _reap(self) -> int | None:
+        """Reap every exited child; return the init's wait status once it exited."""
+        init_status: int | None = None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return init_status
+            if pid == 0:
+                return init_status
+            if pid == self.init.pid:
+                init_status = status
+
+    def wait(self) -> int:
+        """Run until the init exits; return its wait status."""
+        next_poll = time.monotonic() + PROFILE_POLL_SECONDS
+        while True:
+            status = self._reap()
+            if status is not None:
+                return status
+            timeout = max(0.0, next_poll - time.monotonic())
+            readable, _, _ = select.select([self._wake_r], [], [], timeout)
+            if readable:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 4096):
+                        pass
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload("SIGHUP")
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + PROFILE_POLL_SECONDS
+                if _profile_fingerprint(self.settings.profiles) != self.fingerprint:
+                    self.reload("profile file changed")
+
+
+def _load_initial(loader: ProfileLoader, paths: tuple[str, ...]) -> ProfileSet:
+    try:
+        return loader(paths)
+    except SetupError:
+        raise
+    except Exception as exc:
+        raise SetupError("--profile", _describe_profile_error(exc)) from exc
+
+
+def _prepare_network(settings: RunSettings) -> AgentNetwork:
+    if settings.network == "host":
+        log.warning("--network host: the agent shares the host network; the proxy is only advisory")
+        return host_network(settings.proxy_port)
+    if settings.network != "isolated":
+        raise SetupError("--network", f"unknown mode {settings.network!r}")
+    return create_agent_network(settings.proxy_port)
+
+
+def _outcome(init: InitProcess, status: int, command_name: str) -> int:
+    report = init.read_report()
+    if report.setup_step is not None:
+        raise SetupError(report.setup_step, report.setup_reason or "failed")
+    if report.exec_code is not None:
+        print(
+            f"openshell-supervisor: error: {command_name}: {report.exec_reason}",
+            file=sys.stderr,
+        )
+        return report.exec_code
+    return exit_code_of(status)
+
+
+def _abort_init(init: InitProcess) -> None:
+    """The agent will not start: release the init and reap it."""
+    init.abort()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(init.pid, 0)
+    init.read_report()
+
+
+def run_supervisor(
+    settings: RunSettings,
+    start_services: ServicesStarter | None = None,
+    load_profiles: ProfileLoader | None = None,
+) -> int:
+    """Run the agent in the sandbox; return the exit code of ``run`` (DESIGN section 3)."""
+    starter = start_services or _default_starter
+    loader = load_profiles or _default_loader
+    if not settings.command:
+        raise SetupError("COMMAND", "no command given")
+    try:
+        linux.set_dumpable(False)
+    except OSError as exc:
+        raise SetupError("prctl", f"cannot make the supervisor non-dumpable: {exc}") from exc
+    profiles = _load_initial(loader, settings.profiles)
+    sock_path: SocketPath | None = None
+    if settings.spiffe_socket:
+        sock_path = resolve_socket_path(settings.spiffe_socket)
+    mount_ns = create_sanitized_mount_namespace(sock_path)
+    network: AgentNetwork | None = None
+    try:
+        network = _prepare_network(settings)
+        if os.getpid() != 1:
+            linux.set_child_subreaper()  # orphans of ours come back to us to be reaped
+        spec = InitSpec(
+            command=settings.command,
+            uid=settings.uid,
+            gid=settings.gid,
+            groups=settings.supplementary_gids,
+            workdir=settings.workdir,
+            default_workdir=os.getcwd(),
+            mount_ns_fd=mount_ns.fd,
+            net_ns_fd=network.ns_fd,
+        )
+        # Blocked across fork so a signal arriving now is forwarded once handlers exist.
+        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        try:
+            init = spawn_init(spec)
+        except BaseException:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            raise
+        supervision = _Supervision(init, settings, loader)
+        with supervision.handlers():
+            mount_ns.close()
+            network.close_ns()
+            try:
+                services = starter(settings, profiles, network.listen_sock)
+            except BaseException:
+                _abort_init(init)
+                raise
+            supervision.services = services
+            try:
+                try:
+                    extra = {**settings.extra_env, **services.extra_env}
+                    env = agent_environment(os.environ, settings.proxy_port, extra)
+                except BaseException:
+                    _abort_init(init)
+                    raise
+                init.start(env)
+                status = supervision.wait()
+            finally:
+                services.stop()
+        return _outcome(init, status, settings.command[0])
+    finally:
+        mount_ns.close()
+        if network is not None:
+            network.close_ns()
+            network.listen_sock.close()

@@ -1,0 +1,32 @@
+"""The agent's environment (DESIGN 6.3): the supervisor's, scrubbed, plus proxy variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+SANDBOX_MARKER = ("OPENSHELL_SANDBOX", "1")
+NO_PROXY_VALUE = "localhost,127.0.0.1,::1"
+_FORBIDDEN_PREFIXES = ("SPIFFE_", "OPENSHELL_")
+
+
+def is_forbidden(name: str) -> bool:
+    """True for SPIFFE / supervisor variables and proxy variables of any case."""
+    upper = name.upper()
+    return upper.startswith(_FORBIDDEN_PREFIXES) or upper.endswith("_PROXY")
+
+
+def agent_environment(
+    inherited: Mapping[str, str], proxy_port: int, extra: Mapping[str, str]
+) -> dict[str, str]:
+    """Scrub ``inherited`` and add the proxy, sandbox-marker and ``extra`` (CA) variables."""
+    env = {k: v for k, v in inherited.items() if not is_forbidden(k)}
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        env[name] = proxy
+    env["NO_PROXY"] = env["no_proxy"] = NO_PROXY_VALUE
+    for name, value in extra.items():
+        if is_forbidden(name):
+            raise ValueError(f"refusing to pass {name} to the agent")
+        env[name] = value
+    env[SANDBOX_MARKER[0]] = SANDBOX_MARKER[1]
+    return env
