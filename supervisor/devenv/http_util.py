@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,9 +16,20 @@ MAX_FETCH_BYTES = 1 << 20
 class LoopbackHTTPServer:
     """Runs ``handler`` on ``host:port`` (0 = ephemeral) in a daemon thread."""
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:
+    def __init__(
+        self,
+        handler: type[BaseHTTPRequestHandler],
+        host: str,
+        port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
+        self._scheme = "http"
+        if tls is not None:
+            # Handshakes happen in the accept loop: fine for a development server.
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+            self._scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
@@ -29,7 +41,7 @@ class LoopbackHTTPServer:
         host, port = self._server.server_address[:2]
         name = host.decode() if isinstance(host, bytes) else str(host)
         shown = f"[{name}]" if ":" in name else name
-        return f"http://{shown}:{port}"
+        return f"{self._scheme}://{shown}:{port}"
 
     def start(self) -> None:
         self._thread = threading.Thread(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import collections
 import signal
+import ssl
 import threading
 import time
 import urllib.parse
@@ -78,7 +79,9 @@ class TokenIssuer:
         expires_in: int = DEFAULT_EXPIRES_IN,
         record: int = 32,
         key: SigningKey | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._tls = tls
         self.jwks_url_upstream = jwks_url
         self.expected_svid_audience = expected_svid_audience
         self.trust_domain = trust_domain
@@ -115,7 +118,7 @@ class TokenIssuer:
     def start(self) -> TokenIssuer:
         self.stopping.clear()
         handler = type("IssuerHandler", (_Handler,), {"owner": self})
-        self._http = LoopbackHTTPServer(handler, self._host, self._port)
+        self._http = LoopbackHTTPServer(handler, self._host, self._port, self._tls)
         self._port = self._http.server.server_address[1]
         self._http.start()
         return self
