@@ -4,7 +4,8 @@ One ``SandboxCA`` per run: an EC P-256 CA generated at start, whose private key 
 in this object (never serialized, never written: leaf keys reach OpenSSL through a memfd,
 see ``tls_memload``). Its certificate is name-constrained to the hosts the profiles
 intercept, so even a leaked key could not impersonate anything else to the agent.
-``server_context(host)`` is what the proxy calls on CONNECT; contexts are cached (LRU).
+``server_context(host)`` is what the proxy calls on CONNECT (``SandboxCA`` implements
+``supervisor.proxy.policy.Interceptor``); contexts are cached (LRU).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import secrets
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from supervisor.profiles.model import Profile
 from supervisor.proxy.tls_bundles import BundlePaths, env_vars, write_bundles
 from supervisor.proxy.tls_memload import load_chain_in_memory
 from supervisor.proxy.tls_names import (
@@ -42,10 +43,10 @@ __all__ = [
     "HostError",
     "HostNotCovered",
     "InterceptionError",
-    "Interceptor",
     "SandboxCA",
     "build_upstream_context",
     "env_vars",
+    "hosts_to_intercept",
 ]
 
 # The CA must outlive the run: the agent's trust bundle is fixed at start, so an expired CA
@@ -67,10 +68,14 @@ class HostNotCovered(InterceptionError):
     """The host is outside the CA's name constraints: clients would reject any leaf for it."""
 
 
-class Interceptor(Protocol):
-    """What the proxy needs from TLS interception."""
+def hosts_to_intercept(profiles: Iterable[Profile]) -> tuple[str, ...]:
+    """Host patterns the proxy may terminate TLS for: every endpoint not marked ``tls: skip``.
 
-    def server_context(self, host: str) -> ssl.SSLContext: ...
+    A superset of what is intercepted (the proxy also opens only what needs inspection), so
+    the CA's name constraints never reject a host the proxy decides to intercept.
+    """
+    hosts = {ep.host for profile in profiles for ep in profile.endpoints if ep.tls != "skip"}
+    return tuple(sorted(hosts))
 
 
 def _utcnow() -> datetime:
