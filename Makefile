@@ -1,6 +1,8 @@
 # Every target bootstraps itself on a fresh Debian machine (as root): system packages,
 # a virtualenv in .venv, the project installed editable with its test extra.
-PY      ?= python3
+# Debian's interpreter, not one under /root: the sandboxed agent (an unprivileged user) must
+# be able to execute the venv's python for check-isolation and the Python test agents.
+PY      ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stamp-install
