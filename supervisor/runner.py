@@ -69,7 +69,8 @@ def _default_starter(
 
 
 def _describe_profile_error(exc: Exception) -> str:
-    diagnostics = list(getattr(exc, "diagnostics", None) or [])
+    """One line: the first error and how many more (warnings do not count)."""
+    diagnostics = list(getattr(exc, "errors", None) or getattr(exc, "diagnostics", None) or [])
     if not diagnostics:
         return str(exc) or type(exc).__name__
     more = f" (+{len(diagnostics) - 1} more)" if len(diagnostics) > 1 else ""
@@ -136,7 +137,7 @@ class _Supervision:
         try:
             profiles = self.loader(self.settings.profiles)
         except Exception as exc:
-            for diag in getattr(exc, "diagnostics", None) or [exc]:
+            for diag in getattr(exc, "errors", None) or [exc]:
                 log.warning("profile reload (%s) refused, keeping the current set: %s", why, diag)
             return
         if self.services is not None:

@@ -1,0 +1,382 @@
+"""``check-isolation``: attack the sandbox from inside, as the agent, and report what holds.
+
+Every check is a small function returning a ``Check``; none of them sends traffic beyond
+loopback except to addresses the operator lists with ``--expect-blocked``. Imports stay
+light (``rich`` only for the human table) because this runs inside every sandbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+from supervisor.settings import SetupError
+
+BUILTIN_SOCKETS = (
+    "/spiffe-workload-api/spire-agent.sock",
+    "/run/spire/sockets/agent.sock",
+    "/run/spire/agent-sockets/spire-agent.sock",
+    "/tmp/spire-agent/public/api.sock",  # noqa: S108 - a well-known path we probe, not a temp file
+)
+CAP_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+CONNECT_TIMEOUT = 1.0
+PROXY_TIMEOUT = 5.0
+_MAX_DETAIL_ITEMS = 8
+_PROBE_HOST = "check-isolation.invalid"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _summarize(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:_MAX_DETAIL_ITEMS])
+    more = len(items) - _MAX_DETAIL_ITEMS
+    return shown + (f" (+{more} more)" if more > 0 else "")
+
+
+def _pids(proc: str) -> list[int]:
+    return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+
+
+def _status(proc: str, pid: int | str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    with open(f"{proc}/{pid}/status", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key] = value.strip()
+    return fields
+
+
+def _is_supervisor_var(name: str, value: str) -> bool:
+    upper = name.upper()
+    if upper == "OPENSHELL_SANDBOX" and name == upper and value == "1":
+        return False
+    return upper.startswith(("SPIFFE_", "OPENSHELL_"))
+
+
+def check_environment(env: Mapping[str, str]) -> Check:
+    bad = sorted(name for name, value in env.items() if _is_supervisor_var(name, value))
+    if bad:
+        return Check(
+            "environment", False, f"supervisor/SPIFFE variables visible: {_summarize(bad)}"
+        )
+    return Check(
+        "environment", True, "no SPIFFE or supervisor variables (OPENSHELL_SANDBOX=1 only)"
+    )
+
+
+def _reachable(path: str) -> str | None:
+    """How ``path`` is reachable ('stat' or 'connect'), or None."""
+    try:
+        os.stat(path)
+    except OSError:
+        pass
+    else:
+        return "stat"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(CONNECT_TIMEOUT)
+        try:
+            s.connect(path)
+        except (OSError, ValueError):
+            return None
+    return "connect"
+
+
+def socket_candidates(spiffe_socket: str | None) -> tuple[list[str], list[str]]:
+    """(paths to probe, problems with the given address)."""
+    paths = list(BUILTIN_SOCKETS)
+    problems: list[str] = []
+    if spiffe_socket:
+        from supervisor.sandbox.socket_path import parse_socket_address
+
+        try:
+            given = parse_socket_address(spiffe_socket)
+        except SetupError as exc:
+            problems.append(f"cannot check {spiffe_socket!r}: {exc.reason}")
+        else:
+            if given not in paths:
+                paths.insert(0, given)
+    return paths, problems
+
+
+def check_workload_socket(spiffe_socket: str | None, proc: str = "/proc") -> Check:
+    paths, problems = socket_candidates(spiffe_socket)
+    roots = [""] + [f"{proc}/{pid}/root" for pid in _pids(proc)]
+    visible = [
+        f"{root}{path} ({how})"
+        for path in paths
+        for root in roots
+        if (how := _reachable(f"{root}{path}")) is not None
+    ]
+    if visible or problems:
+        return Check("workload-api-socket", False, _summarize(problems + visible))
+    return Check(
+        "workload-api-socket",
+        True,
+        f"{len(paths)} paths unreachable directly and through {len(roots) - 1} /proc/<pid>/root",
+    )
+
+
+def check_proc_environ(proc: str = "/proc") -> Check:
+    me = os.getpid()
+    exposed: list[str] = []
+    unreadable = 0
+    for pid in _pids(proc):
+        if pid == me:
+            continue
+        try:
+            with open(f"{proc}/{pid}/environ", "rb") as f:
+                raw = f.read()
+        except OSError:
+            unreadable += 1
+            continue
+        for entry in raw.split(b"\0"):
+            name, sep, value = entry.decode("utf-8", "replace").partition("=")
+            if sep and _is_supervisor_var(name, value):
+                exposed.append(f"pid {pid}: {name}")
+    if exposed:
+        return Check("proc-environ", False, f"readable secrets: {_summarize(sorted(set(exposed)))}")
+    return Check(
+        "proc-environ", True, f"no readable SPIFFE/supervisor variables ({unreadable} unreadable)"
+    )
+
+
+def check_capabilities(status: Mapping[str, str]) -> Check:
+    nonzero = [f"{n}={status.get(n, '?')}" for n in CAP_FIELDS if status.get(n, "1").strip("0")]
+    if nonzero:
+        return Check("capabilities", False, "non-empty: " + ", ".join(nonzero))
+    return Check("capabilities", True, "CapInh/CapPrm/CapEff/CapBnd/CapAmb all zero")
+
+
+def check_no_new_privs(status: Mapping[str, str]) -> Check:
+    value = status.get("NoNewPrivs", "?")
+    return Check("no-new-privs", value == "1", f"NoNewPrivs={value}")
+
+
+def check_not_root(status: Mapping[str, str]) -> Check:
+    uids = status.get("Uid", "0").split()
+    gids = status.get("Gid", "?").split()
+    ok = bool(uids) and "0" not in uids
+    return Check("not-root", ok, f"uids {'/'.join(uids)}, gids {'/'.join(gids)}")
+
+
+def _interfaces(proc: str) -> list[str]:
+    with open(f"{proc}/net/dev", encoding="ascii", errors="replace") as f:
+        lines = f.read().splitlines()[2:]
+    return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)
+
+
+def _route_devices(proc: str) -> list[str]:
+    devices: set[str] = set()
+    with contextlib.suppress(OSError), open(f"{proc}/net/route", encoding="ascii") as f:
+        devices.update(line.split()[0] for line in f.read().splitlines()[1:] if line.strip())
+    with contextlib.suppress(OSError), open(f"{proc}/net/ipv6_route", encoding="ascii") as f:
+        devices.update(line.split()[-1] for line in f.read().splitlines() if line.strip())
+    return sorted(devices - {"lo"})
+
+
+def check_interfaces(proc: str = "/proc") -> Check:
+    names = _interfaces(proc)
+    routed = _route_devices(proc)
+    if names != ["lo"] or routed:
+        detail = f"interfaces {names}" + (f", routes via {routed}" if routed else "")
+        return Check("interfaces", False, detail)
+    return Check("interfaces", True, "only lo, no routes off the host")
+
+
+def _listeners(proc: str) -> list[tuple[str, int, str]]:
+    """Listening TCP sockets of this network namespace: (address, port, inode)."""
+    found: list[tuple[str, int, str]] = []
+    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(f"{proc}/net/{name}", encoding="ascii") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != "0A":
+                continue
+            addr_hex, port_hex = fields[1].split(":")
+            raw = bytes.fromhex(addr_hex)
+            # /proc/net/tcp* prints each 32-bit word in host (little-endian) order.
+            packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append((socket.inet_ntop(family, packed), int(port_hex, 16), fields[9]))
+    return found
+
+
+def _own_socket_inodes(proc: str) -> set[str]:
+    inodes: set[str] = set()
+    for pid in _pids(proc):
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"{proc}/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"{proc}/{pid}/fd/{fd}")
+                    if target.startswith("socket:["):
+                        inodes.add(target[8:-1])
+    return inodes
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.settimeout(CONNECT_TIMEOUT)
+            try:
+                s.connect(sockaddr)
+            except OSError:
+                continue
+            return True
+    return False
+
+
+def _proxy_address(env: Mapping[str, str]) -> tuple[str, int] | None:
+    url = env.get("HTTP_PROXY") or env.get("http_proxy") or ""
+    match = re.fullmatch(r"http://(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
+    if not match:
+        return None
+    return match.group(1).strip("[]"), int(match.group(2))
+
+
+def check_loopback_listeners(env: Mapping[str, str], proc: str = "/proc") -> Check:
+    """No listener of this network namespace may exist outside the sandbox but the proxy.
+
+    A listener in our namespace that no sandbox process owns belongs to someone outside
+    and is directly connectable; reporting it (rather than connecting to it) avoids poking
+    unknown services when this runs outside a sandbox.
+    """
+    proxy = _proxy_address(env)
+    own = _own_socket_inodes(proc)
+    outside = [
+        f"{address}:{port}"
+        for address, port, inode in _listeners(proc)
+        if inode not in own and not (proxy is not None and port == proxy[1])
+    ]
+    if outside:
+        return Check(
+            "direct-loopback", False, f"listeners outside the sandbox: {_summarize(outside)}"
+        )
+    return Check("direct-loopback", True, "no listener outside the sandbox besides the proxy")
+
+
+def parse_host_port(spec: str) -> tuple[str, int]:
+    host, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {spec!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_expect_blocked(spec: str) -> Check:
+    name = f"blocked {spec}"
+    try:
+        host, port = parse_host_port(spec)
+    except ValueError as exc:
+        return Check(name, False, str(exc))
+    if _connects(host, port):
+        return Check(name, False, "direct connection succeeded")
+    return Check(name, True, "direct connection failed")
+
+
+def check_proxy(env: Mapping[str, str]) -> Check:
+    proxy = _proxy_address(env)
+    if proxy is None:
+        return Check("proxy", False, "HTTP_PROXY is not set to http://HOST:PORT")
+    request = (
+        f"GET http://{_PROBE_HOST}/ HTTP/1.1\r\nHost: {_PROBE_HOST}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    try:
+        with socket.create_connection(proxy, timeout=PROXY_TIMEOUT) as s:
+            s.sendall(request)
+            head = s.recv(64)
+    except OSError as exc:
+        return Check("proxy", False, f"{proxy[0]}:{proxy[1]}: {exc}")
+    if head.startswith(b"HTTP/1."):
+        status = head.split(b"\r\n", 1)[0].decode("ascii", "replace")
+        return Check("proxy", True, f"{proxy[0]}:{proxy[1]} answers ({status})")
+    return Check("proxy", False, f"{proxy[0]}:{proxy[1]} did not answer HTTP")
+
+
+def check_processes(proc: str = "/proc") -> Check:
+    """Only this PID namespace's processes, all of the sandbox's uid, PID 1 being its init."""
+    problems: list[str] = []
+    try:
+        if os.readlink(f"{proc}/self") != str(os.getpid()):
+            problems.append(f"{proc} belongs to another PID namespace")
+    except OSError as exc:
+        problems.append(f"{proc}/self: {exc.strerror}")
+    my_uid = str(os.getuid())
+    seen_init = False
+    for pid in _pids(proc):
+        try:
+            status = _status(proc, pid)
+        except OSError:
+            continue  # exited meanwhile
+        uid = status.get("Uid", "?").split()[0]
+        name = status.get("Name", "?")
+        if pid == 1:
+            seen_init = uid == my_uid
+        if uid != my_uid or (status.get("PPid") == "0" and pid != 1):
+            problems.append(f"pid {pid} ({name}, uid {uid})")
+    if not seen_init:
+        problems.append("PID 1 is not the sandbox's init")
+    if problems:
+        return Check("processes", False, f"outside the sandbox: {_summarize(problems)}")
+    return Check("processes", True, "only sandbox processes visible, PID 1 is its init")
+
+
+def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list[Check]:
+    env = dict(os.environ)
+    checks = [check_environment(env), check_workload_socket(spiffe_socket), check_proc_environ()]
+    try:
+        status = _status("/proc", "self")
+    except OSError as exc:
+        status = {}
+        checks.append(Check("proc-status", False, str(exc)))
+    checks += [check_capabilities(status), check_no_new_privs(status), check_not_root(status)]
+    for name, func in (("interfaces", check_interfaces), ("processes", check_processes)):
+        try:
+            checks.append(func())
+        except OSError as exc:
+            checks.append(Check(name, False, str(exc)))
+    checks.append(check_loopback_listeners(env))
+    checks += [check_expect_blocked(spec) for spec in expect_blocked]
+    checks.append(check_proxy(env))
+    return checks
+
+
+def _print_table(checks: list[Check]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="openshell-supervisor isolation checks")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]FAIL[/red]", c.detail)
+    Console().print(table)
+
+
+def check_isolation_command(
+    as_json: bool, spiffe_socket: str | None, expect_blocked: Sequence[str]
+) -> int:
+    checks = run_checks(spiffe_socket, expect_blocked)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}))
+    else:
+        _print_table(checks)
+    return 0 if ok else 1
