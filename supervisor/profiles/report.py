@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from supervisor.profiles.diagnostics import Diagnostic, ProfileError
 from supervisor.profiles.loader import load_profiles
@@ -44,18 +43,11 @@ def _print_human(
     console: Console, ok: bool, profiles: list[str], bindings: list[str],
     diagnostics: list[Diagnostic],
 ) -> None:
-    if diagnostics:
-        table = Table(show_lines=False, box=None, pad_edge=False)
-        for column in ("severity", "file", "profile", "field", "message"):
-            table.add_column(column, overflow="fold")
-        for d in diagnostics:
-            colour = "red" if d.severity == "error" else "yellow"
-            # escape(): file contents must not be able to inject rich markup.
-            table.add_row(
-                f"[{colour}]{d.severity}[/{colour}]", escape(d.file or "-"),
-                escape(d.profile_id or "-"), escape(d.field or "-"), escape(d.message),
-            )
-        console.print(table)
+    # One diagnostic per line (soft-wrapped, never cut): readable and greppable.
+    for d in diagnostics:
+        colour = "red" if d.severity == "error" else "yellow"
+        # escape(): file contents must not be able to inject rich markup.
+        console.print(f"[bold {colour}]{d.severity}[/bold {colour}]: {escape(str(d))}")
     errors = sum(1 for d in diagnostics if d.severity == "error")
     warnings = len(diagnostics) - errors
     if ok:

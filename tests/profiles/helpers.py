@@ -10,6 +10,8 @@ import yaml
 
 from supervisor.profiles.diagnostics import Diagnostic, ProfileError
 from supervisor.profiles.loader import load_profiles
+from supervisor.profiles.matcher import PolicyTable
+from supervisor.profiles.model import Binding, Endpoint
 from supervisor.profiles.profileset import ProfileSet
 
 BASE: dict[str, Any] = {
@@ -58,3 +60,15 @@ def warnings(tmp_path: Path, *docs: Any) -> list[Diagnostic]:
 
 def fields(diags: list[Diagnostic]) -> list[str]:
     return [d.field for d in diags]
+
+
+def bound(table: PolicyTable, host: str, port: int, path: str) -> Binding:
+    b = table.match_binding(host, port, path)
+    assert b is not None, f"no binding for {host}:{port}{path}"
+    return b
+
+
+def endpoint(table: PolicyTable, host: str, port: int, path: str) -> Endpoint:
+    ep = table.match_endpoint(host, port, path)
+    assert ep is not None, f"no endpoint for {host}:{port}{path}"
+    return ep

@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.profiles.helpers import base, errors, fields, grant, load
+from tests.profiles.helpers import base, bound, errors, fields, grant, load
 
 OV = "credentials[0].token_grant.audience_overrides"
 
@@ -58,9 +58,11 @@ def test_override_without_host_applies_to_all_endpoints(tmp_path: Path) -> None:
 def test_override_narrowing_path_adds_specific_binding(tmp_path: Path) -> None:
     doc = grant(audience="dflt", audience_overrides=[{"path": "/admin/**", "audience": "adm"}])
     ps = load(tmp_path, doc)
-    assert [b.id for b in ps.bindings] == ["p/c@api.example.com:443", "p/c@api.example.com:443/admin/**"]
-    assert ps.table.match_binding("api.example.com", 443, "/admin/x").grant.audience == "adm"  # type: ignore[union-attr]
-    assert ps.table.match_binding("api.example.com", 443, "/other").grant.audience == "dflt"  # type: ignore[union-attr]
+    assert [b.id for b in ps.bindings] == [
+        "p/c@api.example.com:443", "p/c@api.example.com:443/admin/**"
+    ]
+    assert bound(ps.table, "api.example.com", 443, "/admin/x").grant.audience == "adm"
+    assert bound(ps.table, "api.example.com", 443, "/other").grant.audience == "dflt"
 
 
 def test_override_narrowing_host_pattern(tmp_path: Path) -> None:
@@ -68,8 +70,8 @@ def test_override_narrowing_host_pattern(tmp_path: Path) -> None:
                                                      "audience": "eu"}])
     doc["endpoints"] = [{"host": "*.api.example.com", "port": 443}]
     ps = load(tmp_path, doc)
-    assert ps.table.match_binding("eu.api.example.com", 443, "/").grant.audience == "eu"  # type: ignore[union-attr]
-    assert ps.table.match_binding("us.api.example.com", 443, "/").grant.audience == "dflt"  # type: ignore[union-attr]
+    assert bound(ps.table, "eu.api.example.com", 443, "/").grant.audience == "eu"
+    assert bound(ps.table, "us.api.example.com", 443, "/").grant.audience == "dflt"
 
 
 def test_override_matching_no_endpoint_is_an_error(tmp_path: Path) -> None:
@@ -118,8 +120,8 @@ def test_ambiguity_between_patterns_that_overlap(tmp_path: Path) -> None:
     # A longer literal is more specific: no ambiguity, it wins.
     three = base(id="b", endpoints=[{"host": "api.*.example.com", "port": 443}])
     ps = load(tmp_path, one, three)
-    assert ps.table.match_binding("api.x.example.com", 443, "/").profile_id == "b"  # type: ignore[union-attr]
-    assert ps.table.match_binding("web.x.example.com", 443, "/").profile_id == "a"  # type: ignore[union-attr]
+    assert bound(ps.table, "api.x.example.com", 443, "/").profile_id == "b"
+    assert bound(ps.table, "web.x.example.com", 443, "/").profile_id == "a"
 
 
 def test_ambiguity_between_two_credentials_of_one_profile(tmp_path: Path) -> None:
@@ -138,7 +140,7 @@ def test_no_ambiguity_for_more_specific_or_disjoint(tmp_path: Path) -> None:
     e = base(id="e", endpoints=[{"host": "api.example.com", "port": 443, "path": "/v2/**"}])
     ps = load(tmp_path, a, b, c, d, e)
     assert len(ps.bindings) == 5
-    assert ps.table.match_binding("api.example.com", 443, "/v1/admin/x").profile_id == "b"  # type: ignore[union-attr]
+    assert bound(ps.table, "api.example.com", 443, "/v1/admin/x").profile_id == "b"
 
 
 def test_equal_path_globs_overlapping_are_ambiguous(tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert cred.token_grant.jwt_svid_audience == "https://auth.example.com/token"
     assert cred.token_grant.audience == "" and cred.token_grant.scopes == ()
     ep = profile.endpoints[0]
-    assert (ep.access, ep.enforcement, ep.protocol, ep.path) == ("read-only", "enforce", "rest", None)
+    assert (ep.access, ep.enforcement, ep.protocol) == ("read-only", "enforce", "rest")
+    assert ep.path is None
     assert ps.warnings == ()
 
 
@@ -171,7 +172,8 @@ def test_missing_required_fields(tmp_path: Path, doc: object, field: str) -> Non
         (grant(cache_ttl_seconds=True), "credentials[0].token_grant.cache_ttl_seconds"),
         (grant(cache_ttl_seconds="60"), "credentials[0].token_grant.cache_ttl_seconds"),
         (base(endpoints=[{"host": "a.example.com", "port": "443"}]), "endpoints[0].port"),
-        (base(endpoints=[{"host": "a.example.com", "ports": [443, None]}]), "endpoints[0].ports[1]"),
+        (base(endpoints=[{"host": "a.example.com", "ports": [443, None]}]),
+         "endpoints[0].ports[1]"),
         (base(endpoints=["a.example.com"]), "endpoints[0]"),
     ],
 )

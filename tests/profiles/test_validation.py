@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.profiles.model import JWT_SPIFFE
 from supervisor.profiles.validation import check_header_name, check_token_endpoint
 from tests.profiles.helpers import base, errors, fields, grant, load, warnings
 
@@ -93,7 +94,7 @@ def test_client_assertion_type(tmp_path: Path) -> None:
     assert fields(errors(tmp_path, grant(client_assertion_type="urn:x"))) == [
         "credentials[0].token_grant.client_assertion_type"
     ]
-    load(tmp_path, grant(client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"))
+    load(tmp_path, grant(client_assertion_type=JWT_SPIFFE))
 
 
 @pytest.mark.parametrize("scope", ["a b", "", 'a"b', "a\\b", "a\tb"])
