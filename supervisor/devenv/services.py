@@ -90,7 +90,8 @@ class ProtectedService:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        host = self._server.server_address[0]
+        return f"http://{host}:{self.port}/"
 
     def start(self) -> ProtectedService:
         self._thread = threading.Thread(
