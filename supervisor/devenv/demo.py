@@ -249,12 +249,22 @@ def _show_audit(console: Console, audit: Path, outcome: Outcome) -> None:
         return
     events = [json.loads(line) for line in lines if line.strip()]
     table = Table(title=f"audit log ({len(events)} OCSF events)", title_justify="left")
-    for col in ("class", "activity", "status", "severity", "message"):
+    for col in ("class", "action", "severity", "request", "message"):
         table.add_column(col)
+    actions = {1: "Allowed", 2: "Denied"}
+    severities = {1: "Informational", 2: "Low", 3: "Medium", 4: "High"}
     for ev in events[-12:]:
-        table.add_row(str(ev.get("class_name", ev.get("class_uid"))),
-                      str(ev.get("activity_name", "")), str(ev.get("status", "")),
-                      str(ev.get("severity", "")), str(ev.get("message", ""))[:70])
+        url = ev.get("http_request", {}).get("url", {})
+        request = ""
+        if url:
+            request = f"{url.get('hostname', '')}:{url.get('port', '')}{url.get('path', '')}"
+        table.add_row(
+            str(ev.get("class_name", ev.get("class_uid"))),
+            str(ev.get("action", actions.get(ev.get("action_id", 0), ""))),
+            str(ev.get("severity", severities.get(ev.get("severity_id", 0), ""))),
+            request,
+            str(ev.get("message", ""))[:60],
+        )
     console.print(table)
     http = [e for e in events if e.get("class_uid") == 4002]
     outcome.expect("audit log has HTTP Activity events for the grants", len(http) >= 2,
