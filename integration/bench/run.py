@@ -1,0 +1,129 @@
+"""`make bench`: measure our proxy against nginx direct, tinyproxy and mitmproxy, in one run.
+
+Everything listens on 127.0.0.1. Writes bench-results/bench.json and bench-results/latency.png
+and prints tables plus which performance targets are met. A component that cannot run (a
+missing tool, our proxy not importable) is reported as "not available: <why>" and the rest
+of the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from integration.bench import metrics
+from integration.bench.baselines import (
+    ensure_bench_venv,
+    mitm_ca,
+    mitmdump_service,
+    tinyproxy_service,
+)
+from integration.bench.certs import TestPKI, make_pki
+from integration.bench.harness import ROOT, Bench, console
+from integration.bench.nginx import Upstream, nginx_service
+from integration.bench.procs import tool_version
+from integration.bench.report import render
+
+
+def versions(bench_python: Path | None) -> dict[str, str]:
+    out = {
+        "python": sys.version.split()[0],
+        "nginx": tool_version(["nginx", "-v"]),
+        "tinyproxy": tool_version(["tinyproxy", "-v"]),
+        "wrk": tool_version(["wrk", "-v"]),
+    }
+    if bench_python is not None:
+        out["mitmproxy"] = tool_version([str(bench_python.parent / "mitmdump"), "--version"])
+    return out
+
+
+def measure_baselines(bench: Bench, up: Upstream, pki: TestPKI) -> None:
+    with bench.component("direct"):
+        bench.http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
+    with bench.component("direct-tls"):
+        bench.https(metrics.DIRECT_TLS, up.tls_port, up.tls_port, False, pki.ca_cert, True)
+    # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
+    if bench.args.only_ours:
+        return
+    with bench.component("tinyproxy"), tinyproxy_service(bench.work, bench.logs) as tp:
+        bench.http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
+    with bench.component("mitmproxy"):
+        bench.bench_python = ensure_bench_venv(ROOT, bench.logs)
+        with mitmdump_service(bench.bench_python, bench.work, bench.logs, pki.ca_cert) as mitm:
+            bench.http(metrics.MITMPROXY, mitm.port, up.bound_port, via_proxy=True)
+            bench.https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
+
+
+def measure_ours(bench: Bench, up: Upstream, pki: TestPKI) -> None:
+    try:
+        # Imported here: the proxy is built in parallel and may not be importable yet.
+        from integration.bench.ours import measure_our_proxy
+    except Exception as err:
+        bench.report.unavailable["our proxy"] = f"{type(err).__name__}: {err}"
+        console.print(f"[yellow]our proxy: not available: {err}[/]")
+        return
+    measure_our_proxy(bench, up, pki)
+
+
+def plot(bench: Bench, json_path: Path) -> None:
+    with bench.component("plot"):
+        if bench.bench_python is None:
+            bench.bench_python = ensure_bench_venv(ROOT, bench.logs)
+        png = bench.out / "latency.png"
+        proc = subprocess.run(
+            [str(bench.bench_python), "-m", "integration.bench.plot", str(json_path), str(png)],
+            cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
+        console.print(f"wrote {png}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m integration.bench.run", description=__doc__)
+    p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    p.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per target")
+    p.add_argument(
+        "--connections",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 32],
+        help="comma-separated keep-alive connection counts",
+    )
+    p.add_argument("--startup-runs", type=int, default=10)
+    p.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    p.add_argument("--only-ours", action="store_true", help="skip tinyproxy and mitmproxy")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    bench = Bench(args)
+    try:
+        pki = make_pki(bench.work)
+        nginx, up = nginx_service(bench.work, bench.logs, pki)
+        with nginx:
+            measure_baselines(bench, up, pki)
+            measure_ours(bench, up, pki)
+    finally:
+        bench.cleanup()
+    report = bench.report
+    report.versions = versions(bench.bench_python)
+    report.elapsed_s = time.monotonic() - started
+    json_path = bench.out / "bench.json"
+    report.write_json(json_path)
+    plot(bench, json_path)
+    report.write_json(json_path)  # again, with the plot's outcome
+    console.rule("results")
+    render(report, console)
+    console.print(f"wrote {json_path}")
+    missed = [t for t in report.targets() if t.met is False]
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
