@@ -14,6 +14,7 @@ from typing import Protocol
 
 from supervisor.proxy.http1 import (
     LAST_CHUNK,
+    MAX_CHUNK_LINE,
     MAX_HEAD,
     ChunkedDecoder,
     ParseError,
@@ -208,11 +209,18 @@ async def relay_length(src: Conn, dst: Channel, n: int, timeout: float, first: b
 
 
 async def relay_chunked(
-    src: Conn, dst: Channel, timeout: float, *, encode: bool = True, first: bytes = b""
+    src: Conn,
+    dst: Channel,
+    timeout: float,
+    *,
+    encode: bool = True,
+    first: bytes = b"",
+    decoder: ChunkedDecoder | None = None,
 ) -> None:
     """Decode a chunked body from ``src``; re-encode it for ``dst`` (or not, for a
-    close-delimited HTTP/1.0 peer). Extensions and trailers are dropped."""
-    dec = ChunkedDecoder()
+    close-delimited HTTP/1.0 peer). Extensions and trailers are dropped. ``decoder`` may
+    already have consumed the start of the body (whose output is then in ``first``)."""
+    dec = decoder or ChunkedDecoder()
     if first:
         dst.write(first)
     while not dec.done:
@@ -227,8 +235,32 @@ async def relay_chunked(
         await dst.drain()
     if dec.leftover:
         src.buf[:0] = dec.leftover
+        dec.leftover = b""
     if encode:
         dst.write(LAST_CHUNK)
+
+
+async def start_chunked(src: Conn, timeout: float) -> tuple[ChunkedDecoder, bytes]:
+    """Validate the start of a chunked body before anything is sent upstream: wait for
+    the first chunk-size line, decode what is buffered, return the decoder and the
+    re-encoded bytes (a complete small body comes back finished, last chunk included)."""
+    async with asyncio.timeout(timeout):
+        while b"\n" not in src.buf:
+            if len(src.buf) > MAX_CHUNK_LINE or not await src.fill():
+                break
+    dec = ChunkedDecoder()
+    pieces = dec.feed(bytes(src.buf))
+    src.buf.clear()
+    if dec.done and dec.leftover:
+        src.buf += dec.leftover
+        dec.leftover = b""
+    body = b"".join(pieces)
+    out = encode_chunk(body) if body else b""
+    if dec.done:
+        out += LAST_CHUNK
+    elif len(src.buf) == 0 and dec.needs_first_line():
+        raise ParseError("incomplete chunk size line")
+    return dec, out
 
 
 async def relay_until_eof(src: Conn, dst: Channel, timeout: float, first: bytes = b"") -> None:

@@ -20,8 +20,12 @@ STATUS = {
     UPSTREAM_UNREACHABLE: 502,
     BAD_REQUEST: 400,
 }
-REASONS = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large",
-           502: "Bad Gateway"}
+REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+}
 
 _CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -47,8 +51,6 @@ def error_response(status: int, code: str, detail: str, *, close: bool) -> bytes
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        f"X-OpenShell-Proxy-Error: {code}\r\n"
-        + ("Connection: close\r\n" if close else "")
-        + "\r\n"
+        f"X-OpenShell-Proxy-Error: {code}\r\n" + ("Connection: close\r\n" if close else "") + "\r\n"
     )
     return head.encode() + body

@@ -42,7 +42,10 @@ _DIGITS = re.compile(r"[0-9]{1,18}")
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 _TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _CHUNK_EXT = re.compile(
-    rb"(?:;[\t ]*" + _TCHARS + rb"(?:=(?:" + _TCHARS
+    rb"(?:;[\t ]*"
+    + _TCHARS
+    + rb"(?:=(?:"
+    + _TCHARS
     + rb"|\"[\t\x20-\x21\x23-\x5b\x5d-\x7e]*\"))?)*"
 )
 # Path segments an upstream would normalize away: a policy on /api/** must not admit /api/../x.
@@ -390,13 +393,22 @@ class ChunkedDecoder:
     turns true after the last chunk and trailers; bytes after the body go to ``leftover``.
     Chunk extensions and trailers are validated and dropped (never forwarded)."""
 
-    __slots__ = ("_line", "_remaining", "_state", "_trailer_bytes", "done", "leftover")
+    __slots__ = (
+        "_line",
+        "_remaining",
+        "_seen_size",
+        "_state",
+        "_trailer_bytes",
+        "done",
+        "leftover",
+    )
 
     def __init__(self) -> None:
         self._state = 0  # 0 size line, 1 data, 2 CRLF after data, 3 trailers
         self._line = bytearray()
         self._remaining = 0
         self._trailer_bytes = 0
+        self._seen_size = False
         self.done = False
         self.leftover = b""
 
@@ -445,7 +457,12 @@ class ChunkedDecoder:
             self.leftover = data[pos:]
         return out
 
+    def needs_first_line(self) -> bool:
+        """True until the first chunk-size line has been seen."""
+        return self._state == 0 and self._remaining == 0 and not self._seen_size
+
     def _size_line(self, line: bytes) -> None:
+        self._seen_size = True
         size_part, _, ext = line.partition(b";")
         if not _HEX.fullmatch(size_part) or len(size_part) > MAX_CHUNK_HEX:
             raise ParseError("invalid chunk size")

@@ -29,11 +29,13 @@ from supervisor.proxy.channel import (
     relay_chunked,
     relay_length,
     relay_until_eof,
+    start_chunked,
 )
 from supervisor.proxy.decision import credential_header, decide
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError, error_response, sanitize
 from supervisor.proxy.http1 import (
+    ChunkedDecoder,
     ParseError,
     RequestHead,
     default_port,
@@ -307,6 +309,19 @@ class ProxyServer:
                     message="access rule violated (enforcement: audit)",
                     reason=d.audit_violation,
                 )
+            decoder: ChunkedDecoder | None = None
+            first = b""
+            if req.expect_continue and req.has_body:
+                agent.ch.write(_CONTINUE)
+            if req.chunked:
+                try:
+                    decoder, first = await start_chunked(agent, self.limits.head_timeout)
+                except ParseError as exc:
+                    self._reject(agent.ch, exc)
+                    return False
+            elif req.content_length:
+                # Body bytes already buffered (the common small case) go out with the head.
+                first = agent.take(min(req.content_length, _SMALL_BODY))
             key: PoolKey = (scheme, host, port)
             up = self._pool.take(key)
             if up is not None and check_destination(up.addr, port, d.endpoint.allowed_ips):
@@ -355,7 +370,9 @@ class ProxyServer:
         del headers, extra
 
         try:
-            return await self._exchange(agent, req, head, key, addr, up, scheme, binding_id)
+            return await self._exchange(
+                agent, req, head + first, decoder, key, addr, up, scheme, binding_id
+            )
         except ProxyError as exc:
             self._deny(
                 agent.ch,
@@ -384,6 +401,7 @@ class ProxyServer:
         agent: Conn,
         req: RequestHead,
         head: bytes,
+        decoder: ChunkedDecoder | None,
         key: PoolKey,
         addr: IPAddress,
         up: Upstream | None,
@@ -392,22 +410,18 @@ class ProxyServer:
     ) -> bool:
         lim = self.limits
         host, port = key[1], key[2]
-        # Body bytes already buffered (the common small-request case) go out with the head.
-        first = b""
+        # ``head`` already carries the start of the body; the rest is streamed.
         body_left = 0
         if req.content_length:
-            first = agent.take(min(req.content_length, _SMALL_BODY))
-            body_left = req.content_length - len(first)
-        if req.expect_continue and req.has_body:
-            agent.ch.write(_CONTINUE)
+            body_left = req.content_length - (len(head) - head.index(b"\r\n\r\n") - 4)
         retry = up is not None and not req.has_body
         while True:
             up = await self._open(key, addr, up)
             upc = up.plain
             try:
-                upc.write(head + first if first else head)
-                if req.chunked:
-                    await relay_chunked(agent, upc, lim.body_timeout)
+                upc.write(head)
+                if decoder is not None and not decoder.done:
+                    await relay_chunked(agent, upc, lim.body_timeout, decoder=decoder)
                 elif body_left:
                     await relay_length(agent, upc, body_left, lim.body_timeout)
                 else:
