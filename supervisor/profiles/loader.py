@@ -23,6 +23,7 @@ from supervisor.profiles.schema import parse_profile
 from supervisor.profiles.validation import (
     check_ambiguity,
     check_cleartext_bindings,
+    check_endpoint_overlaps,
     check_profile,
 )
 
@@ -148,7 +149,7 @@ def _documents(path: str, data: bytes, sink: Sink) -> list[tuple[int | None, obj
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = exc.problem or exc.context or "syntax error"
+        problem = _one_line(exc.problem or exc.context or "syntax error")
         sink.error(path, None, "", f"malformed YAML{where}: {problem}")
         return []
     # Anything else the YAML library throws on hostile input (invalid timestamps raise
@@ -181,6 +182,7 @@ def _expand_and_check(profiles: list[Profile], sink: Sink) -> tuple[Binding, ...
         for b in expansion.bindings:
             where[b.id] = (profile.source, profile.id, expansion.fields[b.id])
     check_ambiguity(bindings, where, sink)
+    check_endpoint_overlaps(profiles, sink)
     bindings.sort(key=lambda b: b.id)
     return tuple(bindings)
 
@@ -196,3 +198,8 @@ def _binaries_warning(profiles: list[Profile], sink: Sink) -> None:
                 "warning",
             )
         )
+
+
+def _one_line(text: str) -> str:
+    """Diagnostics are single lines: replace control characters, cap the length."""
+    return "".join(c if c.isprintable() else " " for c in text)[:200]

@@ -11,7 +11,7 @@ rejects for bindings, are broken by a key that does not depend on load order.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,9 +43,13 @@ class _Entry(Generic[T]):
 
 
 class _Index(Generic[T]):
+    """Literal hosts: one dict probe. Patterns: bucketed by their literal label suffix
+    (``*.svc.example.com`` → ``svc.example.com``), so a lookup only tries the buckets of
+    the request host's own suffixes instead of every pattern."""
+
     def __init__(self, items: Iterable[tuple[str, int, str | None, tuple[str, ...], T]]) -> None:
         literal: dict[tuple[str, int], list[_Entry[T]]] = defaultdict(list)
-        patterns: dict[int, list[_Entry[T]]] = defaultdict(list)
+        patterns: dict[int, dict[str, list[_Entry[T]]]] = defaultdict(lambda: defaultdict(list))
         for host, port, path, tiebreak, value in items:
             hp = parse_host_pattern(host)
             pp = parse_path_pattern(path) if path is not None else None
@@ -54,9 +58,12 @@ class _Index(Generic[T]):
             if hp.is_literal:
                 literal[(hp.text, port)].append(entry)
             else:
-                patterns[port].append(entry)
+                patterns[port][_literal_suffix(hp)].append(entry)
         self._literal = {k: tuple(sorted(v, key=_order)) for k, v in literal.items()}
-        self._patterns = {k: tuple(sorted(v, key=_order)) for k, v in patterns.items()}
+        self._patterns = {
+            port: {sfx: tuple(sorted(v, key=_order)) for sfx, v in buckets.items()}
+            for port, buckets in patterns.items()
+        }
 
     def match(self, host: str, port: int, path: str | None) -> T | None:
         best: _Entry[T] | None = None
@@ -64,18 +71,43 @@ class _Index(Generic[T]):
             if entry.path_ok(path):
                 best = entry
                 break
-        for entry in self._patterns.get(port, ()):
-            if best is not None and entry.order >= best.order:
-                break  # sorted: nothing further can beat the literal winner
-            if entry.host.matches(host) and entry.path_ok(path):
-                best = entry
-                break
+        buckets = self._patterns.get(port)
+        if buckets:
+            for suffix in _suffixes(host):
+                for entry in buckets.get(suffix, ()):
+                    if best is not None and entry.order >= best.order:
+                        break  # sorted: nothing further in this bucket can win
+                    if entry.host.matches(host) and entry.path_ok(path):
+                        best = entry
+                        break
         return None if best is None else best.value
 
     def covers(self, host: str, port: int) -> bool:
         if (host, port) in self._literal:
             return True
-        return any(entry.host.matches(host) for entry in self._patterns.get(port, ()))
+        buckets = self._patterns.get(port)
+        if not buckets:
+            return False
+        return any(
+            entry.host.matches(host)
+            for suffix in _suffixes(host)
+            for entry in buckets.get(suffix, ())
+        )
+
+
+def _literal_suffix(host: HostPattern) -> str:
+    """The labels after the last wildcard label ("" if the pattern ends in one)."""
+    last_wild = max(i for i, label in enumerate(host.labels) if "*" in label)
+    return ".".join(host.labels[last_wild + 1 :])
+
+
+def _suffixes(host: str) -> Iterator[str]:
+    """``a.b.c`` → ``b.c``, ``c``, ``""`` (a pattern needs at least one label before)."""
+    i = host.find(".")
+    while i >= 0:
+        yield host[i + 1 :]
+        i = host.find(".", i + 1)
+    yield ""
 
 
 def _order(entry: _Entry[T]) -> _Order:

@@ -227,3 +227,46 @@ def check_ambiguity(
                         "same request with equal specificity; make one more specific "
                         "(a longer path or an exact host) or remove one",
                     )
+
+
+def check_endpoint_overlaps(profiles: Sequence[Profile], sink: Sink) -> None:
+    """Warn when endpoints can match one request with equal specificity but differ.
+
+    The matcher then uses the one of the lowest profile id (then list position), which
+    is deterministic but probably not what at least one of the authors meant.
+    """
+    groups: dict[tuple[int, tuple[int, ...]], list[tuple[Profile, int, Endpoint]]] = (
+        defaultdict(list)
+    )
+    for p in profiles:
+        for j, ep in enumerate(p.endpoints):
+            host = parse_host_pattern(ep.host)
+            path = parse_path_pattern(ep.path) if ep.path is not None else None
+            for port in ep.ports:
+                groups[(port, specificity(host, path))].append((p, j, ep))
+    reported: set[tuple[str, int, str, int]] = set()
+    for group in groups.values():
+        group.sort(key=lambda item: (item[0].id, item[1]))
+        for i, (pa, ja, a) in enumerate(group):
+            for pb, jb, b in group[i + 1 :]:
+                if _settings(a) == _settings(b) or (pa.id, ja, pb.id, jb) in reported:
+                    continue
+                if not (
+                    hosts_overlap(parse_host_pattern(a.host), parse_host_pattern(b.host))
+                    and paths_overlap(
+                        parse_path_pattern(a.path) if a.path else None,
+                        parse_path_pattern(b.path) if b.path else None,
+                    )
+                ):
+                    continue
+                reported.add((pa.id, ja, pb.id, jb))
+                sink.warning(
+                    pb.source, pb.id, f"endpoints[{jb}]",
+                    f"overlaps endpoints[{ja}] of profile {pa.id!r} with equal specificity "
+                    "but different tls/access/enforcement/allowed_ips; requests matching both "
+                    f"use profile {pa.id!r}'s",
+                )
+
+
+def _settings(ep: Endpoint) -> tuple[object, ...]:
+    return (ep.protocol, ep.tls, ep.access, ep.enforcement, ep.allowed_ips)

@@ -6,7 +6,7 @@ import pytest
 
 from supervisor.profiles.model import JWT_SPIFFE
 from supervisor.profiles.validation import check_header_name, check_token_endpoint
-from tests.profiles.helpers import base, errors, fields, grant, load, warnings
+from tests.profiles.helpers import base, endpoint, errors, fields, grant, load, warnings
 
 TE = "credentials[0].token_grant.token_endpoint"
 
@@ -216,3 +216,15 @@ def test_identifiers_rejected(tmp_path: Path) -> None:
     doc = base()
     doc["credentials"][0]["name"] = "c@d"
     assert fields(errors(tmp_path, doc)) == ["credentials[0].name"]
+
+
+def test_equal_endpoints_with_different_settings_warn(tmp_path: Path) -> None:
+    a = base(id="a", credentials=[], endpoints=[{"host": "api.example.com", "port": 443,
+                                                  "access": "full"}])
+    b = base(id="b", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
+    ps = load(tmp_path, b, a)
+    (diag,) = ps.diagnostics
+    assert diag.profile_id == "b" and "profile 'a'" in diag.message
+    assert endpoint(ps.table, "api.example.com", 443, "/").access == "full"
+    same = base(id="c", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
+    assert warnings(tmp_path, b, same) == []
