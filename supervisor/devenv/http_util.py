@@ -44,8 +44,9 @@ class LoopbackHTTPServer:
         return f"{self._scheme}://{shown}:{port}"
 
     def start(self) -> None:
+        # A short poll interval keeps stop() (and so test teardown) fast.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="devenv-http", daemon=True
+            target=self._server.serve_forever, args=(0.05,), name="devenv-http", daemon=True
         )
         self._thread.start()
 
