@@ -90,7 +90,7 @@ class ProtectedService:
 
     @property
     def url(self) -> str:
-        host = self._server.server_address[0]
+        host = str(self._server.server_address[0])
         return f"http://{host}:{self.port}/"
 
     def start(self) -> ProtectedService:
