@@ -70,11 +70,15 @@ def check_token_endpoint(url: str) -> str | None:
     """Absolute https URL; http only for loopback and Kubernetes service hosts."""
     if _CTL.search(url) or any(c.isspace() for c in url):
         return "must not contain whitespace or control characters"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unbalanced or invalid '[IPv6]' literal
+        return "is not a valid URL"
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
         return "must be an absolute https:// URL"
-    if not parts.netloc or not parts.hostname:
+    if not parts.netloc or not hostname:
         return "must be an absolute URL with a host"
     if "@" in parts.netloc:
         return "must not contain user information ('user@'): credentials do not belong in URLs"
@@ -87,12 +91,12 @@ def check_token_endpoint(url: str) -> str | None:
     if port == 0:
         return "has an invalid port"
     try:
-        parse_host_pattern(parts.hostname)
+        parse_host_pattern(hostname)
     except ValueError as exc:
         return f"has an invalid host: {exc}"
-    if "*" in parts.hostname:
+    if "*" in hostname:
         return "host must not be a pattern"
-    if scheme == "http" and not cleartext_allowed_host(parts.hostname):
+    if scheme == "http" and not cleartext_allowed_host(hostname):
         return (
             "must use https: http is only allowed for loopback hosts (localhost, "
             "127.0.0.0/8, ::1) and Kubernetes service hosts (name.ns.svc[.cluster.local])"

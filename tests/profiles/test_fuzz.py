@@ -56,3 +56,30 @@ def test_mutated_valid_profile(key: str, value: object) -> None:
 @given(st.text(alphabet=st.sampled_from(list(":-[]{}&*!|>'\"%@`#,? \n\tabc019")), max_size=80))
 def test_raw_yamlish_text(text: str) -> None:
     _load(text)
+
+
+url_chars = st.sampled_from([
+    *"hts:/[]@#?%.:-_*0123456789abcxyzABC \\\x00\x7f",
+    "https://", "http://", "[::1]", "localhost", ".svc", "example.com", ":8080",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(url_chars, max_size=12).map("".join))
+def test_field_checks_never_raise(text: str) -> None:
+    from supervisor.profiles.patterns import parse_host_pattern, parse_path_pattern
+    from supervisor.profiles.validation import (
+        check_binary,
+        check_header_name,
+        check_scope,
+        check_token_endpoint,
+    )
+
+    for check in (check_token_endpoint, check_header_name, check_scope, check_binary):
+        result = check(text)
+        assert result is None or isinstance(result, str)
+    for parse in (parse_host_pattern, parse_path_pattern):
+        try:
+            parse(text)
+        except ValueError:
+            pass

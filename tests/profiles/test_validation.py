@@ -44,6 +44,8 @@ def test_token_endpoint_accepted(url: str, tmp_path: Path) -> None:
         ("https://auth.example.com:99999/token", "invalid port"),
         ("https://auth.example.com/to ken", "whitespace"),
         ("https://*.example.com/token", "pattern"),
+        ("https://[::1/token", "not a valid URL"),
+        ("https://[zz]/token", "not a valid URL"),
     ],
 )
 def test_token_endpoint_rejected(url: str, reason: str, tmp_path: Path) -> None:
