@@ -84,7 +84,8 @@ def pattern_subtree(pattern: str) -> str | IPNetwork | None:
 
     ``*`` stands for part of one label and ``**`` for one or more labels, so only the labels
     right of the last wildcard label are fixed: ``api.*.example.com`` -> ``example.com``.
-    ``None`` when nothing is fixed (``*``, ``**``, ``*.*``): no subtree can hold it.
+    ``None`` when no subtree can hold it: nothing fixed (``*``, ``**``, ``*.*``) or a
+    numeric tail that IP literals can match too (``*.0.0.1``).
     """
     text = pattern.strip().lower().removesuffix(".")
     if text.startswith("[") and text.endswith("]"):
@@ -96,12 +97,14 @@ def pattern_subtree(pattern: str) -> str | IPNetwork | None:
         return ipaddress.ip_network(host)  # /32 or /128
     labels = text.split(".")
     last_wild = max(i for i, label in enumerate(labels) if "*" in label)
-    suffix = ".".join(labels[last_wild + 1 :])
-    if not suffix:
+    suffix = labels[last_wild + 1 :]
+    # Nothing fixed, or a numeric tail ('*.0.0.1' also matches IP literals such as 10.0.0.1,
+    # which no DNS subtree and no contiguous IP prefix can express).
+    if not suffix or suffix[-1].isdigit():
         return None
-    fixed = parse_host(suffix)
-    if not isinstance(fixed, str):  # e.g. '*.0.0.1': IP-looking tail of a DNS pattern
-        raise HostError(f"host pattern has an IP-literal suffix: {pattern!r}")
+    fixed = parse_host(".".join(suffix))
+    if not isinstance(fixed, str):  # '*.fe80::1': no such pattern is a host
+        raise HostError(f"host pattern has an IPv6 suffix: {pattern!r}")
     return fixed
 
 

@@ -70,10 +70,17 @@ def test_parse_host_rejects(host: str) -> None:
         ("*", None),
         ("**", None),
         ("*.*", None),
+        ("*.0.0.1", None),  # matches the IP literal 10.0.0.1 too
     ],
 )
 def test_pattern_subtree(pattern: str, subtree: object) -> None:
     assert pattern_subtree(pattern) == subtree
+
+
+@pytest.mark.parametrize("pattern", ["*.fe80::1", "*.exa mple.com", "a.*.b..com"])
+def test_pattern_subtree_rejects(pattern: str) -> None:
+    with pytest.raises(HostError):
+        pattern_subtree(pattern)
 
 
 def test_constraints_drop_covered_names_and_split_ips() -> None:

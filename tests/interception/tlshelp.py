@@ -141,3 +141,43 @@ def forged_leaf_context(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     load_chain_in_memory(ctx, cert.public_bytes(serialization.Encoding.PEM), key)
     return ctx
+
+
+@contextmanager
+def https_server(server_ctx: ssl.SSLContext, connections: int = 1) -> Iterator[int]:
+    """A minimal HTTPS server on 127.0.0.1 answering ``ok`` to ``connections`` requests."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(connections)
+    listener.settimeout(TIMEOUT)
+
+    def serve() -> None:
+        for _ in range(connections):
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.settimeout(TIMEOUT)
+            try:
+                with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                    head = b""
+                    while b"\r\n\r\n" not in head and len(head) < 65536:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        head += chunk
+                    tls.sendall(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    )
+            except (OSError, ssl.SSLError):
+                pass  # a client that refused our certificate
+            finally:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        thread.join(TIMEOUT)
