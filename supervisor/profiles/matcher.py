@@ -85,14 +85,17 @@ class _Index(Generic[T]):
     def covers(self, host: str, port: int) -> bool:
         if (host, port) in self._literal:
             return True
+        return next(self.candidates(host, port), None) is not None
+
+    def candidates(self, host: str, port: int) -> Iterator[_Entry[T]]:
+        """Every entry whose host and port match, whatever its path."""
+        yield from self._literal.get((host, port), ())
         buckets = self._patterns.get(port)
-        if not buckets:
-            return False
-        return any(
-            entry.host.matches(host)
-            for suffix in _suffixes(host)
-            for entry in buckets.get(suffix, ())
-        )
+        if buckets:
+            for suffix in _suffixes(host):
+                for entry in buckets.get(suffix, ()):
+                    if entry.host.matches(host):
+                        yield entry
 
 
 def _literal_suffix(host: HostPattern) -> str:
@@ -139,3 +142,27 @@ class PolicyTable:
     def declares(self, host: str, port: int) -> bool:
         """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""
         return self._endpoints.covers(normalize_host(host), port)
+
+    def needs_inspection(self, host: str, port: int) -> bool:
+        """Must a CONNECT tunnel to host:port be opened up to decide per request?
+
+        Yes when a credential may be injected, when some paths are undeclared (no
+        host-wide endpoint), or when an endpoint that could apply enforces an access
+        preset narrower than ``full``. Conservative: may say yes when no is possible.
+        """
+        h = normalize_host(host)
+        if self._bindings.covers(h, port):
+            return True
+        entries = list(self._endpoints.candidates(h, port))
+        host_wide = [e for e in entries if e.path is None]
+        if not host_wide:
+            return True
+        winner = min(host_wide, key=_order)
+        return any(
+            _enforces_access(e.value) for e in entries if e is winner or e.path is not None
+        )
+
+
+def _enforces_access(endpoint: Endpoint) -> bool:
+    # Same rule as the proxy's per-request check: only 'enforce' with a method limit.
+    return endpoint.access != "full" and endpoint.enforcement == "enforce"

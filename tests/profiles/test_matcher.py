@@ -236,3 +236,28 @@ def test_canonical_path() -> None:
     assert canonical_path("/a/.hidden") == "/a/.hidden"
     assert canonical_path("/a/./b") is None
     assert canonical_path("*") is None
+
+
+@pytest.mark.parametrize(
+    ("endpoints", "with_grant", "expected"),
+    [
+        ([{"host": "api.example.com", "port": 443, "access": "full"}], False, False),
+        ([{"host": "api.example.com", "port": 443, "access": "full"}], True, True),
+        ([{"host": "api.example.com", "port": 443, "access": "read-only"}], False, True),
+        ([{"host": "api.example.com", "port": 443, "access": "read-only",
+           "enforcement": "audit"}], False, False),
+        ([{"host": "api.example.com", "port": 443, "access": "full", "path": "/v1/**"}],
+         False, True),  # other paths are undeclared: only visible inside the tunnel
+        ([{"host": "*.example.com", "port": 443, "access": "full"},
+          {"host": "api.example.com", "port": 443, "access": "read-only", "path": "/a/**"}],
+         False, True),
+        ([{"host": "*.example.com", "port": 443, "access": "full"},
+          {"host": "api.example.com", "port": 443, "access": "full", "path": "/a/**"}],
+         False, False),
+    ],
+)
+def test_needs_inspection(endpoints: list[dict[str, Any]], with_grant: bool, expected: bool,
+                          tmp_path: Path) -> None:
+    doc = base(endpoints=endpoints) if with_grant else base(credentials=[], endpoints=endpoints)
+    t = load(tmp_path, doc).table
+    assert t.needs_inspection("API.example.com", 443) is expected
