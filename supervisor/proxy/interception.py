@@ -96,6 +96,7 @@ class SandboxCA:
     """
 
     __slots__ = (
+        "_ca_pem",
         "_cache",
         "_cache_size",
         "_cert",
@@ -104,7 +105,6 @@ class SandboxCA:
         "_key",
         "_leaf_validity",
         "_lock",
-        "ca_pem",
     )
 
     def __init__(
@@ -128,7 +128,7 @@ class SandboxCA:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self.ca_pem: bytes = cert.public_bytes(serialization.Encoding.PEM)
+        self._ca_pem = cert.public_bytes(serialization.Encoding.PEM)
 
     @classmethod
     def generate(
@@ -187,6 +187,11 @@ class SandboxCA:
     @property
     def ca_certificate(self) -> x509.Certificate:
         return self._cert
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The CA certificate (PEM), what the agent's bundles hold."""
+        return self._ca_pem
 
     @property
     def constraints(self) -> Constraints | None:
