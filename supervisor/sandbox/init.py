@@ -18,6 +18,7 @@ import errno
 import json
 import os
 import signal
+import stat
 from dataclasses import dataclass
 
 from supervisor.sandbox import linux
@@ -126,6 +127,26 @@ def _enter_workdir(spec: InitSpec) -> None:
         os.chdir("/")
 
 
+def resolve_command(name: str, path_var: str | None) -> str | None:
+    """PATH lookup as the agent: the first executable regular file, else the first regular
+    file (so exec reports "not executable"), else None (not found). Unlike execvp, a PATH
+    directory the agent cannot search counts as "not there", not as EACCES."""
+    if "/" in name:
+        return name
+    first_file: str | None = None
+    for directory in (path_var if path_var is not None else os.defpath).split(":"):
+        candidate = os.path.join(directory or ".", name)
+        try:
+            is_file = stat.S_ISREG(os.stat(candidate).st_mode)
+        except OSError:
+            continue
+        if is_file and os.access(candidate, os.X_OK):
+            return candidate
+        if is_file and first_file is None:
+            first_file = candidate
+    return first_file
+
+
 def _exec_agent(command: tuple[str, ...], env: dict[str, str], err_fd: int) -> None:
     """In the forked agent: restore default signal handling and exec; never returns."""
     try:
@@ -135,7 +156,10 @@ def _exec_agent(command: tuple[str, ...], env: dict[str, str], err_fd: int) -> N
                     signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        os.execvpe(command[0], list(command), env)  # noqa: S606 - argv, no shell
+        path = resolve_command(command[0], env.get("PATH"))
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, "not found")
+        os.execve(path, list(command), env)  # noqa: S606 - argv, no shell
     except OSError as exc:
         not_found = exc.errno in (errno.ENOENT, errno.ENOTDIR)
         code = EXIT_NOT_FOUND if not_found else EXIT_NOT_EXECUTABLE

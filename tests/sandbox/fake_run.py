@@ -1,0 +1,105 @@
+"""Run ``run_supervisor`` with a fake profile loader and fake services (test driver).
+
+The fake services answer every HTTP request on the handed listening socket with a 403,
+so check-isolation's "proxy answers" can pass without the real proxy; reloads and stops
+are appended to --log. A profile file containing the word 'invalid' fails to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import socket
+import sys
+import threading
+from typing import Any
+
+from supervisor.runner import run_supervisor
+from supervisor.settings import RunSettings, SetupError
+
+
+class FakeProfileError(Exception):
+    def __init__(self, diagnostics: list[str]) -> None:
+        super().__init__(diagnostics[0])
+        self.diagnostics = diagnostics
+        self.errors = diagnostics
+
+
+def load(paths: tuple[str, ...]) -> str:
+    data = b"".join(open(p, "rb").read() for p in paths)
+    if b"invalid" in data:
+        raise FakeProfileError([f"{paths[0]}: profile 'x': id: invalid profile", "second"])
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+class FakeServices:
+    def __init__(self, sock: socket.socket, log: str | None) -> None:
+        self.extra_env = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+        self._sock = sock
+        self._log = log
+        self._stopped = threading.Event()
+        sock.settimeout(0.1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def _write(self, line: str) -> None:
+        if self._log:
+            with open(self._log, "a") as f:
+                f.write(line + "\n")
+
+    def reload(self, profiles: Any) -> None:
+        self._write(f"reload {profiles}")
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        self._write("stop")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--socket")
+    parser.add_argument("--log")
+    parser.add_argument("--profile", action="append", default=[])
+    parser.add_argument("--network", default="isolated")
+    parser.add_argument("--port", type=int, default=3128)
+    parser.add_argument("--workdir")
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
+    settings = RunSettings(
+        profiles=tuple(args.profile),
+        command=command,
+        spiffe_socket=args.socket,
+        network=args.network,
+        proxy_port=args.port,
+        workdir=args.workdir,
+    )
+    try:
+        return run_supervisor(
+            settings,
+            start_services=lambda _s, _p, sock: FakeServices(sock, args.log),
+            load_profiles=load,
+        )
+    except SetupError as err:
+        print(f"openshell-supervisor: error: {err}", file=sys.stderr)
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())
