@@ -392,3 +392,15 @@ def test_hosts_to_intercept_skips_tls_skip_endpoints() -> None:
         source="test",
     )
     assert hosts_to_intercept([profile]) == ("*.github.com", "api.example.com")
+
+
+def test_concurrent_callers_share_a_bounded_cache() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ca = SandboxCA.generate(["example.com"], cache_size=8)
+    hosts = [f"h{i % 12}.example.com" for i in range(120)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        contexts = list(pool.map(ca.server_context, hosts))
+    assert all(isinstance(c, ssl.SSLContext) for c in contexts)
+    cached = ca.cached_hosts()
+    assert len(cached) == 8 and len(set(cached)) == 8
