@@ -76,6 +76,7 @@ class Limits:
     max_idle_per_destination: int = 16
     pool_idle_seconds: float = 30.0
     close_grace: float = 5.0
+    backlog: int = 4096
 
 
 @dataclass(slots=True)
@@ -141,7 +142,10 @@ class ProxyServer:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_client, sock=self._sock, limit=1 << 18)
+        # start_server re-listens the handed socket: keep a deep accept queue for bursts.
+        self._server = await asyncio.start_server(
+            self._on_client, sock=self._sock, limit=1 << 18, backlog=self.limits.backlog
+        )
         self._pruner = asyncio.create_task(self._prune_loop())
 
     @property
