@@ -44,8 +44,9 @@ def endpoint(
     )
 
 
-def binding(ep: Endpoint, *, header: str = "Authorization", style: str = "bearer",
-            path: str | None = None) -> Binding:
+def binding(
+    ep: Endpoint, *, header: str = "Authorization", style: str = "bearer", path: str | None = None
+) -> Binding:
     return Binding(
         id=f"p/cred@{ep.host}:{ep.ports[0]}{path or ''}",
         profile_id="p",
@@ -78,14 +79,18 @@ class FakePolicy:
         return any(e.host == host and port in e.ports for e in self.endpoints)
 
     def match_endpoint(self, host: str, port: int, path: str) -> Endpoint | None:
-        found = [e for e in self.endpoints
-                 if e.host == host and port in e.ports and _path_ok(e.path, path)]
+        found = [
+            e
+            for e in self.endpoints
+            if e.host == host and port in e.ports and _path_ok(e.path, path)
+        ]
         found.sort(key=lambda e: len(e.path or ""), reverse=True)
         return found[0] if found else None
 
     def match_binding(self, host: str, port: int, path: str) -> Binding | None:
-        found = [b for b in self.bindings
-                 if b.host == host and b.port == port and _path_ok(b.path, path)]
+        found = [
+            b for b in self.bindings if b.host == host and b.port == port and _path_ok(b.path, path)
+        ]
         found.sort(key=lambda b: len(b.path or ""), reverse=True)
         return found[0] if found else None
 
@@ -165,8 +170,9 @@ class Upstream:
         finally:
             w.close()
 
-    async def _respond(self, w: asyncio.StreamWriter, method: str, target: str, head: bytes,
-                       n: int) -> None:
+    async def _respond(
+        self, w: asyncio.StreamWriter, method: str, target: str, head: bytes, n: int
+    ) -> None:
         parts = target.split("?")[0].split("/")
         if parts[1] == "headers":
             body = head
@@ -205,8 +211,14 @@ class Upstream:
 class Env:
     """Proxy + upstream on a private loop thread."""
 
-    def __init__(self, policy: FakePolicy, tokens: FakeTokens, audit_path: str | None,
-                 limits: Limits | None = None, **proxy_kw: Any) -> None:
+    def __init__(
+        self,
+        policy: FakePolicy,
+        tokens: FakeTokens,
+        audit_path: str | None,
+        limits: Limits | None = None,
+        **proxy_kw: Any,
+    ) -> None:
         self.policy = policy
         self.tokens = tokens
         self.audit_path = audit_path
@@ -220,8 +232,9 @@ class Env:
         sock.bind(("127.0.0.1", 0))
         sock.listen(1024)
         sock.setblocking(False)
-        self.proxy = ProxyServer(sock, lambda: self.policy, tokens, self.audit,
-                                 limits=limits, **proxy_kw)
+        self.proxy = ProxyServer(
+            sock, lambda: self.policy, tokens, self.audit, limits=limits, **proxy_kw
+        )
         self.call(self.proxy.start())
         self.proxy_port = sock.getsockname()[1]
 
@@ -231,6 +244,7 @@ class Env:
     def run(self, fn: Callable[[], Any]) -> Any:
         async def go() -> Any:
             return fn()
+
         return self.call(go())
 
     def close(self) -> None:
@@ -259,7 +273,9 @@ class Env:
 _LEFT: weakref.WeakKeyDictionary[socket.socket, bytes] = weakref.WeakKeyDictionary()
 
 
-def recv_response(s: socket.socket, *, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+def recv_response(
+    s: socket.socket, *, head_only: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     """Read one response (Content-Length, chunked or until close) from a blocking socket;
     bytes past it are kept for the next call (pipelining)."""
     buf = _LEFT.pop(s, b"")
@@ -300,7 +316,7 @@ def recv_response(s: socket.socket, *, head_only: bool = False) -> tuple[int, di
                 _LEFT[s] = rest[2:]
                 return status, hdrs, body
             body += rest[:size]
-            rest = rest[size + 2:]
+            rest = rest[size + 2 :]
     while True:
         d = s.recv(65536)
         if not d:

@@ -16,10 +16,27 @@ def _lines(p: Path) -> list[dict[str, object]]:
 def test_http_events(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
     log = AuditLog(str(p))
-    log.http_event(method="GET", scheme="https", host="h", port=443, path="/a?token=zzz",
-                   allowed=True, message="credential injected", status_code=200, binding_id="b")
-    log.http_event(method="PATCH", scheme="https", host="h", port=443, path="/a",
-                   allowed=False, message="token_grant_failed", reason="bad\r\n\x1b[31mthing")
+    log.http_event(
+        method="GET",
+        scheme="https",
+        host="h",
+        port=443,
+        path="/a?token=zzz",
+        allowed=True,
+        message="credential injected",
+        status_code=200,
+        binding_id="b",
+    )
+    log.http_event(
+        method="PATCH",
+        scheme="https",
+        host="h",
+        port=443,
+        path="/a",
+        allowed=False,
+        message="token_grant_failed",
+        reason="bad\r\n\x1b[31mthing",
+    )
     log.close()
     ok, bad = _lines(p)
     assert ok["class_uid"] == 4002 and ok["category_uid"] == 4 and ok["activity_id"] == 3

@@ -42,7 +42,10 @@ CASES: dict[str, tuple[str, int]] = {
     "bare_lf": ("GET http://{a}/ HTTP/1.1\nHost: {a}\n\n", 400),
     "bare_lf_in_one_line": ("GET http://{a}/ HTTP/1.1\r\nHost: {a}\nX: y\r\n\r\n", 400),
     "obs_fold": ("GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nX-A: b\r\n c\r\n\r\n", 400),
-    "space_before_colon": ("GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nAuthorization : x\r\n\r\n", 400),
+    "space_before_colon": (
+        "GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nAuthorization : x\r\n\r\n",
+        400,
+    ),
     "two_hosts": ("GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nHost: {a}\r\n\r\n", 400),
     "no_host": ("GET http://{a}/ HTTP/1.1\r\n\r\n", 400),
     "host_disagrees": ("GET http://{a}/ HTTP/1.1\r\nHost: example.com\r\n\r\n", 400),
@@ -68,7 +71,10 @@ CASES: dict[str, tuple[str, int]] = {
         "-1\r\nabc\r\n0\r\n\r\n",
         400,
     ),
-    "negative_cl": ("POST http://{a}/upload HTTP/1.1\r\nHost: {a}\r\nContent-Length: -1\r\n\r\n", 400),
+    "negative_cl": (
+        "POST http://{a}/upload HTTP/1.1\r\nHost: {a}\r\nContent-Length: -1\r\n\r\n",
+        400,
+    ),
     "connect_without_port": ("CONNECT {h} HTTP/1.1\r\nHost: {h}\r\n\r\n", 400),
 }
 
@@ -145,11 +151,13 @@ def test_connect_then_request_for_another_host(make_env: Any) -> None:
         status, _, _ = recv_response(s, head_only=True)
         assert status == 200
         s.sendall(b"GET /headers HTTP/1.1\r\nHost: other.example\r\n\r\n")
-        status, hdrs, body = recv_response(s)
+        status, hdrs, _body = recv_response(s)
         assert status == 403
         assert hdrs["x-openshell-proxy-error"] == "request_authority_mismatch"
-        s.sendall(f"GET http://other.example:{env.upstream.port}/ HTTP/1.1\r\n"
-                  f"Host: other.example:{env.upstream.port}\r\n\r\n".encode())
+        s.sendall(
+            f"GET http://other.example:{env.upstream.port}/ HTTP/1.1\r\n"
+            f"Host: other.example:{env.upstream.port}\r\n\r\n".encode()
+        )
         status, hdrs, _ = recv_response(s)
         assert hdrs["x-openshell-proxy-error"] == "request_authority_mismatch"
     assert env.upstream.received == b""

@@ -15,12 +15,32 @@ ip = ipaddress.ip_address
 net = ipaddress.ip_network
 
 
-@pytest.mark.parametrize("addr", [
-    "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.1.1",
-    "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255", "198.18.0.1", "192.0.2.1",
-    "::1", "::", "fe80::1", "fc00::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
-    "64:ff9b::a00:1", "2001:db8::1",
-])
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "100.64.0.1",
+        "169.254.1.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "198.18.0.1",
+        "192.0.2.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "ff02::1",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::a00:1",
+        "2001:db8::1",
+    ],
+)
 def test_special_addresses_refused_without_opt_in(addr: str) -> None:
     assert is_special(ip(addr))
     assert check_destination(ip(addr), 443, ()) is not None
@@ -48,11 +68,20 @@ def test_control_plane_ports_always_refused(port: int) -> None:
     assert check_destination(ip("127.0.0.1"), port, (net("127.0.0.0/8"),)) is not None
 
 
-@pytest.mark.parametrize(("host", "ok"), [
-    ("localhost", True), ("127.0.0.1", True), ("::1", True),
-    ("alpha.default.svc", True), ("alpha.default.svc.cluster.local", True),
-    ("api.example.com", False), ("svc", False), ("a.b.svc.evil.com", False), ("10.0.0.1", False),
-])
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("alpha.default.svc", True),
+        ("alpha.default.svc.cluster.local", True),
+        ("api.example.com", False),
+        ("svc", False),
+        ("a.b.svc.evil.com", False),
+        ("10.0.0.1", False),
+    ],
+)
 def test_cleartext_injection_rule(host: str, ok: bool) -> None:
     assert cleartext_injection_allowed(host) is ok
 

@@ -28,7 +28,12 @@ def test_absolute_form_parsed() -> None:
         b"GET http://API.Example.com:8080/a/b?x=1 HTTP/1.1\r\nHost: api.example.com:8080\r\n\r\n"
     )
     assert (r.host, r.port, r.path, r.query, r.scheme) == (
-        "api.example.com", 8080, "/a/b", "?x=1", "http")
+        "api.example.com",
+        8080,
+        "/a/b",
+        "?x=1",
+        "http",
+    )
     assert r.keep_alive and not r.has_body
 
 
@@ -65,8 +70,9 @@ def test_identical_duplicate_content_length_merged() -> None:
 
 @pytest.mark.parametrize("te", ["chunked", "Chunked", "CHUNKED"])
 def test_te_chunked_case_insensitive(te: str) -> None:
-    r = parse_request_head(f"POST http://h/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}"
-                           "\r\n\r\n".encode())
+    r = parse_request_head(
+        f"POST http://h/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {te}\r\n\r\n".encode()
+    )
     assert r.chunked
 
 
@@ -101,8 +107,11 @@ def test_response_framing() -> None:
     assert response_body_mode("GET", r) == "close" and not r.keep_alive
     r = parse_response_head(b"HTTP/1.1 404\r\n\r\n")
     assert r.status == 404 and r.reason == ""
-    for bad in (b"HTTP/1.1 20 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n", b"HTTP/1.1 200 OK\nX: y\r\n\r\n"):
+    for bad in (
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\nX: y\r\n\r\n",
+    ):
         with pytest.raises(ParseError):
             parse_response_head(bad)
 
@@ -119,16 +128,19 @@ def test_chunked_decoder_incremental() -> None:
         assert out == b"hello world" and dec.done
 
 
-@pytest.mark.parametrize("bad", [
-    b"ffffffffffffffffff\r\n",  # > 16 hex digits
-    b"zz\r\n",
-    b" 5\r\n",
-    b"5 \r\n",
-    b"5\nhello",
-    b"5\r\nhelloXX",
-    b"0\r\nbad trailer\r\n\r\n",
-    b"8000000000000000\r\n",  # overflow guard
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"ffffffffffffffffff\r\n",  # > 16 hex digits
+        b"zz\r\n",
+        b" 5\r\n",
+        b"5 \r\n",
+        b"5\nhello",
+        b"5\r\nhelloXX",
+        b"0\r\nbad trailer\r\n\r\n",
+        b"8000000000000000\r\n",  # overflow guard
+    ],
+)
 def test_chunked_decoder_rejects(bad: bytes) -> None:
     with pytest.raises(ParseError):
         ChunkedDecoder().feed(bad)
@@ -136,10 +148,14 @@ def test_chunked_decoder_rejects(bad: bytes) -> None:
 
 # -- fuzzing ---------------------------------------------------------------------------
 
-_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~",
-                 min_size=1, max_size=12)
+_token = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~",
+    min_size=1,
+    max_size=12,
+)
 _value = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(
-    str.strip)
+    str.strip
+)
 _host = st.from_regex(r"[a-z][a-z0-9-]{0,10}(\.[a-z][a-z0-9]{0,5}){0,2}", fullmatch=True)
 _path = st.from_regex(r"(/[A-Za-z0-9_~-]{1,8}){0,4}", fullmatch=True).map(lambda p: p or "/")
 
@@ -174,12 +190,21 @@ def test_arbitrary_bytes_only_raise_parse_error(data: bytes) -> None:
     headers=st.lists(st.tuples(_token, _value), max_size=8),
     body=st.one_of(st.none(), st.integers(0, 10**9), st.just("chunked")),
 )
-def test_accepted_heads_round_trip(method: str, host: str, port: int | None, path: str,
-                                   query: str, headers: list[tuple[str, str]],
-                                   body: int | str | None) -> None:
+def test_accepted_heads_round_trip(
+    method: str,
+    host: str,
+    port: int | None,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: int | str | None,
+) -> None:
     authority = host if port is None else f"{host}:{port}"
-    hdrs = [(n, v) for n, v in headers
-            if n.lower() not in ("host", "content-length", "transfer-encoding", "connection")]
+    hdrs = [
+        (n, v)
+        for n, v in headers
+        if n.lower() not in ("host", "content-length", "transfer-encoding", "connection")
+    ]
     hdrs.insert(0, ("Host", authority))
     if body == "chunked":
         hdrs.append(("Transfer-Encoding", "chunked"))
@@ -190,8 +215,9 @@ def test_accepted_heads_round_trip(method: str, host: str, port: int | None, pat
         first = parse_request_head(raw)
     except ParseError:
         return  # e.g. a generated dot segment; rejection is always allowed
-    again = parse_request_head(serialize_head(
-        f"{first.method} {first.target} {first.version}", first.headers))
+    again = parse_request_head(
+        serialize_head(f"{first.method} {first.target} {first.version}", first.headers)
+    )
     assert again == first
     assert find_head_end(raw) == len(raw)
 

@@ -25,16 +25,20 @@ def test_200mb_upload_and_download_stream_with_bounded_memory(make_env: Any) -> 
     before = _rss()
     peak = before
     with env.connect(timeout=60) as s:
-        s.sendall(f"POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                  f"Content-Length: {SIZE}\r\n\r\n".encode())
+        s.sendall(
+            f"POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Length: {SIZE}\r\n\r\n".encode()
+        )
         for i in range(SIZE // len(block)):
             s.sendall(block)
             if i % 20 == 0:
                 peak = max(peak, _rss())
         status, _, body = recv_response(s)
         assert status == 200 and int(body) == SIZE
-        s.sendall(f"GET http://127.0.0.1:{port}/download/{SIZE} HTTP/1.1\r\n"
-                  f"Host: 127.0.0.1:{port}\r\n\r\n".encode())
+        s.sendall(
+            f"GET http://127.0.0.1:{port}/download/{SIZE} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+        )
         buf = b""
         while b"\r\n\r\n" not in buf:
             buf += s.recv(65536)
@@ -66,8 +70,10 @@ def test_1000_idle_connections_do_not_block_others(make_env: Any) -> None:
             s.sendall(b"GET http://127.0.0.1:1/ HTTP/1.1\r\n")
         with env.connect() as s:
             for _ in range(3):
-                s.sendall(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n"
-                          f"Host: 127.0.0.1:{port}\r\n\r\n".encode())
+                s.sendall(
+                    f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n"
+                    f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
+                )
                 assert recv_response(s)[2] == b"ok"
     finally:
         for s in idle:

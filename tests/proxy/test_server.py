@@ -19,10 +19,18 @@ from tests.proxy.harness import (
 )
 
 
-def get(port: int, path: str, *, host: str = "127.0.0.1", extra: str = "", method: str = "GET",
-        version: str = "HTTP/1.1") -> bytes:
-    return (f"{method} http://{host}:{port}{path} {version}\r\nHost: {host}:{port}\r\n"
-            f"{extra}\r\n").encode()
+def get(
+    port: int,
+    path: str,
+    *,
+    host: str = "127.0.0.1",
+    extra: str = "",
+    method: str = "GET",
+    version: str = "HTTP/1.1",
+) -> bytes:
+    return (
+        f"{method} http://{host}:{port}{path} {version}\r\nHost: {host}:{port}\r\n{extra}\r\n"
+    ).encode()
 
 
 def audit_events(env: Any) -> list[dict[str, Any]]:
@@ -34,10 +42,17 @@ def audit_events(env: Any) -> list[dict[str, Any]]:
 def test_agent_credential_replaced_by_exactly_one_injected_header(make_env: Any) -> None:
     env = make_env()
     with env.connect() as s:
-        s.sendall(get(env.upstream.port, "/headers?q=secretquery", extra=(
-            "Authorization: Bearer stolen\r\nauthorization: other\r\n"
-            "Proxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n"
-            "Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Keep: yes\r\n")))
+        s.sendall(
+            get(
+                env.upstream.port,
+                "/headers?q=secretquery",
+                extra=(
+                    "Authorization: Bearer stolen\r\nauthorization: other\r\n"
+                    "Proxy-Authorization: Basic eA==\r\nProxy-Connection: keep-alive\r\n"
+                    "Connection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Keep: yes\r\n"
+                ),
+            )
+        )
         status, _, body = recv_response(s)
     assert status == 200
     text = body.decode()
@@ -134,6 +149,7 @@ def test_resolved_name_connects_to_checked_address(make_env: Any) -> None:
 
     async def resolver(host: str, port: int) -> list[Any]:
         import ipaddress
+
         calls.append(host)
         return [ipaddress.ip_address("10.1.2.3"), ipaddress.ip_address("127.0.0.1")]
 
@@ -192,8 +208,10 @@ def test_head_204_304_and_chunked_framing(make_env: Any) -> None:
         s.sendall(get(port, "/chunked/5000"))
         status, hdrs, body = recv_response(s)
         assert hdrs["transfer-encoding"] == "chunked" and body == b"y" * 5000
-        s.sendall(get(port, "/upload", method="POST", extra="Transfer-Encoding: chunked\r\n")
-                  + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
+        s.sendall(
+            get(port, "/upload", method="POST", extra="Transfer-Encoding: chunked\r\n")
+            + b"3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
         assert recv_response(s)[2] == b"5"
         s.sendall(get(port, "/"))  # still in sync
         assert recv_response(s)[2] == b"ok"

@@ -15,14 +15,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.proxy.harness import SECRET, Env, FakePolicy, FakeTokens, binding, endpoint, recv_response
+from tests.proxy.harness import (
+    SECRET,
+    Env,
+    FakePolicy,
+    FakeTokens,
+    binding,
+    endpoint,
+    recv_response,
+)
 
 
-def _cert(tmp: Path, name: str, *, issuer: tuple[Any, Any] | None = None,
-          ca: bool = False) -> tuple[Any, Any, Path, Path]:
+def _cert(
+    tmp: Path, name: str, *, issuer: tuple[Any, Any] | None = None, ca: bool = False
+) -> tuple[Any, Any, Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -41,9 +50,13 @@ def _cert(tmp: Path, name: str, *, issuer: tuple[Any, Any] | None = None,
     cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
     cpath, kpath = tmp / f"{name}.crt", tmp / f"{name}.key"
     cpath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kpath.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()))
+    kpath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert, key, cpath, kpath
 
 
@@ -67,11 +80,17 @@ def _tls_env(tmp_path: Path, *, trust_upstream: bool) -> tuple[Env, Path, Interc
     upstream_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     upstream_server.load_cert_chain(up_leaf, up_key)
     upstream_client = ssl.create_default_context(
-        cafile=str(up_ca_path if trust_upstream else ca_path))
+        cafile=str(up_ca_path if trust_upstream else ca_path)
+    )
     upstream_client.set_alpn_protocols(["http/1.1"])
     interceptor = Interceptor(agent_side)
-    env = Env(FakePolicy(), FakeTokens(), str(tmp_path / "audit-tls.jsonl"),
-              upstream_ssl=upstream_client, interceptor=interceptor)
+    env = Env(
+        FakePolicy(),
+        FakeTokens(),
+        str(tmp_path / "audit-tls.jsonl"),
+        upstream_ssl=upstream_client,
+        interceptor=interceptor,
+    )
     # Restart the recording upstream with TLS.
     env.upstream.server.close()  # type: ignore[union-attr]
     env.call(env.upstream.start(upstream_server))
@@ -97,13 +116,16 @@ def test_intercepted_tls_injects_and_keeps_alive(tmp_path: Path) -> None:
         client = ssl.create_default_context(cafile=str(ca_path))
         with client.wrap_socket(raw, server_hostname="127.0.0.1") as s:
             for _ in range(3):
-                s.sendall(f"GET /headers?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{env.upstream.port}\r\n"
-                          "Authorization: Bearer stolen\r\n\r\n".encode())
+                s.sendall(
+                    f"GET /headers?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{env.upstream.port}\r\n"
+                    "Authorization: Bearer stolen\r\n\r\n".encode()
+                )
                 status, _, body = recv_response(s)  # type: ignore[arg-type]
                 assert status == 200
                 lines = body.decode().lower().split("\r\n")
                 assert [ln for ln in lines if ln.startswith("authorization")] == [
-                    f"authorization: bearer {SECRET.lower()}"]
+                    f"authorization: bearer {SECRET.lower()}"
+                ]
             s.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
             status, hdrs, _ = recv_response(s)  # type: ignore[arg-type]
             assert status == 403
@@ -151,8 +173,10 @@ def test_raw_tunnel_for_endpoint_without_inspection(make_env: Any) -> None:
     env = make_env(bind=False)
     a = f"127.0.0.1:{env.upstream.port}"
     with env.connect() as s:
-        s.sendall(f"CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n".encode()
-                  + b"GET /headers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mine\r\n\r\n")
+        s.sendall(
+            f"CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n".encode()
+            + b"GET /headers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mine\r\n\r\n"
+        )
         status, _, _ = recv_response(s, head_only=True)
         assert status == 200
         status, _, body = recv_response(s)
@@ -167,8 +191,10 @@ def test_plain_http_inside_connect_is_inspected(make_env: Any) -> None:
 
     env = make_env(interceptor=NoTls())
     with _connect_tunnel(env) as s:
-        s.sendall(b"GET /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer stolen\r\n"
-                  b"\r\n".replace(b"127.0.0.1", f"127.0.0.1:{env.upstream.port}".encode()))
+        s.sendall(
+            b"GET /headers HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer stolen\r\n"
+            b"\r\n".replace(b"127.0.0.1", f"127.0.0.1:{env.upstream.port}".encode())
+        )
         status, _, body = recv_response(s)
     assert status == 200
     assert b"stolen" not in body and f"Bearer {SECRET}".encode() in body
@@ -186,8 +212,10 @@ def test_connect_needing_inspection_without_interceptor_is_denied(make_env: Any)
 
 def test_connect_to_undeclared_or_control_port(make_env: Any) -> None:
     env = make_env(bind=False)
-    for target, code in (("localhost:%d" % env.upstream.port, "policy_denied"),
-                         ("127.0.0.1:10250", "ssrf_denied")):
+    for target, code in (
+        (f"localhost:{env.upstream.port}", "policy_denied"),
+        ("127.0.0.1:10250", "ssrf_denied"),
+    ):
         with env.connect() as s:
             s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
             status, hdrs, _ = recv_response(s)
