@@ -16,7 +16,9 @@ NAMESPACE = "openshell-demo"
 
 
 def find(resources: list[Resource], kind: str, name: str) -> dict[str, Any]:
-    matches = [r.doc for r in resources if r.doc["kind"] == kind and r.doc["metadata"]["name"] == name]
+    matches = [
+        r.doc for r in resources if r.doc["kind"] == kind and r.doc["metadata"]["name"] == name
+    ]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
     return matches[0]
 
@@ -33,10 +35,12 @@ def demo() -> list[Resource]:
 
 @pytest.fixture(scope="session")
 def sandbox_pod(base: list[Resource]) -> dict[str, Any]:
-    return find(base, "Deployment", "openshell-sandbox")["spec"]["template"]["spec"]
+    pod: dict[str, Any] = find(base, "Deployment", "openshell-sandbox")["spec"]["template"]["spec"]
+    return pod
 
 
 @pytest.fixture(scope="session")
 def sandbox_container(sandbox_pod: dict[str, Any]) -> dict[str, Any]:
     (container,) = sandbox_pod["containers"]
+    assert isinstance(container, dict)
     return container

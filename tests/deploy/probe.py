@@ -142,8 +142,9 @@ def _drop_bounding() -> None:
         prctl.capbset.drop(cap)
 
 
-def _supervisor(log: _Log, caps: list[str], profile: dict[str, Any] | None, socket_dir: str,
-                victim: int) -> None:
+def _supervisor(
+    log: _Log, caps: list[str], profile: dict[str, Any] | None, socket_dir: str, victim: int
+) -> None:
     """Child: restrict itself like the container, then run the design's steps in order."""
     _restrict(caps)
     if profile is not None:
@@ -155,7 +156,10 @@ def _supervisor(log: _Log, caps: list[str], profile: dict[str, Any] | None, sock
     log.step(
         "tmpfs over the socket directory",
         lambda: mount(
-            "tmpfs", socket_dir, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "tmpfs",
+            socket_dir,
+            "tmpfs",
+            MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
             "size=4k,mode=0555",
         ),
     )
@@ -164,8 +168,7 @@ def _supervisor(log: _Log, caps: list[str], profile: dict[str, Any] | None, sock
     log.step("unshare network namespace", lambda: unshare(CLONE_NEWNET))
     log.step("bring lo up", _lo_up)
     agent_net = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    log.step("return to the original network namespace",
-             lambda: setns(original_net, CLONE_NEWNET))
+    log.step("return to the original network namespace", lambda: setns(original_net, CLONE_NEWNET))
     log.step("forward a signal to the agent", lambda: os.kill(victim, signal.SIGTERM))
     pid = os.fork()
     if pid == 0:
@@ -183,8 +186,11 @@ def _supervisor(log: _Log, caps: list[str], profile: dict[str, Any] | None, sock
         log.step("denied: clone3", lambda: raw_syscall("clone3", 0, 0))
 
 
-def run_probe(caps: list[str], socket_dir: str, profile: dict[str, Any] | None = None,
-              ) -> dict[str, tuple[bool, int]]:
+def run_probe(
+    caps: list[str],
+    socket_dir: str,
+    profile: dict[str, Any] | None = None,
+) -> dict[str, tuple[bool, int]]:
     """Run the probe; return {step: (ok, errno)}. Must be called as root."""
     victim = os.fork()
     if victim == 0:  # stands in for the agent: another uid, waiting for a signal
