@@ -41,8 +41,12 @@ class CacheKey:
 
 
 def lifetime(expires_in: int | None, cache_ttl_seconds: int | None) -> float:
-    """min(expires_in or 300, 3600, cache_ttl if set) - 30 s skew, at least 1 s."""
-    base = min(expires_in or DEFAULT_LIFETIME, MAX_LIFETIME)
+    """min(expires_in or 300, 3600, cache_ttl if set) - 30 s skew, at least 1 s.
+
+    Only an absent ``expires_in`` means 300: an explicit 0 says "expires now", so it
+    gets the 1 s floor rather than five minutes of a dead token.
+    """
+    base = min(DEFAULT_LIFETIME if expires_in is None else expires_in, MAX_LIFETIME)
     if cache_ttl_seconds is not None:
         base = min(base, cache_ttl_seconds)
     return max(float(base - EXPIRY_SKEW), MIN_LIFETIME)

@@ -151,6 +151,8 @@ class TokenProvider:
             self._grant(key, spec, last_used, self._epoch), name="token-grant"
         )
         self._inflight[key] = task
+        # If every waiter went away, the outcome (already recorded) is still retrieved.
+        task.add_done_callback(_consume)
         return task
 
     def _start_refresh(self, key: CacheKey, spec: GrantSpec | None) -> asyncio.Task[str] | None:
@@ -167,10 +169,8 @@ class TokenProvider:
         if spec is None:
             return None
         self.stats.refreshes += 1
-        task = self._launch(key, spec, last_used=entry.last_used)
         # The refresh's outcome is recorded by _grant; nobody awaits it on the hot path.
-        task.add_done_callback(_consume)
-        return task
+        return self._launch(key, spec, last_used=entry.last_used)
 
     async def _grant(self, key: CacheKey, spec: GrantSpec, last_used: float, epoch: int) -> str:
         try:
@@ -195,8 +195,12 @@ class TokenProvider:
                 log.warning("token grant failed for %s: %s", key.binding_id, wrapped)
                 raise wrapped from None
             if self._still_wanted(key, epoch):
+                now = self._clock()
                 life = cachemod.lifetime(response.expires_in, spec.cache_ttl_seconds)
-                self._cache.put(key, response.access_token, life, self._clock(), last_used, spec)
+                old = self._cache.get(key, now, touch=False)
+                if old is not None:  # uses of the old token during a refresh count too
+                    last_used = max(last_used, old.last_used)
+                self._cache.put(key, response.access_token, life, now, last_used, spec)
             return response.access_token
         finally:
             if self._inflight.get(key) is asyncio.current_task():

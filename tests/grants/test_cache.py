@@ -11,7 +11,7 @@ from supervisor.grants.errors import GrantError
 
 @pytest.mark.parametrize("expires_in,ttl,expected", [
     (None, None, 270.0),  # default 300 - 30
-    (0, None, 270.0),  # 0 = "not given" → default
+    (0, None, 1.0),  # explicit 0 = expires now → floor, not the 300 s default
     (600, None, 570.0),
     (3600, None, 3570.0),
     (7200, None, 3570.0),  # capped at 3600
