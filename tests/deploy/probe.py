@@ -192,12 +192,19 @@ def run_probe(
     profile: dict[str, Any] | None = None,
 ) -> dict[str, tuple[bool, int]]:
     """Run the probe; return {step: (ok, errno)}. Must be called as root."""
+    ready_r, ready_w = os.pipe()
     victim = os.fork()
     if victim == 0:  # stands in for the agent: another uid, waiting for a signal
         os.setresgid(AGENT_ID, AGENT_ID, AGENT_ID)
         os.setresuid(AGENT_ID, AGENT_ID, AGENT_ID)
+        os.write(ready_w, b"x")
         signal.pause()
         os._exit(0)
+    os.close(ready_w)
+    # Only once it runs as the agent's uid may the signal test start (else it proves nothing).
+    if os.read(ready_r, 1) != b"x":
+        raise RuntimeError("probe: the stand-in agent did not start")
+    os.close(ready_r)
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:
