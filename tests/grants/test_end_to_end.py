@@ -197,26 +197,25 @@ def test_standalone_help(module: str) -> None:
 
 
 def test_standalone_servers_run(sock_dir: str) -> None:
-    wl = subprocess.Popen([sys.executable, "-m", "supervisor.devenv.workload_api",
-                           "--socket", f"{sock_dir}/a.sock"], stdout=subprocess.PIPE, text=True)
-    try:
-        assert wl.stdout is not None
-        line = wl.stdout.readline()
-        jwks = line.rsplit("JWKS: ", 1)[1].strip()
-        src_key = httpx.get(jwks, trust_env=False).json()["keys"][0]
-        assert src_key["kty"] == "EC"
-        iss = subprocess.Popen([sys.executable, "-m", "supervisor.devenv.token_issuer",
-                                "--svid-jwks-url", jwks, "--expected-svid-audience", "a",
-                                "--trust-domain", TRUST_DOMAIN],
-                               stdout=subprocess.PIPE, text=True)
+    wl_cmd = [sys.executable, "-m", "supervisor.devenv.workload_api", "--socket",
+              f"{sock_dir}/a.sock"]
+    with subprocess.Popen(wl_cmd, stdout=subprocess.PIPE, text=True) as wl:
         try:
-            assert iss.stdout is not None
-            token_url = iss.stdout.readline().split()[2]
-            resp = httpx.post(token_url, data={"grant_type": "x"}, trust_env=False)
-            assert resp.status_code == 400
+            assert wl.stdout is not None
+            jwks = wl.stdout.readline().rsplit("JWKS: ", 1)[1].strip()
+            assert httpx.get(jwks, trust_env=False).json()["keys"][0]["kty"] == "EC"
+            iss_cmd = [sys.executable, "-m", "supervisor.devenv.token_issuer",
+                       "--svid-jwks-url", jwks, "--expected-svid-audience", "a",
+                       "--trust-domain", TRUST_DOMAIN]
+            with subprocess.Popen(iss_cmd, stdout=subprocess.PIPE, text=True) as iss:
+                try:
+                    assert iss.stdout is not None
+                    token_url = iss.stdout.readline().split()[2]
+                    resp = httpx.post(token_url, data={"grant_type": "x"}, trust_env=False)
+                    assert resp.status_code == 400
+                finally:
+                    iss.terminate()
+                    assert iss.wait(10) == 0
         finally:
-            iss.terminate()
-            assert iss.wait(10) == 0
-    finally:
-        wl.terminate()
-        assert wl.wait(10) == 0
+            wl.terminate()
+            assert wl.wait(10) == 0
