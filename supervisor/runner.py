@@ -20,6 +20,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -38,6 +39,9 @@ from supervisor.settings import RunSettings, SetupError
 log = logging.getLogger("supervisor.runner")
 
 PROFILE_POLL_SECONDS = 2.0
+# Held blocked from just before the init is forked until our handlers exist, so none is
+# lost (the init unblocks the forwarded ones once its own handlers are in place).
+_HELD_SIGNALS = (*FORWARDED_SIGNALS, signal.SIGHUP)
 
 # The profile set is opaque here: it is produced by the loader and handed to the services.
 ProfileSet = Any
@@ -114,7 +118,7 @@ class _Supervision:
                 self._saved[signum] = signal.signal(signum, self._forward)
             self._saved[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._hup)
             self._saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._ignore)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             yield
         finally:
             for saved_signum, previous in self._saved.items():
@@ -141,7 +145,12 @@ class _Supervision:
                 log.warning("profile reload (%s) refused, keeping the current set: %s", why, diag)
             return
         if self.services is not None:
-            self.services.reload(profiles)
+            try:
+                self.services.reload(profiles)
+            except Exception:
+                # The agent keeps running on the old set; a crash here would orphan it.
+                log.exception("profile reload (%s) failed in the services", why)
+                return
         log.info("profiles reloaded (%s)", why)
 
     def _reap(self) -> int | None:
@@ -253,11 +262,13 @@ def run_supervisor(
             net_ns_fd=network.ns_fd,
         )
         # Blocked across fork so a signal arriving now is forwarded once handlers exist.
-        signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+        if threading.active_count() > 1:
+            log.debug("forking the sandbox init with %d threads", threading.active_count())
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
         try:
             init = spawn_init(spec)
         except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             raise
         supervision = _Supervision(init, settings, loader)
         with supervision.handlers():

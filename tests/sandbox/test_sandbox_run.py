@@ -310,5 +310,14 @@ def test_real_cli_check_isolation_inside(profile_file: Path) -> None:
     assert json.loads(result.stdout)["ok"] is True
 
 
+def test_without_privileges_setup_fails_with_125() -> None:
+    result = subprocess.run(
+        [PY, str(FAKE_RUN), "--", "/bin/true"], capture_output=True, text=True,
+        env=clean_env(), cwd=str(REPO), timeout=30, user=65534, group=65534, extra_groups=[],
+    )
+    assert result.returncode == 125
+    assert "mount namespace" in result.stderr and "CAP_SYS_ADMIN" in result.stderr
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
