@@ -14,7 +14,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPKI:
+class BenchPKI:
     ca_cert: Path  # PEM, the trust anchor handed to every proxy as its upstream CA bundle
     server_cert: Path  # PEM chain: leaf then CA
     server_key: Path
@@ -24,7 +24,7 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def make_pki(directory: Path) -> TestPKI:
+def make_pki(directory: Path) -> BenchPKI:
     """Write a fresh CA and a 127.0.0.1 leaf under ``directory``; valid for one day."""
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -77,7 +77,7 @@ def make_pki(directory: Path) -> TestPKI:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    pki = TestPKI(directory / "bench-ca.pem", directory / "server.pem", directory / "server.key")
+    pki = BenchPKI(directory / "bench-ca.pem", directory / "server.pem", directory / "server.key")
     pki.ca_cert.write_bytes(ca.public_bytes(pem))
     pki.server_cert.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
     pki.server_key.write_bytes(

@@ -6,7 +6,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from integration.bench.certs import TestPKI
+from integration.bench.certs import BenchPKI
 from integration.bench.procs import LOOPBACK, Service, free_port
 
 BODY = "hello from the bench upstream\n"
@@ -19,7 +19,7 @@ class Upstream:
     tls_port: int  # HTTPS (bench CA), needs a bearer token; bound, intercepted by our proxy
 
 
-def nginx_config(prefix: Path, up: Upstream, pki: TestPKI) -> str:
+def nginx_config(prefix: Path, up: Upstream, pki: BenchPKI) -> str:
     """One worker (2 cores are shared with the load generator and the proxy under test)."""
     server = """
     server {{
@@ -67,7 +67,7 @@ http {{
 """
 
 
-def nginx_service(work: Path, log_dir: Path, pki: TestPKI) -> tuple[Service, Upstream]:
+def nginx_service(work: Path, log_dir: Path, pki: BenchPKI) -> tuple[Service, Upstream]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     prefix = work / "nginx"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 
 from integration.bench import metrics
-from integration.bench.certs import TestPKI
+from integration.bench.certs import BenchPKI
 from integration.bench.harness import ROOT, Bench, console
 from integration.bench.nginx import Upstream
 from integration.bench.procs import LOOPBACK, free_port
-from integration.bench.rss import RssSampler
+from integration.bench.rss import RssSampler, vmrss_kib
 from integration.bench.runner_io import Runner
 from integration.bench.startup import time_command
 from integration.bench.tlsload import parse_head
@@ -85,9 +85,13 @@ def write_profile(path: Path, up: Upstream, token_url: str) -> Path:
     return path
 
 
+def supervisor_exe() -> Path:
+    """The console script installed beside the interpreter running the bench."""
+    return Path(sys.executable).parent / "openshell-supervisor"
+
+
 def supervisor_run_argv(profile: Path, spiffe_socket: str, command: list[str]) -> list[str]:
-    exe = Path(sys.executable).parent / "openshell-supervisor"
-    return [str(exe), "run", "--profile", str(profile), "--spiffe-socket", spiffe_socket,
+    return [str(supervisor_exe()), "run", "--profile", str(profile), "--spiffe-socket", spiffe_socket,
             "--", *command]  # fmt: skip
 
 
@@ -113,7 +117,7 @@ async def cold_burst(proxy_port: int, target_port: int, n: int) -> dict[str, int
     return dict(collections.Counter(outcomes))
 
 
-def measure_our_proxy(bench: Bench, up: Upstream, pki: TestPKI) -> None:
+def measure_our_proxy(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
     spire = bench.work / "spire"
     spire.mkdir(mode=0o700)
     devenv = Runner(
@@ -137,7 +141,7 @@ def measure_our_proxy(bench: Bench, up: Upstream, pki: TestPKI) -> None:
 
 
 def _proxy_phase(
-    bench: Bench, up: Upstream, pki: TestPKI, profile: Path, socket_addr: str, devenv: Runner
+    bench: Bench, up: Upstream, pki: BenchPKI, profile: Path, socket_addr: str, devenv: Runner
 ) -> None:
     port = free_port()
     argv = [
@@ -164,6 +168,7 @@ def _proxy_phase(
             f"cold burst of {COLD_REQUESTS}: statuses {statuses}, issuer counters {grants}"
         )
 
+        idle_kib = vmrss_kib(Path(f"/proc/{proxy.pid}/status").read_text())
         with RssSampler(proxy.pid) as rss:
             with bench.component(metrics.OURS_INJECT):
                 bench.http(metrics.OURS_INJECT, port, up.bound_port, via_proxy=True)
@@ -178,9 +183,12 @@ def _proxy_phase(
             "pid_role": "proxy runner (start_services; no dev servers in it)",
             "max_mib": rss.max_mib,
             "samples": len(rss.samples_kib),
-            "first_mib": rss.samples_kib[0] / 1024 if rss.samples_kib else None,
+            "idle_mib": idle_kib / 1024 if idle_kib is not None else None,
         }
-        console.print(f"proxy RSS under load: max {rss.max_mib} MiB")
+        console.print(
+            f"proxy RSS: {bench.report.rss['idle_mib']:.1f} MiB after one grant, "
+            f"max {rss.max_mib or 0:.1f} MiB under load"
+        )
 
 
 def _startup_phase(bench: Bench, profile: Path, socket_addr: str) -> None:
@@ -189,6 +197,8 @@ def _startup_phase(bench: Bench, profile: Path, socket_addr: str) -> None:
         ("python", [sys.executable, "-c", "pass"], "python -c pass (the supervisor's python)"),
         ("unshare", ["unshare", "-m", "-n", "-p", "-f", "--mount-proc", "/bin/true"],
          "unshare -m -n -p -f --mount-proc /bin/true"),
+        # Only the CLI's imports: separates interpreter + import cost from sandbox set-up.
+        ("cli", [str(supervisor_exe()), "--version"], "openshell-supervisor --version"),
         ("run", supervisor_run_argv(profile, socket_addr, ["/bin/true"]),
          "openshell-supervisor run --profile bench.yaml --spiffe-socket S -- /bin/true"),
     ):  # fmt: skip

@@ -36,11 +36,15 @@ class BenchReport:
 
     def targets(self) -> list[Target]:
         grants = self.grants.get("issued")
+        statuses = self.grants.get("statuses", {})
+        answered = statuses.get("200", 0) if isinstance(statuses, dict) else 0
         return metrics.evaluate_targets(
             self.http,
             self.startup_over_python_ms(),
             self.rss.get("max_mib"),
             grants if isinstance(grants, int) else None,
+            cold_answered=answered,
+            cold_requests=int(self.grants.get("requests", 0)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -125,11 +129,11 @@ def render(report: BenchReport, console: Console | None = None) -> None:
             )  # fmt: skip
         console.print(table)
     table = Table(title="Targets", title_justify="left")
-    for col in ("target", "measured", "limit", "status"):
+    for col in ("target", "measured", "limit", "status", "detail"):
         table.add_column(col)
     for t in report.targets():
         status = {True: "[green]MET[/]", False: "[red]MISSED[/]", None: "[yellow]not measured[/]"}
-        table.add_row(t.name, t.value, t.limit, status[t.met])
+        table.add_row(t.name, t.value, t.limit, status[t.met], t.detail)
     console.print(table)
     for component, why in report.unavailable.items():
         console.print(f"[yellow]{component}: not available: {why}[/]")

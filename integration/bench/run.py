@@ -9,10 +9,14 @@ of the run goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 
 from integration.bench import metrics
 from integration.bench.baselines import (
@@ -21,7 +25,7 @@ from integration.bench.baselines import (
     mitmdump_service,
     tinyproxy_service,
 )
-from integration.bench.certs import TestPKI, make_pki
+from integration.bench.certs import BenchPKI, make_pki
 from integration.bench.harness import ROOT, Bench, console
 from integration.bench.nginx import Upstream, nginx_service
 from integration.bench.procs import tool_version
@@ -40,7 +44,7 @@ def versions(bench_python: Path | None) -> dict[str, str]:
     return out
 
 
-def measure_baselines(bench: Bench, up: Upstream, pki: TestPKI) -> None:
+def measure_baselines(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
     with bench.component("direct"):
         bench.http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
     with bench.component("direct-tls"):
@@ -57,7 +61,7 @@ def measure_baselines(bench: Bench, up: Upstream, pki: TestPKI) -> None:
             bench.https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
 
 
-def measure_ours(bench: Bench, up: Upstream, pki: TestPKI) -> None:
+def measure_ours(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
     try:
         # Imported here: the proxy is built in parallel and may not be importable yet.
         from integration.bench.ours import measure_our_proxy
@@ -101,17 +105,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so every child (own sessions) is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     bench = Bench(args)
+    bench.report.config["loadavg_start"] = os.getloadavg()
     try:
         pki = make_pki(bench.work)
         nginx, up = nginx_service(bench.work, bench.logs, pki)
-        with nginx:
+        with contextlib.ExitStack() as stack:
+            # Without nginx each load reports its own failure; start-up is still measured.
+            with bench.component("nginx"):
+                stack.enter_context(nginx)
             measure_baselines(bench, up, pki)
             measure_ours(bench, up, pki)
     finally:
         bench.cleanup()
     report = bench.report
+    report.config["loadavg_end"] = os.getloadavg()
     report.versions = versions(bench.bench_python)
     report.elapsed_s = time.monotonic() - started
     json_path = bench.out / "bench.json"
@@ -123,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"wrote {json_path}")
     missed = [t for t in report.targets() if t.met is False]
     return 1 if args.strict and missed else 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -50,7 +50,12 @@ def test_ratios_and_added_latency() -> None:
 
 
 def test_targets() -> None:
-    targets = {t.name: t for t in metrics.evaluate_targets(HTTP, 130.0, 60.0, 1)}
+    targets = {
+        t.name: t
+        for t in metrics.evaluate_targets(
+            HTTP, 130.0, 60.0, 1, cold_answered=100, cold_requests=100
+        )
+    }
     assert targets["injecting req/s vs tinyproxy, 32 conns"].met is True
     assert targets["injecting req/s vs mitmproxy, 32 conns"].met is True
     assert targets["added p50 latency over direct, 1 conn"].met is True
@@ -64,7 +69,9 @@ def test_invalid_results_are_not_measured() -> None:
     broken = [*HTTP[:4], result(metrics.OURS_INJECT, 32, 30_000, 100, 200, status=150_000)]
     targets = metrics.evaluate_targets(broken, None, None, None)
     assert all(t.met is None for t in targets)
-    assert metrics.evaluate_targets(HTTP, None, None, 3)[-1].met is False
+    assert metrics.evaluate_targets(HTTP, None, None, 3, 32, 100, 100)[-1].met is False
+    # one grant but failed requests: not met
+    assert metrics.evaluate_targets(HTTP, None, None, 1, 32, 60, 100)[-1].met is False
 
 
 def test_median() -> None:

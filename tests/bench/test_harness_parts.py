@@ -1,0 +1,61 @@
+"""The bench's profile loads with the product's loader; the report renders and serializes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from rich.console import Console
+
+from integration.bench import metrics
+from integration.bench.certs import BenchPKI
+from integration.bench.nginx import Upstream, nginx_config
+from integration.bench.ours import write_profile
+from integration.bench.report import BenchReport, render
+from integration.bench.startup import StartupSample
+from integration.bench.wrk import LoadResult
+
+UP = Upstream(bound_port=18081, plain_port=18082, tls_port=18443)
+
+
+def test_bench_profile_binds_exactly_the_bound_servers(tmp_path: Path) -> None:
+    from supervisor.profiles.loader import load_profiles
+
+    path = write_profile(tmp_path / "p.yaml", UP, "http://127.0.0.1:18099/token")
+    profiles = load_profiles([str(path)])
+    assert sorted(b.port for b in profiles.bindings) == [UP.bound_port, UP.tls_port]
+    assert {p.id for p in profiles.profiles} == {"bench-bound", "bench-open"}
+
+
+def test_nginx_config_guards_bound_servers_only(tmp_path: Path) -> None:
+    pki = BenchPKI(tmp_path / "ca.pem", tmp_path / "s.pem", tmp_path / "s.key")
+    conf = nginx_config(tmp_path, UP, pki)
+    assert conf.count("return 401") == 2
+    assert f"listen 127.0.0.1:{UP.tls_port} ssl" in conf
+    assert "0.0.0.0" not in conf
+
+
+def _result(target: str, conns: int, rps: float) -> LoadResult:
+    return LoadResult(target, "wrk", conns, 5.0, int(rps * 5), rps, {"p50": 100.0, "p99": 900.0})
+
+
+def test_report_renders_and_serializes() -> None:
+    report = BenchReport(config={"connections": [1, 32]})
+    report.http = [_result(metrics.DIRECT, 1, 20000), _result(metrics.OURS_INJECT, 1, 5000)]
+    report.startup = [
+        StartupSample("python", ["python", "-c", "pass"], [20.0, 22.0], 0, shown="python"),
+        StartupSample("run", ["x"], [], 125, error="bad profile", shown="run"),
+    ]
+    report.grants = {"requests": 100, "statuses": {"200": 100}, "issued": 1}
+    report.unavailable["our proxy"] = "ImportError: nope"
+    out = io.StringIO()
+    render(report, Console(file=out, width=160))
+    text = out.getvalue()
+    assert "our proxy: not available: ImportError: nope" in text
+    assert ("0.25x" not in text and "4.00x" not in text) or "ours-inject" in text
+    doc = json.loads(json.dumps(report.to_json()))
+    assert doc["ratios"]["ours-inject-direct.p50_ms.c1"] == 0.0
+    grant = next(t for t in doc["targets"] if t["name"].startswith("grants"))
+    assert grant["met"] is True
+    assert doc["startup_over_python_ms"] is None  # `run` failed: no number, no pass
