@@ -7,10 +7,12 @@ want=("$@")
 
 pkgs=()
 need() { dpkg -s "$1" >/dev/null 2>&1 || pkgs+=("$1"); }
+# For tools that may come from elsewhere than Debian (e.g. a vendor nodejs that bundles npm).
+need_cmd() { command -v "$1" >/dev/null 2>&1 || pkgs+=("$2"); }
 for w in "${want[@]}"; do
   case "$w" in
     build) need libcap-dev; need gcc; need python3-venv ;;  # python-prctl compiles against libcap
-    test)  need curl; need nodejs; need npm; need iproute2; need openssl; need libseccomp2 ;;  # curl/node agents, seccomp tests
+    test)  need curl; need_cmd node nodejs; need_cmd npm npm; need iproute2; need openssl; need libseccomp2 ;;  # curl/node agents, seccomp tests
     bench) need nginx; need tinyproxy; need wrk; need apache2-utils ;;
     *) echo "unknown set: $w" >&2; exit 2 ;;
   esac
