@@ -77,7 +77,6 @@ class TokenProvider:
         self._rand = rand if rand is not None else random.Random().random  # noqa: S311
         self._refresh_interval = refresh_interval
         self._inflight: dict[CacheKey, asyncio.Task[str]] = {}
-        self._background: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
         self._retained: set[str] | None = None
         self._epoch = 0
@@ -136,7 +135,7 @@ class TokenProvider:
         if self._refresher is not None:
             self._refresher.cancel()
             pending.append(self._refresher)
-        for task in [*self._inflight.values(), *self._background]:
+        for task in self._inflight.values():
             task.cancel()
             pending.append(task)
         if pending:
@@ -183,16 +182,12 @@ class TokenProvider:
                 if not is_token68(response.access_token):
                     raise GrantError("response", "access_token not token68")
             except GrantError as err:
-                self.stats.grant_failures += 1
-                self._cache.fail(key, err, self._clock(), self._rand)
-                log.warning("token grant failed for %s: %s", key.binding_id, err)
+                self._record_failure(key, err, epoch)
                 raise
             except Exception as err:
                 # Any other fault is a failure too (fail closed), without its text.
-                self.stats.grant_failures += 1
                 wrapped = GrantError("token_endpoint", f"internal error ({type(err).__name__})")
-                self._cache.fail(key, wrapped, self._clock(), self._rand)
-                log.warning("token grant failed for %s: %s", key.binding_id, wrapped)
+                self._record_failure(key, wrapped, epoch)
                 raise wrapped from None
             if self._still_wanted(key, epoch):
                 now = self._clock()
@@ -205,6 +200,12 @@ class TokenProvider:
         finally:
             if self._inflight.get(key) is asyncio.current_task():
                 del self._inflight[key]
+
+    def _record_failure(self, key: CacheKey, err: GrantError, epoch: int) -> None:
+        self.stats.grant_failures += 1
+        if self._still_wanted(key, epoch):
+            self._cache.fail(key, err, self._clock(), self._rand)
+        log.warning("token grant failed for %s: %s", key.binding_id, err)
 
     def _still_wanted(self, key: CacheKey, epoch: int) -> bool:
         """A grant started before a reload that dropped its binding is not cached."""
