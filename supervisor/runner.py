@@ -284,6 +284,9 @@ def run_supervisor(
                 try:
                     extra = {**settings.extra_env, **services.extra_env}
                     env = agent_environment(os.environ, settings.proxy_port, extra)
+                except ValueError as exc:
+                    _abort_init(init)
+                    raise SetupError("environment", str(exc)) from exc
                 except BaseException:
                     _abort_init(init)
                     raise

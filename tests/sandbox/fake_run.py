@@ -33,8 +33,8 @@ def load(paths: tuple[str, ...]) -> str:
 
 
 class FakeServices:
-    def __init__(self, sock: socket.socket, log: str | None) -> None:
-        self.extra_env = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt"}
+    def __init__(self, sock: socket.socket, log: str | None, extra: dict[str, str]) -> None:
+        self.extra_env = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", **extra}
         self._sock = sock
         self._log = log
         self._stopped = threading.Event()
@@ -79,6 +79,7 @@ def main() -> int:
     parser.add_argument("--network", default="isolated")
     parser.add_argument("--port", type=int, default=3128)
     parser.add_argument("--workdir")
+    parser.add_argument("--extra", action="append", default=[], help="NAME=VALUE for extra_env")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
@@ -93,7 +94,9 @@ def main() -> int:
     try:
         return run_supervisor(
             settings,
-            start_services=lambda _s, _p, sock: FakeServices(sock, args.log),
+            start_services=lambda _s, _p, sock: FakeServices(
+                sock, args.log, dict(e.split("=", 1) for e in args.extra)
+            ),
             load_profiles=load,
         )
     except SetupError as err:

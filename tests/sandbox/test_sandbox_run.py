@@ -319,5 +319,15 @@ def test_without_privileges_setup_fails_with_125() -> None:
     assert "mount namespace" in result.stderr and "CAP_SYS_ADMIN" in result.stderr
 
 
+
+def test_services_cannot_leak_supervisor_variables(agent_dir: Path) -> None:
+    marker = agent_dir / "ran"
+    result = run_fake("/bin/touch", str(marker),
+                      options=("--extra", "SPIFFE_ENDPOINT_SOCKET=unix:///run/spire/a.sock"))
+    assert result.returncode == 125
+    assert "environment" in result.stderr and "SPIFFE_ENDPOINT_SOCKET" in result.stderr
+    assert not marker.exists()
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__]))
