@@ -63,6 +63,7 @@ _DROP_EXPECT = _ALWAYS_DROP | {"expect"}
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL_BODY = 64 * 1024
+_MAX_RESPONSE_HEAD = 64 * 1024  # upstreams send larger heads (cookies) than we accept
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +74,7 @@ class Limits:
     connect_timeout: float = 10.0
     response_timeout: float = 120.0  # upstream response head after the request was sent
     tunnel_idle_timeout: float = 300.0
-    max_idle_per_destination: int = 16
+    max_idle_per_destination: int = 128
     pool_idle_seconds: float = 30.0
     close_grace: float = 5.0
     backlog: int = 4096
@@ -138,6 +139,8 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruner: asyncio.Task[None] | None = None
+        self._idle_tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -159,6 +162,9 @@ class ProxyServer:
             self._server.close()
         if self._pruner is not None:
             self._pruner.cancel()
+        self._closing = True
+        for task in list(self._idle_tasks):
+            task.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=self.limits.close_grace)
             for task in pending:
@@ -213,7 +219,18 @@ class ProxyServer:
         lim = self.limits
         while True:
             try:
-                head = await agent.read_head(lim.idle_timeout, lim.head_timeout)
+                # Between requests the connection is idle: close() may cut it at once.
+                idle = not agent.buf
+                task = asyncio.current_task()
+                if idle and task is not None:
+                    if self._closing:
+                        return
+                    self._idle_tasks.add(task)
+                try:
+                    head = await agent.read_head(lim.idle_timeout, lim.head_timeout)
+                finally:
+                    if idle and task is not None:
+                        self._idle_tasks.discard(task)
                 if head is None:
                     return
                 req = parse_request_head(head, origin_ok=tunnel is not None)
@@ -430,7 +447,9 @@ class ProxyServer:
                     await relay_length(agent, upc, body_left, lim.body_timeout)
                 else:
                     await upc.drain()
-                resp_head = await up.conn.read_head(lim.response_timeout, lim.response_timeout)
+                resp_head = await up.conn.read_head(
+                    lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
+                )
             except (PeerClosed, TimeoutError) as exc:
                 up.close()
                 if isinstance(exc, TimeoutError) and not req.has_body:
@@ -459,7 +478,9 @@ class ProxyServer:
                 if resp.status == 101:
                     raise ParseError("unexpected protocol switch")
                 # Interim responses are dropped: we answered Expect ourselves.
-                got = await up.conn.read_head(lim.response_timeout, lim.response_timeout)
+                got = await up.conn.read_head(
+                    lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
+                )
                 if got is None:
                     raise ParseError("closed without final response")
                 resp = parse_response_head(got)
