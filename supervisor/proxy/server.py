@@ -655,6 +655,20 @@ class ProxyServer:
             return
         try:
             ctx = self._interceptor.server_context(host)
+        except Exception as exc:  # no leaf for this host: refuse the tunnel, fail closed
+            log.warning("no interception certificate for %s: %s", host, sanitize(str(exc)))
+            self._audit.http_event(
+                method="CONNECT",
+                scheme="https",
+                host=host,
+                port=port,
+                path="",
+                allowed=False,
+                message="no interception certificate for host",
+                reason=sanitize(type(exc).__name__),
+            )
+            return
+        try:
             tls = TlsServerChannel(agent.ch, ctx, bytes(agent.buf))
             agent.buf.clear()
             async with asyncio.timeout(lim.head_timeout):

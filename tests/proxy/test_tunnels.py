@@ -10,6 +10,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -221,3 +222,18 @@ def test_connect_to_undeclared_or_control_port(make_env: Any) -> None:
             status, hdrs, _ = recv_response(s)
         assert status == 403 and hdrs["x-openshell-proxy-error"] == code
     assert env.upstream.connections == 0
+
+
+def test_interceptor_without_certificate_closes_tunnel(make_env: Any) -> None:
+    class Uncovered:
+        def server_context(self, host: str) -> ssl.SSLContext:
+            raise LookupError(f"{host} not covered")
+
+    env = make_env(interceptor=Uncovered())
+    raw = _connect_tunnel(env)
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        ssl.create_default_context().wrap_socket(raw, server_hostname="127.0.0.1")
+    raw.close()
+    assert env.upstream.connections == 0
+    env.audit.close()
+    assert "no interception certificate" in open(env.audit_path).read()
