@@ -296,7 +296,7 @@ def test_host_network_mode_warns_and_binds_host_loopback() -> None:
     assert "--network host" in result.stderr
 
 
-def test_supervisor_is_not_dumpable_and_invisible() -> None:
+def test_agent_sees_only_its_pid_namespace() -> None:
     result = run_fake(PY, "-c", "import os; print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))")
     assert result.returncode == 0, result.stderr
     pids = eval(result.stdout)
