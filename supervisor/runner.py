@@ -219,6 +219,23 @@ def _outcome(init: InitProcess, status: int, command_name: str) -> int:
     return exit_code_of(status)
 
 
+def _wait_services_ready(
+    services: Services, init: InitProcess, supervision: _Supervision
+) -> None:
+    """The proxy finishes starting while the agent execs; if it cannot, kill the agent and
+    fail the run (125): the agent never runs without its proxy."""
+    wait_ready = getattr(services, "wait_ready", None)
+    if wait_ready is None:
+        return
+    try:
+        wait_ready()
+    except BaseException:
+        init.signal(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            supervision.wait()
+        raise
+
+
 def _abort_init(init: InitProcess) -> None:
     """The agent will not start: release the init and reap it."""
     init.abort()
@@ -291,6 +308,7 @@ def run_supervisor(
                     _abort_init(init)
                     raise
                 init.start(env)
+                _wait_services_ready(services, init, supervision)
                 status = supervision.wait()
             finally:
                 services.stop()

@@ -68,6 +68,8 @@ class Services:
         self._ca: SandboxCA | None = None
         self._bundle_dir: str | None = None
         self.extra_env: dict[str, str] = {}
+        self._starting: concurrent.futures.Future[None] | None = None
+        self._profiles_for_event = profiles
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -89,14 +91,30 @@ class Services:
             raise SetupError("--audit-log", f"cannot open {settings.audit_log!r}: {err}") from None
         self._prepare_tls(profiles)
         self._thread.start()
+        # The proxy starts (and imports its stack) on its own thread while the runner
+        # spawns the agent: the listening socket already accepts into its backlog, so an
+        # early agent request waits a few milliseconds instead of failing. The runner
+        # calls wait_ready() right after the spawn and fails closed (125) on error.
+        self._starting = asyncio.run_coroutine_threadsafe(
+            self._start_async(listen_sock), self._loop
+        )
+        self._profiles_for_event = profiles
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the proxy serves; raise SetupError (and stop) if it cannot."""
+        if self._starting is None:
+            return
+        starting, self._starting = self._starting, None
         try:
-            self._call(self._start_async(listen_sock), timeout=30)
+            starting.result(timeout)
         except SetupError:
             self.stop()
             raise
         except Exception as err:
             self.stop()
             raise SetupError("proxy", f"could not start: {err}") from None
+        assert self._audit is not None
+        profiles = self._profiles_for_event
         self._audit.config_event(
             "supervisor started",
             profiles=[p.id for p in profiles.profiles],
@@ -204,7 +222,11 @@ class Services:
 def start_services(
     settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
 ) -> Services:
-    """Start the proxy (and the token provider) serving ``listen_sock``; raise SetupError."""
+    """Start the proxy (and the token provider) serving ``listen_sock``.
+
+    Returns once the agent-facing parts exist (the CA bundles and ``extra_env``); the proxy
+    finishes starting in the background. Call ``wait_ready()`` before relying on it.
+    Raises SetupError."""
     if profiles.bindings and not settings.spiffe_socket:
         first = profiles.bindings[0].id
         raise SetupError(
