@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.devenv.keys import SigningKey
 from supervisor.devenv.services import ProtectedService
 from supervisor.devenv.token_issuer import TokenIssuer
 from supervisor.devenv.workload_api import WorkloadAPIServer
@@ -138,14 +139,17 @@ class SecretRecorder:
     values: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def wrap(self, sign: Callable[[dict[str, Any]], str]) -> Callable[[dict[str, Any]], str]:
+    def record(self, key: SigningKey) -> None:
+        """Spy on ``key``: remember everything it signs from now on."""
+        sign = key.sign
+
         def recording_sign(claims: dict[str, Any]) -> str:
             token = sign(claims)
             with self.lock:
                 self.values.add(token)
             return token
 
-        return recording_sign
+        setattr(key, "sign", recording_sign)  # an instance-level test spy
 
     def snapshot(self) -> set[str]:
         with self.lock:
@@ -191,12 +195,12 @@ def dev_env() -> Iterator[DevEnv]:
     started: list[Any] = []
     try:
         workload = WorkloadAPIServer(str(socket_path), spiffe_id=SPIFFE_ID)
-        workload.key.sign = secrets.wrap(workload.key.sign)  # type: ignore[method-assign]
+        secrets.record(workload.key)
         workload.start()
         started.append(workload)
         issuer = TokenIssuer(jwks_url=workload.jwks_url, expected_svid_audience="pending",
                              trust_domain=workload.trust_domain)
-        issuer.key.sign = secrets.wrap(issuer.key.sign)  # type: ignore[method-assign]
+        secrets.record(issuer.key)
         issuer.start()
         started.append(issuer)
         issuer.expected_svid_audience = issuer.base_url
@@ -307,9 +311,13 @@ def assert_no_secrets(run: AgentRun, secrets: set[str], forbidden: Sequence[str]
     leaked = [where for where, text in {**logs, "agent output": run.stdout}.items()
               if any(secret in text for secret in secrets)]
     assert not leaked, f"an issued access token or JWT-SVID leaked into: {', '.join(leaked)}"
-    for line in run.audit_lines:
+    for n, line in enumerate(run.audit_lines, 1):
         if line.strip():
-            json.loads(line)  # every audit line is one JSON object
+            try:
+                event = json.loads(line)
+            except ValueError:
+                event = None
+            assert isinstance(event, dict), f"audit line {n} is not one JSON object"
 
 
 def agent_file(env: DevEnv, name: str, content: str) -> Path:

@@ -2,7 +2,7 @@
 
 argv: a JSON file {name: request text (latin-1)}. Each request goes on a fresh connection;
 the answer is read until the proxy closes or 5 s pass. Prints one JSON object
-{name: {"status", "proxy_error", "error", "closed"}}."""
+{name: {"status", "proxy_error", "error", "body", "closed"}}."""
 
 from __future__ import annotations
 
@@ -41,13 +41,15 @@ def exchange(host: str, port: int, data: bytes) -> dict[str, Any]:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     try:
-        error = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        error = None
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
     return {
         "status": int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None,
         "proxy_error": headers.get("x-openshell-proxy-error"),
         "error": error,
+        "body": parsed,
         "closed": closed or headers.get("connection", "").lower() == "close",
     }
 

@@ -1,0 +1,101 @@
+"""A hostile agent speaking raw bytes to the proxy: every malformed or forbidden request
+gets its documented status and error code, and no upstream (nor the issuer) sees a byte."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+
+from integration.e2e import DevEnv, raw_request_spec
+
+pytestmark = pytest.mark.privileged
+
+BAD = (400, "bad_request")
+POLICY = (403, "policy_denied")
+SSRF = (403, "ssrf_denied")
+
+
+def requests(env: DevEnv) -> dict[str, tuple[bytes, set[tuple[int, str]]]]:
+    """name -> (raw request, accepted (status, code) answers)."""
+    a = f"127.0.0.2:{env.alpha.port}"
+    b = f"127.0.0.3:{env.beta.port}"
+    get = f"GET http://{a}/ HTTP/1.1\r\n"
+    return {
+        "cl_and_te": (
+            f"POST http://{a}/ HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n".encode(), {BAD}),
+        "bare_lf_in_head": (f"{get}Host: {a}\nX-Smuggle: 1\r\n\r\n".encode(), {BAD}),
+        "bare_lf_only": (f"GET http://{a}/ HTTP/1.1\nHost: {a}\n\n".encode(), {BAD}),
+        "two_host": (f"{get}Host: {a}\r\nHost: {a}\r\n\r\n".encode(), {BAD}),
+        "host_disagrees": (f"{get}Host: {b}\r\n\r\n".encode(), {BAD}),
+        "obs_fold": (f"{get}Host: {a}\r\nX-A: 1\r\n  folded\r\n\r\n".encode(), {BAD}),
+        "space_before_colon": (f"{get}Host : {a}\r\n\r\n".encode(), {BAD}),
+        "te_not_chunked": (
+            f"POST http://{a}/ HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: gzip, chunked"
+            "\r\n\r\n0\r\n\r\n".encode(), {BAD}),
+        "differing_content_lengths": (
+            f"POST http://{a}/ HTTP/1.1\r\nHost: {a}\r\nContent-Length: 1\r\n"
+            "Content-Length: 2\r\n\r\nxx".encode(), {BAD}),
+        "oversized_head": (
+            f"{get}Host: {a}\r\nX-Big: {'a' * 200_000}\r\n\r\n".encode(),
+            {(431, "bad_request")}),
+        "undeclared_host": (
+            b"GET http://127.0.0.4:8080/ HTTP/1.1\r\nHost: 127.0.0.4:8080\r\n\r\n", {POLICY}),
+        "metadata_address": (
+            b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\n"
+            b"Host: 169.254.169.254\r\n\r\n", {POLICY, SSRF}),
+        "metadata_connect": (
+            b"CONNECT 169.254.169.254:443 HTTP/1.1\r\nHost: 169.254.169.254:443\r\n\r\n",
+            {POLICY, SSRF}),
+        "control_plane_port": (
+            b"GET http://127.0.0.2:6443/ HTTP/1.1\r\nHost: 127.0.0.2:6443\r\n\r\n", {SSRF}),
+        "loopback_not_opted_in": (
+            f"GET http://localhost:{env.sink.port}/ HTTP/1.1\r\n"
+            f"Host: localhost:{env.sink.port}\r\n\r\n".encode(), {SSRF}),
+    }
+
+
+def test_bad_requests_get_documented_answers(devenv: DevEnv, run_agent: Any) -> None:
+    cases = requests(devenv)
+    spec = raw_request_spec(devenv, {name: raw for name, (raw, _) in cases.items()})
+    before = devenv.counts()
+    run = run_agent([sys.executable, devenv.agent("raw_requests.py"), str(spec)])
+    after = devenv.counts()
+    assert run.returncode == 0, run.explain()
+    report = run.report()
+    wrong = {}
+    for name, (_, accepted) in cases.items():
+        got = report[name]
+        if (got["status"], got["proxy_error"]) not in accepted or got["error"] != got[
+                "proxy_error"]:
+            wrong[name] = got
+    assert not wrong, wrong
+    # Parse rejections close the connection.
+    for name, (_, accepted) in cases.items():
+        if BAD in accepted or (431, "bad_request") in accepted:
+            assert report[name]["closed"], name
+    assert after == before, "an upstream, the sink or the issuer saw a rejected request"
+    # Every refusal is audited (Denied), parse rejections included.
+    denied = [e for e in run.http_events() if e.get("action_id") == 2]
+    assert len(denied) == len(cases), run.audit_lines
+
+
+def test_agent_credential_headers_never_reach_the_service(
+    devenv: DevEnv, run_agent: Any
+) -> None:
+    """Any spelling of the agent's own Authorization, Proxy-Authorization and headers the
+    agent nominates in Connection are removed; exactly one (injected) header arrives."""
+    a = f"127.0.0.2:{devenv.alpha.port}"
+    raw = (f"GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\nauthorization: Bearer stolen\r\n"
+           "AUTHORIZATION: Bearer stolen-too\r\nAuthorization:Bearer stolen-3\r\n"
+           "Proxy-Authorization: Basic c3RvbGVu\r\nConnection: close, X-Hop\r\n"
+           "X-Hop: 1\r\n\r\n").encode()
+    spec = raw_request_spec(devenv, {"spelled": raw})
+    run = run_agent([sys.executable, devenv.agent("raw_requests.py"), str(spec)])
+    assert run.returncode == 0, run.explain()
+    got = run.report()["spelled"]
+    assert got["status"] == 200, got
+    assert got["body"]["authorization_headers"] == 1
+    assert got["body"]["aud"] == "alpha"
