@@ -23,7 +23,6 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check supervisor tests integration
-	$(BIN)/ruff format --check supervisor || true
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
