@@ -122,12 +122,14 @@ class Services:
         )
 
     def _prepare_tls(self, profiles: ProfileSet) -> None:
-        from supervisor.proxy.interception import SandboxCA, hosts_to_intercept
-        from supervisor.proxy.tls_bundles import env_vars
+        from supervisor.proxy.tls_names import hosts_to_intercept
 
         hosts = hosts_to_intercept(profiles.profiles)
         if not hosts:
-            return
+            return  # no TLS to intercept: cryptography is never imported
+        from supervisor.proxy.interception import SandboxCA
+        from supervisor.proxy.tls_bundles import env_vars
+
         try:
             self._ca = SandboxCA.generate(hosts)
         except Exception as err:
@@ -174,7 +176,7 @@ class Services:
 
     def reload(self, profiles: ProfileSet) -> None:
         """Swap in a validated profile set; drop cached tokens of bindings that are gone."""
-        from supervisor.proxy.interception import hosts_to_intercept
+        from supervisor.proxy.tls_names import hosts_to_intercept
 
         if self._ca is not None:
             uncovered = [h for h in hosts_to_intercept(profiles.profiles) if not self._ca.covers(h)]

@@ -14,7 +14,7 @@ import secrets
 import ssl
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from supervisor.profiles.model import Profile
 from supervisor.proxy.tls_bundles import BundlePaths, env_vars, write_bundles
 from supervisor.proxy.tls_memload import load_chain_in_memory
 from supervisor.proxy.tls_names import (
@@ -34,6 +33,7 @@ from supervisor.proxy.tls_names import (
     IPAddress,
     constraints_for,
     excluded_ip_networks,
+    hosts_to_intercept,
     parse_host,
 )
 from supervisor.proxy.tls_upstream import build_upstream_context
@@ -66,16 +66,6 @@ Clock = Callable[[], datetime]
 
 class HostNotCovered(InterceptionError):
     """The host is outside the CA's name constraints: clients would reject any leaf for it."""
-
-
-def hosts_to_intercept(profiles: Iterable[Profile]) -> tuple[str, ...]:
-    """Host patterns the proxy may terminate TLS for: every endpoint not marked ``tls: skip``.
-
-    A superset of what is intercepted (the proxy also opens only what needs inspection), so
-    the CA's name constraints never reject a host the proxy decides to intercept.
-    """
-    hosts = {ep.host for profile in profiles for ep in profile.endpoints if ep.tls != "skip"}
-    return tuple(sorted(hosts))
 
 
 def _utcnow() -> datetime:

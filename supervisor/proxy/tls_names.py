@@ -11,6 +11,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from supervisor.profiles.model import Profile
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -141,3 +143,13 @@ def excluded_ip_networks(ips: Sequence[IPNetwork]) -> tuple[IPNetwork, ...]:
     address outside all of them (either family) already fails.
     """
     return () if ips else (ALL_IPV4, ALL_IPV6)
+
+
+def hosts_to_intercept(profiles: Iterable[Profile]) -> tuple[str, ...]:
+    """Host patterns the proxy may terminate TLS for: every endpoint not marked ``tls: skip``.
+
+    A superset of what is intercepted (the proxy also opens only what needs inspection), so
+    the CA's name constraints never reject a host the proxy decides to intercept.
+    """
+    hosts = {ep.host for profile in profiles for ep in profile.endpoints if ep.tls != "skip"}
+    return tuple(sorted(hosts))
