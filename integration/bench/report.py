@@ -69,6 +69,24 @@ class BenchReport:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
+def busy_warning(config: dict[str, Any]) -> str:
+    """A warning when other work shared the CPUs: tails (p99) are then mostly that noise.
+
+    Only the load average taken before the bench started counts: afterwards it includes
+    the bench's own load generator and servers.
+    """
+    cpus = int(config.get("cpus") or 1)
+    start = config.get("loadavg_start")
+    one_minute = float(start[0]) if start else 0.0
+    if one_minute <= 0.5 * cpus:
+        return ""
+    return (
+        f"the machine was busy before the bench started (1-min load average {one_minute:.1f} "
+        f"on {cpus} CPUs): p99 figures and small added latencies are unreliable; re-run on "
+        "an idle machine"
+    )
+
+
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000.0:.3f}"
 
@@ -135,6 +153,9 @@ def render(report: BenchReport, console: Console | None = None) -> None:
         status = {True: "[green]MET[/]", False: "[red]MISSED[/]", None: "[yellow]not measured[/]"}
         table.add_row(t.name, t.value, t.limit, status[t.met], t.detail)
     console.print(table)
+    busy = busy_warning(report.config)
+    if busy:
+        console.print(f"[yellow]{busy}[/]")
     for component, why in report.unavailable.items():
         console.print(f"[yellow]{component}: not available: {why}[/]")
     console.print(f"bench finished in {report.elapsed_s:.0f} s")

@@ -88,7 +88,11 @@ def plot(bench: Bench, json_path: Path) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m integration.bench.run", description=__doc__)
-    p.add_argument("--duration", type=float, default=6.0, help="seconds per measurement")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    p.add_argument(
+        "--repeat", type=int, default=2,
+        help="measurements per target and connection count; the highest valid req/s is kept",
+    )  # fmt: skip
     p.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per target")
     p.add_argument(
         "--connections",

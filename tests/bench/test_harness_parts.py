@@ -59,3 +59,11 @@ def test_report_renders_and_serializes() -> None:
     grant = next(t for t in doc["targets"] if t["name"].startswith("grants"))
     assert grant["met"] is True
     assert doc["startup_over_python_ms"] is None  # `run` failed: no number, no pass
+
+
+def test_busy_warning() -> None:
+    from integration.bench.report import busy_warning
+
+    # the end value includes the bench's own load: it does not count
+    assert busy_warning({"cpus": 2, "loadavg_start": (0.2, 0, 0), "loadavg_end": (3.0, 0, 0)}) == ""
+    assert "busy" in busy_warning({"cpus": 2, "loadavg_start": (3.3, 0, 0)})

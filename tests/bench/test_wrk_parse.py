@@ -11,6 +11,7 @@ from integration.bench.wrk import (
     MARKER,
     lua_script,
     parse_wrk,
+    pick_representative,
     result_from_output,
     to_us,
 )
@@ -98,3 +99,17 @@ def test_lua_script_forms() -> None:
 def test_units(value: object, unit: str) -> None:
     factor = {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
     assert to_us(str(value), unit) == pytest.approx(float(str(value)) * factor)
+
+
+def test_pick_representative_prefers_valid_then_fastest() -> None:
+    fast_bad = result_from_output("t", 1, WRK_OUTPUT + HOOK.replace('"status": 0', '"status": 999'))
+    fast_bad.rps = 99_999.0
+    slow = result_from_output("t", 1, WRK_OUTPUT + HOOK)
+    slow.rps = 100.0
+    quick = result_from_output("t", 1, WRK_OUTPUT + HOOK)
+    quick.rps = 200.0
+    chosen = pick_representative([fast_bad, slow, quick])
+    assert chosen is quick
+    assert chosen.repeats_rps == [99_999.0, 100.0, 200.0]
+    with pytest.raises(ValueError):
+        pick_representative([])
