@@ -57,11 +57,18 @@ def undici_dir() -> Iterator[Path]:
     """The `undici` npm package in a world-readable tmp dir, installed once per session."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node/npm not installed (scripts/bootstrap-system.sh test installs nodejs)")
+    node_major = subprocess.run(["node", "-p", "process.versions.node.split('.')[0]"],
+                                capture_output=True, text=True, timeout=30, check=False)
+    # undici 7 needs Node >= 20.18; Debian's Node 18 gets undici 6 (same EnvHttpProxyAgent).
+    major = int(node_major.stdout.strip() or 0)
+    if major < 18:
+        pytest.skip(f"node {node_major.stdout.strip() or '?'} is too old for undici (need 18+)")
+    spec = "undici@^7" if major >= 20 else "undici@^6"
     base = Path(tempfile.mkdtemp(prefix="openshell-e2e-undici-"))
     try:
         proc = subprocess.run(
             ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(base),
-             "undici@^7"],
+             spec],
             capture_output=True, text=True, timeout=180, check=False,
         )
         if proc.returncode != 0 or not (base / "node_modules" / "undici").is_dir():

@@ -34,6 +34,18 @@ def test_one_grant_per_audience_for_repeated_calls(devenv: DevEnv, run_agent: An
     assert devenv.workload.counters.last_audiences == (devenv.issuer.base_url,)
 
 
+def test_concurrent_misses_share_one_grant(devenv: DevEnv, run_agent: Any) -> None:
+    """Twelve simultaneous first requests for two audiences: one grant in flight per key."""
+    before = devenv.counts()
+    run = run_agent([sys.executable, devenv.agent("urllib_agent.py"), "--parallel",
+                     *[devenv.alpha.url] * 6, *[devenv.beta.url] * 6])
+    assert run.returncode == 0, run.explain()
+    assert [r["status"] for r in run.report()] == [200] * 12
+    after = devenv.counts()
+    assert after["issuer_requests"] - before["issuer_requests"] == 2
+    assert after["alpha"] - before["alpha"] == 6
+
+
 def test_issuer_sees_a_clean_rfc7523_form(devenv: DevEnv, run_agent: Any) -> None:
     run = run_agent([sys.executable, devenv.agent("urllib_agent.py"),
                      devenv.alpha.url, devenv.beta.url])

@@ -1,5 +1,7 @@
 """Agent: Python urllib (reads HTTP_PROXY from the environment). Sends a stolen bearer token
-of its own with every request; prints one JSON list of results. Standard library only."""
+of its own with every request; prints one JSON list of results. Standard library only.
+
+``--parallel URL...``: all requests at once, one thread each (same result order)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 
@@ -30,5 +33,14 @@ def call(url: str) -> dict[str, Any]:
         return {"status": None, "error": type(err).__name__}
 
 
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--parallel"]:
+        with ThreadPoolExecutor(max_workers=max(1, len(argv) - 1)) as pool:
+            results = list(pool.map(call, argv[1:]))
+    else:
+        results = [call(url) for url in argv]
+    print(json.dumps(results))
+
+
 if __name__ == "__main__":
-    print(json.dumps([call(url) for url in sys.argv[1:]]))
+    main(sys.argv[1:])
