@@ -55,9 +55,7 @@ def is_token68(value: str) -> bool:
 
 def is_clean_text(value: str) -> bool:
     """No control, format, surrogate or line/paragraph separator character."""
-    return not any(
-        unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" for ch in value
-    )
+    return not any(unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" for ch in value)
 
 
 def path_is_normal(path: str) -> bool:
@@ -204,8 +202,7 @@ def check_token_response(data: bytes, status: int = 200) -> None:
     else:
         _require(is_token68(resp.access_token), "accepted a token that is not token68")
         _require(
-            resp.expires_in is None
-            or (type(resp.expires_in) is int and resp.expires_in >= 0),
+            resp.expires_in is None or (type(resp.expires_in) is int and resp.expires_in >= 0),
             "expires_in not a non-negative int",
         )
         _require("access_token" not in repr(resp), "token field in repr")
