@@ -64,3 +64,4 @@ def test_audit_records_each_injection(devenv: DevEnv, run_agent: Any) -> None:
     allowed = [e for e in run.http_events() if e.get("action_id") == 1]
     hosts = sorted(e["http_request"]["url"]["hostname"] for e in allowed)
     assert hosts == ["127.0.0.2", "127.0.0.3"], run.audit_lines
+    assert all(e.get("severity_id") == 1 for e in allowed), "injection is Allowed/Informational"

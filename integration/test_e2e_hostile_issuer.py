@@ -75,6 +75,7 @@ def test_hostile_issuer_fails_closed(devenv: DevEnv, run_agent: Any, fault: str)
     denied = [e for e in run.http_events() if e.get("action_id") == 2]
     assert len(denied) == 2, run.audit_lines
     assert all("token_grant_failed" in json.dumps(e) for e in denied)
+    assert all(e.get("severity_id") == 3 for e in denied), "grant failure is Denied/Medium"
 
 
 def test_issuer_recovers_in_a_fresh_run(devenv: DevEnv, run_agent: Any) -> None:
