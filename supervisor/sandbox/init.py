@@ -1,10 +1,11 @@
 """The sandbox's minimal init: PID 1 of the agent's PID namespace (DESIGN 6.4).
 
-Runs in the process the supervisor forked before any secret is in memory. It enters the
-sanitized mount and the network namespaces, mounts a fresh /proc, drops every privilege
-(same uid as the agent, no capabilities, non-dumpable), waits for the supervisor's go with
-the agent's environment, forks and execs the agent, forwards signals to it, reaps orphans,
-and exits with the agent's status.
+Runs in the process the supervisor forked before any secret is in memory. It starts a
+session of its own (no controlling terminal), enters the sanitized mount and the network
+namespaces, mounts a fresh /proc, drops every privilege (same uid as the agent, no
+capabilities, non-dumpable), waits for the supervisor's go with the agent's environment,
+forks and execs the agent, forwards signals to it, reaps orphans, and exits with the
+agent's status.
 
 A PID-namespace init cannot die of a signal it sends itself with the default disposition,
 so death by signal N is reported as exit code 128+N (and the raw status over the status
@@ -75,6 +76,16 @@ def _close_fds_except(keep: set[int]) -> None:
         if fd not in keep:
             with contextlib.suppress(OSError):  # e.g. the fd listdir used
                 os.close(fd)
+
+
+def _leave_terminal() -> None:
+    """A session of our own: the operator's terminal is no longer the controlling terminal
+    of the init or the agent (TIOCSTI on it fails with EPERM), and Ctrl-C on it reaches
+    the agent only through the supervisor's forwarding, i.e. once."""
+    try:
+        os.setsid()
+    except OSError as exc:
+        raise _SetupFailure("session", f"setsid: {exc.strerror}") from exc
 
 
 def _enter_namespaces(spec: InitSpec) -> None:
@@ -223,6 +234,7 @@ def run_init(spec: InitSpec, go_fd: int, status_fd: int) -> int:
         keep.add(spec.net_ns_fd)
     try:
         _close_fds_except(keep)
+        _leave_terminal()
         _enter_namespaces(spec)
         try:
             drop_privileges(spec.uid, spec.gid, spec.groups)
