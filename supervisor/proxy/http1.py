@@ -259,11 +259,15 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
     version = raw_version.decode("ascii")
     headers = _fields(lines[1:])
     fr = _framing(headers, response=False)
-    if len(fr.hosts) != 1:
+    # HTTP/1.0 has no Host requirement, and Python's http.client tunnels with a bare
+    # "CONNECT host:port HTTP/1.0": accepted there (the target names the authority; no
+    # upstream head is built from a CONNECT). Everything else needs exactly one Host.
+    bare_connect = method == "CONNECT" and version == "HTTP/1.0" and not fr.hosts
+    if len(fr.hosts) != 1 and not bare_connect:
         raise ParseError("exactly one Host header required")
     if fr.chunked and version == "HTTP/1.0":
         raise ParseError("Transfer-Encoding in HTTP/1.0 request")
-    host_hdr = parse_authority(fr.hosts[0], require_port=False)
+    host_hdr = parse_authority(fr.hosts[0], require_port=False) if fr.hosts else None
 
     scheme: str | None = None
     path = ""
@@ -272,13 +276,14 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
     if method == "CONNECT":
         form: TargetForm = "authority"
         host, port = parse_authority(target, require_port=True)
-        if host_hdr != (host, port) and host_hdr != (host, None):
+        if host_hdr is not None and host_hdr != (host, port) and host_hdr != (host, None):
             raise ParseError("Host does not match the CONNECT target")
     elif target.startswith("/"):
         if not origin_ok:
             raise ParseError("origin-form target outside a tunnel")
         form = "origin"
         path, query = split_path(target)
+        assert host_hdr is not None  # only a bare CONNECT may lack Host
         host, port = host_hdr
     else:
         form = "absolute"
@@ -298,6 +303,7 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
         rest = rest[cut:]
         path, query = split_path(rest if rest.startswith("/") else "/" + rest)
         dp = default_port(scheme)
+        assert host_hdr is not None
         if (host_hdr[0], host_hdr[1] or dp) != (host, port or dp):
             raise ParseError("Host does not match the target authority")
     if fr.connection_tokens:

@@ -231,3 +231,27 @@ def test_chunked_round_trip(pieces: list[bytes], step: int) -> None:
     for i in range(0, len(raw), step):
         out += b"".join(dec.feed(raw[i : i + step]))
     assert dec.done and out == b"".join(pieces)
+
+
+def test_http10_connect_without_host_is_accepted() -> None:
+    """Python's http.client tunnels with a bare HTTP/1.0 CONNECT (no Host)."""
+    from supervisor.proxy.http1 import parse_request_head
+
+    req = parse_request_head(b"CONNECT api.example.com:443 HTTP/1.0\r\n\r\n")
+    assert (req.method, req.host, req.port) == ("CONNECT", "api.example.com", 443)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"CONNECT api.example.com:443 HTTP/1.1\r\n\r\n",
+        b"GET http://api.example.com/ HTTP/1.0\r\n\r\n",
+        b"GET http://api.example.com/ HTTP/1.1\r\n\r\n",
+        b"CONNECT a.example.com:443 HTTP/1.0\r\nHost: b.example.com:443\r\n\r\n",
+    ],
+)
+def test_host_still_required_elsewhere(head: bytes) -> None:
+    from supervisor.proxy.http1 import ParseError, parse_request_head
+
+    with pytest.raises(ParseError):
+        parse_request_head(head)
