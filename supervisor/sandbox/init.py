@@ -2,7 +2,7 @@
 
 Runs in the process the supervisor forked before any secret is in memory. It starts a
 session of its own (no controlling terminal), enters the sanitized mount and the network
-namespaces, mounts a fresh /proc, drops every privilege (same uid as the agent, no
+namespaces, mounts a fresh /proc and /sys, drops every privilege (same uid as the agent, no
 capabilities, non-dumpable), waits for the supervisor's go with the agent's environment,
 forks and execs the agent, forwards signals to it, reaps orphans, and exits with the
 agent's status.
@@ -22,7 +22,7 @@ import signal
 import stat
 from dataclasses import dataclass
 
-from supervisor.sandbox import linux
+from supervisor.sandbox import agentfs, linux
 from supervisor.sandbox.privileges import PrivilegeError, drop_privileges
 from supervisor.sandbox.protocol import (
     EXIT_NOT_EXECUTABLE,
@@ -32,8 +32,6 @@ from supervisor.sandbox.protocol import (
     exit_code_of,
     write_message,
 )
-
-_PROC_FLAGS = linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 
 
 @dataclass(frozen=True)
@@ -102,11 +100,18 @@ def _enter_namespaces(spec: InitSpec) -> None:
         os.close(spec.net_ns_fd)
     try:
         # A namespace of our own on top of the sanitized one, so the fresh /proc (showing
-        # only this PID namespace) does not change the sanitized namespace itself.
+        # only this PID namespace) and /sys do not change the sanitized namespace itself.
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
-        linux.mount("proc", "/proc", "proc", _PROC_FLAGS, None)
+        agentfs.mount_proc()
     except OSError as exc:
         raise _SetupFailure("/proc", str(exc)) from exc
+    try:
+        warning = agentfs.mount_sys(isolated_network=spec.net_ns_fd is not None)
+    except OSError as exc:
+        raise _SetupFailure("/sys", str(exc)) from exc
+    if warning is not None:
+        with contextlib.suppress(OSError):
+            os.write(2, f"openshell-supervisor: warning: {warning}\n".encode())
 
 
 def _read_go(fd: int) -> dict[str, str] | None:

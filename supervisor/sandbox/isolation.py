@@ -185,13 +185,27 @@ def _route_devices(proc: str) -> list[str]:
     return sorted(devices - {"lo"})
 
 
-def check_interfaces(proc: str = "/proc") -> Check:
+def _sysfs_interfaces(sysfs: str) -> list[str] | None:
+    """Names in <sysfs>/class/net, or None when there is no such view (an empty /sys)."""
+    try:
+        return sorted(os.listdir(f"{sysfs}/class/net"))
+    except FileNotFoundError:
+        return None
+
+
+def check_interfaces(proc: str = "/proc", sysfs: str = "/sys") -> Check:
+    """Only lo, in /proc/net and in /sys/class/net (a host sysfs would list the host's)."""
     names = _interfaces(proc)
     routed = _route_devices(proc)
-    if names != ["lo"] or routed:
+    in_sysfs = _sysfs_interfaces(sysfs)
+    sysfs_ok = in_sysfs is None or in_sysfs == ["lo"]
+    if names != ["lo"] or routed or not sysfs_ok:
         detail = f"interfaces {names}" + (f", routes via {routed}" if routed else "")
+        if not sysfs_ok:
+            detail += f", {sysfs}/class/net lists {_summarize(in_sysfs or [])}"
         return Check("interfaces", False, detail)
-    return Check("interfaces", True, "only lo, no routes off the host")
+    seen = "no /sys/class/net" if in_sysfs is None else "/sys/class/net: lo"
+    return Check("interfaces", True, f"only lo ({seen}), no routes off the host")
 
 
 def _listeners(proc: str) -> list[tuple[str, int, str]]:

@@ -94,7 +94,7 @@ def test_probe_outside_sandbox_reports_violations(workload_socket: SocketServer)
     assert report["ok"] is False
     checks = _checks(result.stdout)
     for name in ("environment", "workload-api-socket", "capabilities", "no-new-privs",
-                 "not-root", "processes", "proxy"):
+                 "not-root", "processes", "proxy", "interfaces"):
         assert not checks[name]["ok"], name
     assert workload_socket.path in str(checks["workload-api-socket"]["detail"])
 

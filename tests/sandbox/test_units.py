@@ -135,12 +135,21 @@ def test_listeners_parsed_and_proxy_excluded(tmp_path: Path) -> None:
     check = isolation.check_loopback_listeners({"HTTP_PROXY": "http://127.0.0.1:3128"}, proc)
     assert not check.ok and "0.0.0.0:22" in check.detail and "3128" not in check.detail
 
+def _fake_sys(root: Path, *names: str) -> str:
+    for name in names:
+        (root / "class" / "net" / name).mkdir(parents=True)
+    return str(root)
+
 def test_interfaces(tmp_path: Path) -> None:
     proc = _fake_proc(tmp_path / "a", TCP_HEADER, DEV_HEADER + "    lo: 0 0\n")
-    assert isolation.check_interfaces(proc).ok
+    assert isolation.check_interfaces(proc, _fake_sys(tmp_path / "sys-a", "lo")).ok
+    # The fallback view (an empty /sys) shows nothing of the host either.
+    assert isolation.check_interfaces(proc, str(tmp_path / "no-sys")).ok
+    check = isolation.check_interfaces(proc, _fake_sys(tmp_path / "sys-b", "lo", "eth0"))
+    assert not check.ok and "class/net lists eth0, lo" in check.detail
     proc = _fake_proc(tmp_path / "b", TCP_HEADER, DEV_HEADER + "    lo: 0\n  eth0: 0\n",
                       "Iface\tDestination\neth0\t00000000\n")
-    check = isolation.check_interfaces(proc)
+    check = isolation.check_interfaces(proc, _fake_sys(tmp_path / "sys-c", "lo"))
     assert not check.ok and "eth0" in check.detail
 
 def test_proxy_check_without_proxy_variable() -> None:
