@@ -2,10 +2,10 @@
 
 Runs in the process the supervisor forked before any secret is in memory. It starts a
 session of its own (no controlling terminal), enters the sanitized mount and the network
-namespaces, mounts a fresh /proc and /sys, drops every privilege (same uid as the agent, no
-capabilities, non-dumpable), waits for the supervisor's go with the agent's environment,
-forks and execs the agent, forwards signals to it, reaps orphans, and exits with the
-agent's status.
+namespaces, mounts a fresh /proc and /sys, drops every privilege (same uid as the agent,
+no capabilities, non-dumpable), loads the agent's seccomp filter, waits for the
+supervisor's go with the agent's environment, forks and execs the agent, forwards signals
+to it, reaps orphans, and exits with the agent's status.
 
 A PID-namespace init cannot die of a signal it sends itself with the default disposition,
 so death by signal N is reported as exit code 128+N (and the raw status over the status
@@ -32,6 +32,7 @@ from supervisor.sandbox.protocol import (
     exit_code_of,
     write_message,
 )
+from supervisor.sandbox.seccomp import SeccompSetupError, install_agent_filter
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,10 @@ def run_init(spec: InitSpec, go_fd: int, status_fd: int) -> int:
             drop_privileges(spec.uid, spec.gid, spec.groups)
         except (OSError, PrivilegeError) as exc:
             raise _SetupFailure("privileges", str(exc)) from exc
+        try:
+            install_agent_filter()  # inherited by the agent from its first instruction
+        except SeccompSetupError as exc:
+            raise _SetupFailure("seccomp", str(exc)) from exc
         env = _read_go(go_fd)
         if env is None:
             return EXIT_SETUP  # the supervisor gave up before starting the agent

@@ -8,11 +8,12 @@ light (``rich`` only for the human table) because this runs inside every sandbox
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from supervisor.settings import SetupError
@@ -161,6 +162,22 @@ def check_capabilities(status: Mapping[str, str]) -> Check:
 def check_no_new_privs(status: Mapping[str, str]) -> Check:
     value = status.get("NoNewPrivs", "?")
     return Check("no-new-privs", value == "1", f"NoNewPrivs={value}")
+
+
+def _unshare_nothing() -> int:
+    """errno of unshare(0) (0 = it ran): a no-op call that the agent filter refuses."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return 0 if libc.unshare(0) == 0 else ctypes.get_errno()
+
+
+def check_seccomp(status: Mapping[str, str], probe: Callable[[], int] = _unshare_nothing) -> Check:
+    mode = status.get("Seccomp", "?")
+    err = probe()
+    outcome = "refused (EPERM)" if err == errno.EPERM else (os.strerror(err) if err else "ran")
+    detail = f"Seccomp={mode}, unshare(0) {outcome}"
+    return Check("seccomp", mode == "2" and err == errno.EPERM, detail)
 
 
 def check_not_root(status: Mapping[str, str]) -> Check:
@@ -359,7 +376,8 @@ def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list
     except OSError as exc:
         status = {}
         checks.append(Check("proc-status", False, str(exc)))
-    checks += [check_capabilities(status), check_no_new_privs(status), check_not_root(status)]
+    checks += [check_capabilities(status), check_no_new_privs(status), check_seccomp(status)]
+    checks.append(check_not_root(status))
     for name, func in (("interfaces", check_interfaces), ("processes", check_processes)):
         try:
             checks.append(func())

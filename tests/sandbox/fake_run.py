@@ -2,7 +2,8 @@
 
 The fake services answer every HTTP request on the handed listening socket with a 403,
 so check-isolation's "proxy answers" can pass without the real proxy; reloads and stops
-are appended to --log. A profile file containing the word 'invalid' fails to load.
+are appended to --log. A profile file containing the word 'invalid' fails to load. --break-seccomp makes the
+agent's seccomp filter impossible to load.
 """
 
 from __future__ import annotations
@@ -80,8 +81,17 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=3128)
     parser.add_argument("--workdir")
     parser.add_argument("--extra", action="append", default=[], help="NAME=VALUE for extra_env")
+    parser.add_argument("--break-seccomp", action="store_true",
+                        help="make libseccomp unloadable in the init (fail-closed test)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.break_seccomp:
+        from supervisor.sandbox import libseccomp
+
+        def unloadable() -> Any:
+            raise libseccomp.SeccompError("libseccomp.so.2 not found (broken by the test)")
+
+        libseccomp._load_library = unloadable  # type: ignore[assignment]
     command = tuple(args.command[1:] if args.command[:1] == ["--"] else args.command)
     settings = RunSettings(
         profiles=tuple(args.profile),

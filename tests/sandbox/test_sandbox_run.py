@@ -74,7 +74,7 @@ def test_probe_inside_sandbox_passes_every_check(
     assert report["ok"] is True
     checks = _checks(result.stdout)
     expected = {"environment", "workload-api-socket", "proc-environ", "capabilities",
-                "no-new-privs", "not-root", "interfaces", "processes", "direct-loopback",
+                "no-new-privs", "seccomp", "not-root", "interfaces", "processes", "direct-loopback",
                 f"blocked 127.0.0.1:{port}", "proxy"}
     assert expected <= set(checks)
     assert all(c["ok"] for c in checks.values())
@@ -94,7 +94,7 @@ def test_probe_outside_sandbox_reports_violations(workload_socket: SocketServer)
     assert report["ok"] is False
     checks = _checks(result.stdout)
     for name in ("environment", "workload-api-socket", "capabilities", "no-new-privs",
-                 "not-root", "processes", "proxy", "interfaces"):
+                 "not-root", "processes", "proxy", "interfaces", "seccomp"):
         assert not checks[name]["ok"], name
     assert workload_socket.path in str(checks["workload-api-socket"]["detail"])
 
