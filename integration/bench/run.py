@@ -49,9 +49,9 @@ def measure_baselines(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
         bench.http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
     with bench.component("direct-tls"):
         bench.https(metrics.DIRECT_TLS, up.tls_port, up.tls_port, False, pki.ca_cert, True)
-    # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
     if bench.args.only_ours:
         return
+    # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
     with bench.component("tinyproxy"), tinyproxy_service(bench.work, bench.logs) as tp:
         bench.http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
     with bench.component("mitmproxy"):
@@ -100,8 +100,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1, 32],
         help="comma-separated keep-alive connection counts",
     )
-    p.add_argument("--startup-runs", type=int, default=10)
-    p.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    p.add_argument("--startup-runs", type=int, default=10, help="timed runs per command")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     p.add_argument("--only-ours", action="store_true", help="skip tinyproxy and mitmproxy")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return p.parse_args(argv)

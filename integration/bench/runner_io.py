@@ -55,6 +55,8 @@ class Runner:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 cwd=self.cwd, start_new_session=True,
+                # Unbuffered: a line held in a Python buffer would be invisible to select().
+                bufsize=0,
             )  # fmt: skip
         try:
             self.ready = self._expect("READY", timeout)
