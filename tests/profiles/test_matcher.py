@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from supervisor.profiles.loader import load_profiles
@@ -175,7 +175,10 @@ def test_path_overlap_agrees_with_witness(a: list[str], b: list[str], probe: lis
     """If some path matches both globs, the overlap check must say they overlap."""
     from supervisor.profiles.patterns import paths_overlap
 
-    pa, pb = parse_path_pattern("/" + "/".join(a)), parse_path_pattern("/" + "/".join(b))
+    try:  # the strategy also draws invalid globs ('/a**'); the property is about valid ones
+        pa, pb = parse_path_pattern("/" + "/".join(a)), parse_path_pattern("/" + "/".join(b))
+    except ValueError:
+        assume(False)
     path = "/" + "/".join(probe)
     if pa.matches(path) and pb.matches(path):
         assert paths_overlap(pa, pb)
