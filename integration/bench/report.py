@@ -24,7 +24,8 @@ class BenchReport:
     http: list[LoadResult] = field(default_factory=list)
     https: list[LoadResult] = field(default_factory=list)
     startup: list[StartupSample] = field(default_factory=list)
-    rss: dict[str, Any] = field(default_factory=dict)
+    rss: dict[str, Any] = field(default_factory=dict)  # our proxy's process
+    rss_baselines: dict[str, float | None] = field(default_factory=dict)  # max MiB, by target
     grants: dict[str, Any] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)  # component -> why
     elapsed_s: float = 0.0
@@ -57,6 +58,7 @@ class BenchReport:
             "startup": [{**dataclasses.asdict(s), "median_ms": s.median_ms} for s in self.startup],
             "startup_over_python_ms": self.startup_over_python_ms(),
             "rss": self.rss,
+            "rss_baselines_max_mib": self.rss_baselines,
             "grants": self.grants,
             "ratios": metrics.ratios(self.http, self.https, conns),
             "targets": [dataclasses.asdict(t) for t in self.targets()],
@@ -145,6 +147,19 @@ def render(report: BenchReport, console: Console | None = None) -> None:
                 s.shown, f"{s.median_ms:.1f}", f"{min(s.samples_ms):.1f}",
                 f"{max(s.samples_ms):.1f}", str(len(s.samples_ms)),
             )  # fmt: skip
+        console.print(table)
+    if report.rss or report.rss_baselines:
+        table = Table(title="Proxy process memory (VmRSS)", title_justify="left")
+        for col in ("process", "idle MiB", "max under load MiB"):
+            table.add_column(col, justify="left" if col == "process" else "right")
+        if report.rss:
+            idle, peak = report.rss.get("idle_mib"), report.rss.get("max_mib")
+            table.add_row(
+                "ours (start_services, after one grant)",
+                "-" if idle is None else f"{idle:.1f}", "-" if peak is None else f"{peak:.1f}",
+            )  # fmt: skip
+        for name, peak in report.rss_baselines.items():
+            table.add_row(name, "-", "-" if peak is None else f"{peak:.1f}")
         console.print(table)
     table = Table(title="Targets", title_justify="left")
     for col in ("target", "measured", "limit", "status", "detail"):

@@ -30,6 +30,7 @@ from integration.bench.harness import ROOT, Bench, console
 from integration.bench.nginx import Upstream, nginx_service
 from integration.bench.procs import tool_version
 from integration.bench.report import render
+from integration.bench.rss import RssSampler
 
 
 def versions(bench_python: Path | None) -> dict[str, str]:
@@ -53,12 +54,18 @@ def measure_baselines(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
         return
     # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
     with bench.component("tinyproxy"), tinyproxy_service(bench.work, bench.logs) as tp:
-        bench.http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
+        with RssSampler(tp.pid) as rss:
+            bench.http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
+        bench.report.rss_baselines[metrics.TINYPROXY] = rss.max_mib
     with bench.component("mitmproxy"):
         bench.bench_python = ensure_bench_venv(ROOT, bench.logs)
-        with mitmdump_service(bench.bench_python, bench.work, bench.logs, pki.ca_cert) as mitm:
+        with (
+            mitmdump_service(bench.bench_python, bench.work, bench.logs, pki.ca_cert) as mitm,
+            RssSampler(mitm.pid) as rss,
+        ):
             bench.http(metrics.MITMPROXY, mitm.port, up.bound_port, via_proxy=True)
             bench.https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
+        bench.report.rss_baselines[metrics.MITMPROXY] = rss.max_mib
 
 
 def measure_ours(bench: Bench, up: Upstream, pki: BenchPKI) -> None:

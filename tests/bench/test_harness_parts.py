@@ -49,6 +49,8 @@ def test_report_renders_and_serializes() -> None:
     ]
     report.grants = {"requests": 100, "statuses": {"200": 100}, "issued": 1}
     report.unavailable["our proxy"] = "ImportError: nope"
+    report.rss = {"idle_mib": 70.0, "max_mib": 81.25}
+    report.rss_baselines = {metrics.MITMPROXY: 123.5}
     out = io.StringIO()
     render(report, Console(file=out, width=160))
     text = out.getvalue()
