@@ -92,8 +92,10 @@ def supervisor_exe() -> Path:
 
 
 def supervisor_run_argv(profile: Path, spiffe_socket: str, command: list[str]) -> list[str]:
-    return [str(supervisor_exe()), "run", "--profile", str(profile), "--spiffe-socket", spiffe_socket,
-            "--", *command]  # fmt: skip
+    return [
+        str(supervisor_exe()), "run", "--profile", str(profile),
+        "--spiffe-socket", spiffe_socket, "--", *command,
+    ]  # fmt: skip
 
 
 async def cold_burst(proxy_port: int, target_port: int, n: int) -> dict[str, int]:
@@ -146,19 +148,10 @@ def _proxy_phase(
 ) -> None:
     port = free_port()
     argv = [
-        sys.executable,
-        "-m",
-        "integration.bench.proxy_runner",
-        "--profile",
-        str(profile),
-        "--port",
-        str(port),
-        "--spiffe-socket",
-        socket_addr,
-        "--ca-bundle",
-        str(pki.ca_cert),
-    ]
-    with Runner("our-proxy", argv, bench.logs, ROOT) as proxy:  # fmt: skip
+        sys.executable, "-m", "integration.bench.proxy_runner", "--profile", str(profile),
+        "--port", str(port), "--spiffe-socket", socket_addr, "--ca-bundle", str(pki.ca_cert),
+    ]  # fmt: skip
+    with Runner("our-proxy", argv, bench.logs, ROOT) as proxy:
         # Cold first: nothing cached yet, so this is the one-grant-in-flight check.
         before = devenv.stats()
         statuses = asyncio.run(cold_burst(port, up.bound_port, COLD_REQUESTS))
@@ -180,14 +173,15 @@ def _proxy_phase(
                 if not ca:
                     raise RuntimeError("the proxy reported no sandbox CA (interception off?)")
                 bench.https(metrics.OURS_TLS, port, up.tls_port, True, Path(ca))
+        idle_mib = idle_kib / 1024 if idle_kib is not None else 0.0
         bench.report.rss = {
             "pid_role": "proxy runner (start_services; no dev servers in it)",
             "max_mib": rss.max_mib,
             "samples": len(rss.samples_kib),
-            "idle_mib": idle_kib / 1024 if idle_kib is not None else None,
+            "idle_mib": idle_mib,
         }
         console.print(
-            f"proxy RSS: {bench.report.rss['idle_mib']:.1f} MiB after one grant, "
+            f"proxy RSS: {idle_mib:.1f} MiB after one grant, "
             f"max {rss.max_mib or 0:.1f} MiB under load"
         )
 
