@@ -103,15 +103,24 @@ class AuditLog:
                 pass  # an audit sink failure must not take the proxy down
 
     def _base(
-        self, class_uid: int, category_uid: int, activity_id: int, *, allowed: bool, message: str
+        self,
+        class_uid: int,
+        category_uid: int,
+        activity_id: int,
+        *,
+        allowed: bool,
+        message: str,
+        severity: int | None = None,
     ) -> dict[str, Any]:
+        if severity is None:
+            severity = SEVERITY_INFORMATIONAL if allowed else SEVERITY_MEDIUM
         return {
             "class_uid": class_uid,
             "category_uid": category_uid,
             "activity_id": activity_id,
             "type_uid": class_uid * 100 + activity_id,
             "time": int(time.time() * 1000),
-            "severity_id": SEVERITY_INFORMATIONAL if allowed else SEVERITY_MEDIUM,
+            "severity_id": severity,
             "action_id": ACTION_ALLOWED if allowed else ACTION_DENIED,
             "disposition_id": 1 if allowed else 2,
             "status_id": STATUS_SUCCESS if allowed else STATUS_FAILURE,
@@ -133,8 +142,13 @@ class AuditLog:
         reason: str | None = None,
         binding_id: str | None = None,
         dst_ip: str | None = None,
+        severity: int | None = None,
     ) -> None:
-        """HTTP Activity: a request with a grant, or one the proxy refused."""
+        """HTTP Activity: a request with a grant, or one the proxy refused.
+
+        ``severity`` overrides the default (Informational if allowed, else Medium): a policy
+        violation let through by ``enforcement: audit`` is Allowed with severity Medium.
+        """
         if self._out is None:
             return
         event = self._base(
@@ -143,6 +157,7 @@ class AuditLog:
             _HTTP_ACTIVITY_IDS.get(method, 99),
             allowed=allowed,
             message=message,
+            severity=severity,
         )
         event["http_request"] = {
             "http_method": method,

@@ -1,17 +1,29 @@
-"""Pure destination checks: SSRF address rules, control-plane ports, cleartext injection."""
+"""Pure destination checks: SSRF address rules, control-plane ports, cleartext injection.
+
+The host rules (control-plane ports, loopback and Kubernetes service hosts) live in
+``supervisor.profiles.hosts``: load-time validation and the proxy apply the same rule.
+"""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-import re
 from collections.abc import Iterable
 
+from supervisor.profiles.hosts import CONTROL_PLANE_PORTS, cleartext_allowed_host, normalize_host
 from supervisor.profiles.model import IPNetwork
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+__all__ = [
+    "CONTROL_PLANE_PORTS",
+    "METADATA_ADDRESSES",
+    "IPAddress",
+    "check_destination",
+    "cleartext_injection_allowed",
+    "is_metadata",
+    "is_special",
+]
 
-# Kubernetes control plane / etcd / kubelet: never reachable, whatever a profile says.
-CONTROL_PLANE_PORTS = frozenset({2379, 2380, 6443, 10250, 10255})
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 METADATA_ADDRESSES = frozenset(
     {
         ipaddress.IPv4Address("169.254.169.254"),
@@ -58,8 +70,8 @@ _SPECIAL_V6 = tuple(
     )
 )
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-_K8S_SERVICE = re.compile(rf"{_LABEL}\.{_LABEL}\.svc(?:\.cluster\.local)?")
+
+_GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 
 
 def _embedded_v4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
@@ -76,6 +88,8 @@ def is_special(addr: IPAddress) -> bool:
         v4 = _embedded_v4(addr)
         if v4 is not None:
             return is_special(v4)
+        if addr not in _GLOBAL_UNICAST_V6:  # IANA reserved/unassigned: never "public"
+            return True
         return any(addr in net for net in _SPECIAL_V6) or not addr.is_global
     return any(addr in net for net in _SPECIAL_V4) or not addr.is_global
 
@@ -107,15 +121,20 @@ def check_destination(addr: IPAddress, port: int, allowed_ips: Iterable[IPNetwor
     return None
 
 
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def cleartext_injection_allowed(host: str) -> bool:
-    """A credential may travel without TLS only to loopback or a Kubernetes service host."""
-    return is_loopback_host(host) or _K8S_SERVICE.fullmatch(host) is not None
+    """A credential may travel without TLS only to loopback or a Kubernetes service host.
+
+    ``host`` is the proxy's normalized host; anything not in normal form is refused (the
+    profiles' rule would normalize it first; the proxy never hands such a host). No host
+    of either class is longer than a DNS name, so longer ones are refused uncached.
+    """
+    return len(host) <= _MAX_DNS_NAME and _cleartext_cached(host)
+
+
+_MAX_DNS_NAME = 253
+
+
+@functools.lru_cache(maxsize=512)
+def _cleartext_cached(host: str) -> bool:
+    # Runs on every credentialed plain-HTTP request; a pure function of the host.
+    return host == normalize_host(host) and cleartext_allowed_host(host)

@@ -11,6 +11,9 @@ AUTHORITY_MISMATCH = "request_authority_mismatch"
 TOKEN_GRANT_FAILED = "token_grant_failed"  # noqa: S105 (an error code)
 UPSTREAM_UNREACHABLE = "upstream_unreachable"
 BAD_REQUEST = "bad_request"
+# Resource caps (``Limits``): too many agent connections, too many to one destination.
+PROXY_OVERLOADED = "proxy_overloaded"
+UPSTREAM_BUSY = "upstream_busy"
 
 STATUS = {
     POLICY_DENIED: 403,
@@ -19,12 +22,15 @@ STATUS = {
     TOKEN_GRANT_FAILED: 502,
     UPSTREAM_UNREACHABLE: 502,
     BAD_REQUEST: 400,
+    PROXY_OVERLOADED: 503,
+    UPSTREAM_BUSY: 503,
 }
 REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 _CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

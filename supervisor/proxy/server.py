@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from supervisor.audit import AuditLog
+from supervisor.audit import SEVERITY_MEDIUM, AuditLog
 from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
+from supervisor.profiles.model import IPNetwork
 from supervisor.proxy import errors
 from supervisor.proxy.channel import (
     Channel,
@@ -46,6 +48,7 @@ from supervisor.proxy.http1 import (
     serialize_head,
 )
 from supervisor.proxy.policy import Interceptor, RoutePolicy, connect_needs_inspection
+from supervisor.proxy.slots import DestinationSlots
 from supervisor.proxy.upstream import (
     Pool,
     PoolKey,
@@ -64,10 +67,32 @@ _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SMALL_BODY = 64 * 1024
 _MAX_RESPONSE_HEAD = 64 * 1024  # upstreams send larger heads (cookies) than we accept
+_MAX_LINGERING = 256  # refused connections kept open briefly so the 503 arrives
+_FD_HEADROOM = 64  # descriptors kept for listeners, the audit log, pools, grants
+
+
+def _fd_bounded(cap: int) -> int:
+    """``cap`` held below RLIMIT_NOFILE: an agent connection can hold two descriptors."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(1, min(cap, (soft - _FD_HEADROOM) // 2))
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Timeouts and resource caps.
+
+    Caps (floods): at most ``max_agent_connections`` agent connections are served at once
+    (tunnels included); one more is answered ``503 proxy_overloaded`` with
+    ``Connection: close`` before any of its bytes is read, and closed. The cap is also
+    held below what RLIMIT_NOFILE allows (two descriptors per connection plus headroom),
+    so a flood cannot make ``accept`` fail for everyone. At most
+    ``max_active_per_destination`` upstream connections per (host, port) are in use at
+    once (idle pooled ones do not count; CONNECT tunnels do); a request over the cap waits
+    its turn up to ``destination_wait`` seconds, then gets ``503 upstream_busy``.
+    """
+
     idle_timeout: float = 60.0  # keep-alive wait for the next request
     head_timeout: float = 10.0  # from the first byte of a head to its end (slowloris)
     body_timeout: float = 60.0  # between two reads of a body
@@ -78,6 +103,9 @@ class Limits:
     pool_idle_seconds: float = 30.0
     close_grace: float = 5.0
     backlog: int = 4096
+    max_agent_connections: int = 4096
+    max_active_per_destination: int = 256
+    destination_wait: float = 10.0
 
 
 @dataclass(slots=True)
@@ -95,6 +123,8 @@ class Counters:
     upstream_new: int = 0
     upstream_reused: int = 0
     timeouts: int = 0
+    refused_connections: int = 0  # over max_agent_connections
+    busy: int = 0  # 503 upstream_busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +166,10 @@ class ProxyServer:
         self.limits = limits or Limits()
         self.counters = Counters()
         self._pool = Pool(self.limits.max_idle_per_destination, self.limits.pool_idle_seconds)
+        self._slots = DestinationSlots(self.limits.max_active_per_destination)
+        self._max_agents = _fd_bounded(self.limits.max_agent_connections)
+        self._last_refusal_log = -1e9
+        self._lingering = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pruner: asyncio.Task[None] | None = None
@@ -173,6 +207,17 @@ class ProxyServer:
                 await asyncio.wait(pending, timeout=1.0)
         self._pool.close_all()
 
+    def drop_idle_upstreams(self) -> int:
+        """Close every idle pooled upstream connection (e.g. after a policy reload)."""
+        n = self._pool.idle_count()
+        self._pool.close_all()
+        return n
+
+    @property
+    def max_agent_connections(self) -> int:
+        """The effective cap (``Limits.max_agent_connections`` bounded by RLIMIT_NOFILE)."""
+        return self._max_agents
+
     async def _prune_loop(self) -> None:
         while True:
             await asyncio.sleep(max(self.limits.pool_idle_seconds / 2, 0.5))
@@ -190,8 +235,11 @@ class ProxyServer:
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
         c = self.counters
+        if c.active >= self._max_agents:
+            await self._refuse(reader, writer)
+            return
+        self._tasks.add(task)
         c.connections += 1
         c.active += 1
         agent = Conn(PlainChannel(reader, writer))
@@ -213,6 +261,42 @@ class ProxyServer:
             c.active -= 1
             self._tasks.discard(task)
             agent.ch.close()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Over the connection cap: a 503 without reading the request, then close.
+
+        The write side is shut first and the agent's bytes drained briefly, so the 503 is
+        not destroyed by a reset (closing with unread input would send one at once).
+        """
+        c = self.counters
+        c.refused_connections += 1
+        if self._lingering >= _MAX_LINGERING:
+            writer.transport.abort()  # refusals pile up: no courtesy, just the fd back
+            return
+        self._lingering += 1
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._last_refusal_log > 10.0:  # a flood must not flood the log
+            self._last_refusal_log = loop.time()
+            log.warning("agent connection cap (%d) reached: refusing with 503", self._max_agents)
+        try:
+            writer.write(
+                error_response(
+                    503,
+                    errors.PROXY_OVERLOADED,
+                    "too many concurrent connections to the proxy",
+                    close=True,
+                )
+            )
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(1.0):
+                while await reader.read(1 << 16):
+                    pass
+        except (ConnectionError, OSError, TimeoutError, RuntimeError):
+            pass
+        finally:
+            self._lingering -= 1
+            writer.close()
 
     async def _serve(self, agent: Conn, tunnel: Tunnel | None) -> None:
         """Serve requests on one agent connection (or tunnel) until it must close."""
@@ -300,120 +384,146 @@ class ProxyServer:
             host, port = req.host, req.port or default_port(scheme)
         close_on_error = req.has_body or not req.keep_alive
         binding_id: str | None = None
+        dest = (host, port)
+        held = False
         try:
-            if tunnel is not None:
-                req_scheme = req.scheme or scheme
-                req_port = req.port or default_port(req_scheme)
-                if (req_scheme, req.host, req_port) != (scheme, host, port):
-                    raise ProxyError(
-                        errors.AUTHORITY_MISMATCH,
-                        f"request names {req.host}:{req_port} inside a tunnel to {host}:{port}",
-                    )
-            d = decide(
-                self._policy(),
-                method=req.method,
-                scheme=scheme,
-                host=host,
-                port=port,
-                path=req.path,
-            )
-            binding = d.binding
-            binding_id = binding.id if binding is not None else None
-            if d.audit_violation is not None:
-                self._audit.http_event(
+            try:
+                if tunnel is not None:
+                    req_scheme = req.scheme or scheme
+                    req_port = req.port or default_port(req_scheme)
+                    if (req_scheme, req.host, req_port) != (scheme, host, port):
+                        raise ProxyError(
+                            errors.AUTHORITY_MISMATCH,
+                            f"request names {req.host}:{req_port} inside a tunnel to {host}:{port}",
+                        )
+                d = decide(
+                    self._policy(),
                     method=req.method,
                     scheme=scheme,
                     host=host,
                     port=port,
                     path=req.path,
-                    allowed=True,
-                    message="access rule violated (enforcement: audit)",
-                    reason=d.audit_violation,
                 )
-            decoder: ChunkedDecoder | None = None
-            first = b""
-            if req.expect_continue and req.has_body:
-                agent.ch.write(_CONTINUE)
+                binding = d.binding
+                binding_id = binding.id if binding is not None else None
+                if d.audit_violation is not None:
+                    self._audit.http_event(
+                        method=req.method,
+                        scheme=scheme,
+                        host=host,
+                        port=port,
+                        path=req.path,
+                        allowed=True,
+                        message="access rule violated (enforcement: audit)",
+                        reason=d.audit_violation,
+                        severity=SEVERITY_MEDIUM,  # a violation let through, not routine
+                    )
+                decoder: ChunkedDecoder | None = None
+                first = b""
+                if req.expect_continue and req.has_body:
+                    agent.ch.write(_CONTINUE)
+                if req.chunked:
+                    try:
+                        decoder, first = await start_chunked(agent, self.limits.head_timeout)
+                    except ParseError as exc:
+                        self._reject(agent.ch, exc)
+                        return False
+                elif req.content_length:
+                    # Body bytes already buffered (the common small case) go out with the head.
+                    first = agent.take(min(req.content_length, _SMALL_BODY))
+                held = self._slots.try_acquire(dest) or await self._slots.acquire(
+                    dest, self.limits.destination_wait
+                )
+                if not held:
+                    self.counters.busy += 1
+                    raise ProxyError(
+                        errors.UPSTREAM_BUSY,
+                        f"{host}:{port}: too many concurrent upstream connections",
+                    )
+                key: PoolKey = (scheme, host, port)
+                nets = d.endpoint.allowed_ips
+                up = self._pool.take(key)
+                if (
+                    up is not None
+                    and up.checked_for is not nets
+                    and check_destination(up.addr, port, nets)
+                ):
+                    up.close()  # the policy changed since this connection was checked
+                    up = None
+                addr = (
+                    up.addr
+                    if up is not None
+                    else await resolve_checked(self._resolver, host, port, nets)
+                )
+                if up is not None:
+                    up.checked_for = nets
+                extra: tuple[str, str] | None = None
+                if binding is not None:
+                    try:
+                        extra = credential_header(binding, await self._tokens.token_for(binding))
+                    except GrantError as exc:
+                        raise ProxyError(errors.TOKEN_GRANT_FAILED, exc.reason) from None
+                    finally:
+                        if extra is None and up is not None:
+                            self._pool.give(up)  # no token: nothing is written upstream
+            except ProxyError as exc:
+                self._deny(
+                    agent.ch,
+                    exc,
+                    method=req.method,
+                    scheme=scheme,
+                    host=host,
+                    port=port,
+                    path=req.path,
+                    close=close_on_error,
+                    binding_id=binding_id,
+                )
+                return not close_on_error
+
+            # Build the upstream head once; the credential header is the only one we add.
+            drop = _DROP_EXPECT if req.expect_continue else _ALWAYS_DROP
+            if extra is not None:
+                drop = drop | {extra[0].lower()}
+            headers = forwardable(req.headers, req.connection_tokens, drop)
+            if extra is not None:
+                headers.append(extra)
             if req.chunked:
-                try:
-                    decoder, first = await start_chunked(agent, self.limits.head_timeout)
-                except ParseError as exc:
-                    self._reject(agent.ch, exc)
-                    return False
-            elif req.content_length:
-                # Body bytes already buffered (the common small case) go out with the head.
-                first = agent.take(min(req.content_length, _SMALL_BODY))
-            key: PoolKey = (scheme, host, port)
-            up = self._pool.take(key)
-            if up is not None and check_destination(up.addr, port, d.endpoint.allowed_ips):
-                up.close()  # the policy changed since this connection was checked
-                up = None
-            addr = (
-                up.addr
-                if up is not None
-                else await resolve_checked(self._resolver, host, port, d.endpoint.allowed_ips)
-            )
-            extra: tuple[str, str] | None = None
-            if binding is not None:
-                try:
-                    extra = credential_header(binding, await self._tokens.token_for(binding))
-                except GrantError as exc:
-                    raise ProxyError(errors.TOKEN_GRANT_FAILED, exc.reason) from None
-                finally:
-                    if extra is None and up is not None:
-                        self._pool.give(up)  # no token: nothing is written upstream
-        except ProxyError as exc:
-            self._deny(
-                agent.ch,
-                exc,
-                method=req.method,
-                scheme=scheme,
-                host=host,
-                port=port,
-                path=req.path,
-                close=close_on_error,
-                binding_id=binding_id,
-            )
-            return not close_on_error
+                headers.append(("Transfer-Encoding", "chunked"))
+            elif req.content_length is not None:
+                headers.append(("Content-Length", str(req.content_length)))
+            head = serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
+            del headers, extra
 
-        # Build the upstream head once; the credential header is the only one we add.
-        drop = _DROP_EXPECT if req.expect_continue else _ALWAYS_DROP
-        if extra is not None:
-            drop = drop | {extra[0].lower()}
-        headers = forwardable(req.headers, req.connection_tokens, drop)
-        if extra is not None:
-            headers.append(extra)
-        if req.chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
-        elif req.content_length is not None:
-            headers.append(("Content-Length", str(req.content_length)))
-        head = serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
-        del headers, extra
+            try:
+                return await self._exchange(
+                    agent, req, head + first, decoder, key, addr, up, nets, scheme, binding_id
+                )
+            except ProxyError as exc:
+                self._deny(
+                    agent.ch,
+                    exc,
+                    method=req.method,
+                    scheme=scheme,
+                    host=host,
+                    port=port,
+                    path=req.path,
+                    close=True,
+                    binding_id=binding_id,
+                )
+                return False
+        finally:
+            if held:
+                self._slots.release(dest)
 
-        try:
-            return await self._exchange(
-                agent, req, head + first, decoder, key, addr, up, scheme, binding_id
-            )
-        except ProxyError as exc:
-            self._deny(
-                agent.ch,
-                exc,
-                method=req.method,
-                scheme=scheme,
-                host=host,
-                port=port,
-                path=req.path,
-                close=True,
-                binding_id=binding_id,
-            )
-            return False
-
-    async def _open(self, key: PoolKey, addr: IPAddress, up: Upstream | None) -> Upstream:
+    async def _open(
+        self, key: PoolKey, addr: IPAddress, up: Upstream | None, nets: tuple[IPNetwork, ...]
+    ) -> Upstream:
         if up is not None:
             self.counters.upstream_reused += 1
             return up
         tls = self._upstream_tls() if key[0] == "https" else None
         up = await open_upstream(key, addr, tls=tls, timeout=self.limits.connect_timeout)
+        up.checked_for = nets  # ``addr`` came from resolve_checked under these networks
         self.counters.upstream_new += 1
         return up
 
@@ -426,6 +536,7 @@ class ProxyServer:
         key: PoolKey,
         addr: IPAddress,
         up: Upstream | None,
+        nets: tuple[IPNetwork, ...],
         scheme: str,
         binding_id: str | None,
     ) -> bool:
@@ -437,7 +548,7 @@ class ProxyServer:
             body_left = req.content_length - (len(head) - head.index(b"\r\n\r\n") - 4)
         retry = up is not None and not req.has_body
         while True:
-            up = await self._open(key, addr, up)
+            up = await self._open(key, addr, up, nets)
             upc = up.plain
             try:
                 upc.write(head)
@@ -559,6 +670,8 @@ class ProxyServer:
         host, port = req.host, req.port or 443
         self.counters.connects += 1
         policy = self._policy()
+        dest = (host, port)
+        held = False
         try:
             if port in CONTROL_PLANE_PORTS:
                 raise ProxyError(errors.SSRF_DENIED, f"port {port} is a control-plane port")
@@ -579,10 +692,23 @@ class ProxyServer:
                     errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only"
                 )
             addr = await resolve_checked(self._resolver, host, port, endpoint.allowed_ips)
+            # A tunnel holds its upstream connection for its whole life: it takes a slot.
+            held = self._slots.try_acquire(dest) or await self._slots.acquire(
+                dest, self.limits.destination_wait
+            )
+            if not held:
+                self.counters.busy += 1
+                raise ProxyError(
+                    errors.UPSTREAM_BUSY, f"{host}:{port}: too many concurrent upstream connections"
+                )
             up = await open_upstream(
                 ("tcp", host, port), addr, tls=None, timeout=self.limits.connect_timeout
             )
-        except ProxyError as exc:
+        except BaseException as exc:
+            if held:
+                self._slots.release(dest)
+            if not isinstance(exc, ProxyError):
+                raise
             self._deny(
                 agent.ch,
                 exc,
@@ -594,9 +720,12 @@ class ProxyServer:
                 close=True,
             )
             return
-        self.counters.tunnels += 1
-        agent.ch.write(_CONNECT_OK)
-        await self._splice(agent, up)
+        try:
+            self.counters.tunnels += 1
+            agent.ch.write(_CONNECT_OK)
+            await self._splice(agent, up)
+        finally:
+            self._slots.release(dest)
 
     async def _splice(self, agent: Conn, up: Upstream) -> None:
         """Relay raw bytes both ways until both sides are done or the tunnel idles out."""

@@ -59,7 +59,7 @@ async def resolve_checked(
 class Upstream:
     """One upstream connection: its buffered reader and the address it was checked for."""
 
-    __slots__ = ("addr", "conn", "idle_since", "key", "plain", "reused")
+    __slots__ = ("addr", "checked_for", "conn", "idle_since", "key", "plain", "reused")
 
     def __init__(self, key: PoolKey, addr: IPAddress, plain: PlainChannel) -> None:
         self.key = key
@@ -68,6 +68,9 @@ class Upstream:
         self.conn = Conn(plain)
         self.idle_since = 0.0
         self.reused = False
+        # The allowed_ips tuple ``addr`` was last admitted under: the SSRF check is a pure
+        # function of (addr, port, networks), so a reuse under the same tuple skips it.
+        self.checked_for: tuple[IPNetwork, ...] | None = None
 
     def close(self) -> None:
         self.plain.close()

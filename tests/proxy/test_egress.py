@@ -109,3 +109,29 @@ def test_credential_header_rechecks_token68() -> None:
     for bad in ("", "a b", "a\r\nb", "a=b", "tok\x00"):
         with pytest.raises(ProxyError):
             credential_header(b, bad)
+
+
+@pytest.mark.parametrize("text", ["::1:0:0", "4000::1", "100:0:0:1::1", "fe00::1", "e000::1"])
+def test_ipv6_outside_global_unicast_is_special(text: str) -> None:
+    # Python calls some of these is_global; only 2000::/3 is assigned global unicast.
+    assert check_destination(ip(text), 443, ()) is not None
+    assert check_destination(ip(text), 443, (net(text + "/128"),)) is None  # explicit opt-in
+    assert check_destination(ip("2606:4700::1111"), 443, ()) is None
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("::ffff:7f00:1", True),  # IPv4-mapped loopback (normal form) stays on the node
+        ("LOCALHOST", False),  # not in the proxy's normal form: refused
+        ("localhost.", False),
+        ("a" * 300, False),
+        (("a" * 64) + ".ns.svc", False),  # not a DNS label
+    ],
+)
+def test_cleartext_rule_is_the_profiles_rule(host: str, ok: bool) -> None:
+    from supervisor.profiles.hosts import cleartext_allowed_host
+
+    assert cleartext_injection_allowed(host) is ok
+    if ok:
+        assert cleartext_allowed_host(host)
