@@ -81,3 +81,21 @@ def test_disabled_log_is_a_no_op() -> None:
     log = AuditLog(None)
     assert not log.enabled
     log.config_event("nothing")
+
+
+def test_severity_override(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    log = AuditLog(str(p))
+    log.http_event(
+        method="POST",
+        scheme="https",
+        host="h",
+        port=443,
+        path="/",
+        allowed=True,
+        message="access rule violated (enforcement: audit)",
+        severity=3,
+    )
+    log.close()
+    (ev,) = _lines(p)
+    assert ev["action_id"] == 1 and ev["disposition_id"] == 1 and ev["severity_id"] == 3

@@ -176,7 +176,10 @@ def test_read_only_access_enforced_and_audited(make_env: Any) -> None:
         s.sendall(get(port, "/upload", method="POST", extra="Content-Length: 3\r\n") + b"abc")
         status, _, body = recv_response(s)
     assert status == 200 and body == b"3"
-    assert any("enforcement: audit" in e["message"] for e in audit_events(env))
+    violations = [e for e in audit_events(env) if "enforcement: audit" in e["message"]]
+    # Let through, but a policy violation: Allowed with severity Medium (not Informational).
+    assert len(violations) == 1
+    assert violations[0]["action_id"] == 1 and violations[0]["severity_id"] == 3
 
 
 def test_keep_alive_and_pipelining_reuse_connections(make_env: Any) -> None:
