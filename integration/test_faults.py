@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 import socket
 import struct
 import subprocess
@@ -119,13 +120,13 @@ class Conductor:
         return self._future.result(timeout=90)
 
 
-def run_plan(env: DevEnv, runner: Runner, plan: Plan) -> list[Result]:
-    """A plan without marks: run it and return the agent's results."""
+def run_plan(env: DevEnv, runner: Runner, plan: Plan) -> tuple[AgentRun, list[Result]]:
+    """A plan without marks: run it; the run and the agent's results."""
     with Conductor(env, runner, plan) as conductor:
         run = conductor.finish()
     assert run.returncode == 0, run.explain()
     results: list[Result] = run.report()
-    return results
+    return run, results
 
 
 # -- what the services and the audit log saw --------------------------------------------
@@ -241,9 +242,12 @@ def test_workload_api_absent_at_start(own_workload: OwnWorkload, run_agent: Any)
     assert env.issuer.requests - issuer_before == 1
 
 
-def test_workload_api_disappears_mid_run(own_workload: OwnWorkload, run_agent: Any) -> None:
-    """The Workload API goes away after a first grant: a fresh binding gets 502, the cached
-    token of the first keeps working, and the fresh binding recovers once it is back."""
+@pytest.mark.parametrize("how", ["socket_removed", "stale_socket"])
+def test_workload_api_disappears_mid_run(own_workload: OwnWorkload, run_agent: Any,
+                                         how: str) -> None:
+    """The Workload API goes away after a first grant (its socket removed, or left behind
+    with nobody listening, as after a crash): a fresh binding gets 502, the cached token of
+    the first keeps working, and the fresh binding recovers once it is back."""
     env, server = own_workload.env, own_workload.server
     alpha, beta = env.alpha.url, env.beta.url
     server.start()
@@ -257,10 +261,15 @@ def test_workload_api_disappears_mid_run(own_workload: OwnWorkload, run_agent: A
         conductor.reached("granted")
         server.stop()
         assert not env.socket_path.exists()
-        conductor.go("gone")
-        conductor.reached("failed")
+        with contextlib.ExitStack() as stale:
+            if how == "stale_socket":
+                # Bound, never listening: connecting to it is refused.
+                dead = stale.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+                dead.bind(str(env.socket_path))
+            conductor.go("gone")
+            conductor.reached("failed")
         during = seen(env)
-        server.start()
+        server.start()  # replaces a stale socket file
         conductor.go("back")
         run = conductor.finish()
     assert run.returncode == 0, run.explain()
@@ -470,7 +479,7 @@ def test_upstream_breaks_mid_response(raw_upstream: tuple[RawUpstream, DevEnv],
     server, env = raw_upstream
     before = seen(env)
     paths = [*TRUNCATING, *NO_RESPONSE]
-    results = run_plan(env, runner_for(env),
+    run, results = run_plan(env, runner_for(env),
                        [*({"get": server.url(p)} for p in paths), {"get": env.alpha.url}])
     *broken, alpha = results
     for path, result in zip(paths, broken, strict=True):
@@ -490,6 +499,8 @@ def test_upstream_breaks_mid_response(raw_upstream: tuple[RawUpstream, DevEnv],
     assert alpha["status"] == 200, alpha
     assert grew(before, seen(env)) == {"alpha_accepted": 1}
     assert sorted(server.paths) == sorted(paths)  # once each: a broken response is not retried
+    # Every 502 of the proxy's own is in the audit log (the cut bodies may add more).
+    assert denied_codes(run).count(UNREACHABLE[1]) >= len(NO_RESPONSE), run.audit_lines
 
 
 # -- 5: a name that does not resolve -----------------------------------------------------
@@ -567,6 +578,9 @@ def run_with_resolver(env: DevEnv, resolv_conf: Path, argv: Sequence[str],
 
 @pytest.fixture
 def fake_resolver(devenv: DevEnv) -> Iterator[tuple[FakeResolver, Path]]:
+    missing = [tool for tool in ("unshare", "mount") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (util-linux)")
     try:
         resolver = FakeResolver()
     except OSError as err:
@@ -598,10 +612,13 @@ def test_unresolvable_name(devenv: DevEnv, run_agent: Any,
     def runner(argv: Sequence[str], **opts: Any) -> AgentRun:
         return run_with_resolver(env, conf, argv, **opts)
 
-    results = run_plan(env, runner, [{"get": f"http://{UNRESOLVABLE}/"},
+    run, results = run_plan(env, runner, [{"get": f"http://{UNRESOLVABLE}/"},
                                      {"get": f"http://{UNRESOLVABLE}/again"}])
     for result in results:
         assert_answer(result, UNREACHABLE)
     assert env.counts() == before  # no service, sink or issuer was contacted
-    names = {name for name, _ in resolver.queries}
-    assert names == {UNRESOLVABLE}, resolver.queries
+    assert denied_codes(run) == [UNREACHABLE[1]] * 2, run.audit_lines
+    names = [name for name, _ in resolver.queries]
+    assert UNRESOLVABLE in names, resolver.queries
+    # Only that name (a search domain may be appended): the supervisor looked nothing else up.
+    assert all(n.startswith(UNRESOLVABLE) for n in names), resolver.queries
