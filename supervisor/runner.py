@@ -12,7 +12,6 @@ Heavy modules (profile loader, services) are imported lazily so `run -- /bin/tru
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import logging
 import os
@@ -81,28 +80,33 @@ def _describe_profile_error(exc: Exception) -> str:
     return f"{diagnostics[0]}{more}"
 
 
-def _profile_fingerprint(paths: tuple[str, ...]) -> tuple[bytes | None, ...]:
-    """Content hashes: ConfigMap updates swap symlinks, so compare contents, not mtimes."""
-    digests: list[bytes | None] = []
-    for path in paths:
-        try:
-            with open(path, "rb") as f:
-                digests.append(hashlib.sha256(f.read()).digest())
-        except OSError:
-            digests.append(None)
-    return tuple(digests)
+def _profile_fingerprint(paths: tuple[str, ...]) -> str:
+    """The loader's content hash (ConfigMap updates swap symlinks: contents, not mtimes);
+    equal to ``ProfileSet.fingerprint`` when the files are what was loaded."""
+    loader = importlib.import_module("supervisor.profiles.loader")
+    fingerprint: str = loader.fingerprint_files(paths)
+    return fingerprint
+
+
+def _loaded_fingerprint(profiles: ProfileSet, paths: tuple[str, ...]) -> str:
+    """The fingerprint of the bytes the loader actually parsed, when it tells us."""
+    fingerprint = getattr(profiles, "fingerprint", None)
+    return fingerprint if isinstance(fingerprint, str) else _profile_fingerprint(paths)
 
 
 class _Supervision:
     """Signal forwarding, reaping, and profile reloads while the agent runs."""
 
-    def __init__(self, init: InitProcess, settings: RunSettings, loader: ProfileLoader) -> None:
+    def __init__(
+        self, init: InitProcess, settings: RunSettings, loader: ProfileLoader, loaded: ProfileSet
+    ) -> None:
         self.init = init
         self.settings = settings
         self.loader = loader
         self.services: Services | None = None
         self.reload_requested = False
-        self.fingerprint = _profile_fingerprint(settings.profiles)
+        # What was loaded at start: a change since then is caught by the first poll.
+        self.fingerprint = _loaded_fingerprint(loaded, settings.profiles)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -137,6 +141,7 @@ class _Supervision:
         pass  # SIGCHLD only needs to wake the loop (through the wakeup fd)
 
     def reload(self, why: str) -> None:
+        # Taken before loading, so a refused set is not retried until the files change.
         self.fingerprint = _profile_fingerprint(self.settings.profiles)
         try:
             profiles = self.loader(self.settings.profiles)
@@ -144,6 +149,7 @@ class _Supervision:
             for diag in getattr(exc, "errors", None) or [exc]:
                 log.warning("profile reload (%s) refused, keeping the current set: %s", why, diag)
             return
+        self.fingerprint = _loaded_fingerprint(profiles, self.settings.profiles)
         if self.services is not None:
             try:
                 self.services.reload(profiles)
@@ -287,7 +293,7 @@ def run_supervisor(
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             raise
-        supervision = _Supervision(init, settings, loader)
+        supervision = _Supervision(init, settings, loader, profiles)
         with supervision.handlers():
             mount_ns.close()
             network.close_ns()
