@@ -38,15 +38,23 @@ class Channel(Protocol):
 
 
 class PlainChannel:
-    __slots__ = ("drain", "read", "reader", "write", "writer")
+    __slots__ = ("_buffered", "_closing", "_drain", "read", "reader", "write", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
         # Bound methods cached once: they are called several times per request.
         self.read = reader.read
-        self.write = writer.write
-        self.drain = writer.drain
+        self.write = writer.transport.write  # StreamWriter.write only forwards to it
+        self._drain = writer.drain
+        self._buffered = writer.transport.get_write_buffer_size
+        self._closing = writer.transport.is_closing
+
+    async def drain(self) -> None:
+        # Nothing buffered on an open transport means it is not paused: skip the stream's
+        # layers. A closing one goes through them, so a lost peer still raises here.
+        if self._buffered() or self._closing():
+            await self._drain()
 
     def close(self) -> None:
         self.writer.close()

@@ -301,11 +301,11 @@ class ProxyServer:
     async def _serve(self, agent: Conn, tunnel: Tunnel | None) -> None:
         """Serve requests on one agent connection (or tunnel) until it must close."""
         lim = self.limits
+        task = asyncio.current_task()
         while True:
             try:
                 # Between requests the connection is idle: close() may cut it at once.
                 idle = not agent.buf
-                task = asyncio.current_task()
                 if idle and task is not None:
                     if self._closing:
                         return
@@ -638,13 +638,11 @@ class ProxyServer:
             if mode == "length":
                 assert resp.content_length is not None
                 first_resp = up.conn.take(min(resp.content_length, _SMALL_BODY))
-                await relay_length(
-                    up.conn,
-                    ach,
-                    resp.content_length - len(first_resp),
-                    lim.body_timeout,
-                    first=out + first_resp,
-                )
+                rest = resp.content_length - len(first_resp)
+                if rest:
+                    await relay_length(up.conn, ach, rest, lim.body_timeout, first=out + first_resp)
+                else:  # the whole small response is buffered: one write, head and body
+                    ach.write(out + first_resp)
             elif mode == "chunked":
                 await relay_chunked(up.conn, ach, lim.body_timeout, encode=agent11, first=out)
             elif mode == "close":

@@ -196,3 +196,45 @@ def test_tunnel_holds_a_destination_slot(make_env: Any) -> None:
     while env.run(lambda: env.proxy._slots.total_active()) and time.monotonic() < deadline:
         time.sleep(0.02)
     _served(env)
+
+
+def test_upload_stops_when_the_upstream_goes_away(make_env: Any) -> None:
+    import threading
+
+    from tests.proxy.harness import endpoint
+
+    env = make_env(bind=False)
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    dead_port = lsock.getsockname()[1]
+    env.policy.endpoints.append(endpoint("127.0.0.1", dead_port))
+
+    def upstream() -> None:  # reads a little of the request, then resets the connection
+        conn, _ = lsock.accept()
+        conn.recv(65536)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.close()
+
+    t = threading.Thread(target=upstream, daemon=True)
+    t.start()
+    size = 100 * (1 << 20)
+    sent = 0
+    block = b"d" * (1 << 20)
+    with env.connect(timeout=10) as s:
+        s.sendall(
+            f"POST http://127.0.0.1:{dead_port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{dead_port}\r\n"
+            f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        try:
+            while sent < size:
+                s.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass
+        else:
+            assert recv_response(s)[0] == 502
+    t.join(5)
+    lsock.close()
+    # The proxy noticed the dead upstream and cut the agent instead of swallowing 100 MB.
+    assert sent < size
