@@ -8,7 +8,6 @@ reports errors as negative errno values.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 from dataclasses import dataclass
 from enum import IntEnum
@@ -70,7 +69,9 @@ def _load_library() -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(LIBRARY, use_errno=True)
     except OSError:
-        found = ctypes.util.find_library("seccomp")
+        from ctypes import util  # only on this unusual path: it costs ~10 ms of imports
+
+        found = util.find_library("seccomp")
         if found is None:
             raise SeccompError(f"{LIBRARY} not found (install libseccomp2)") from None
         lib = ctypes.CDLL(found, use_errno=True)
