@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -120,70 +121,101 @@ async def cold_burst(proxy_port: int, target_port: int, n: int) -> dict[str, int
     return dict(collections.Counter(outcomes))
 
 
-def measure_our_proxy(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
-    spire = bench.work / "spire"
-    spire.mkdir(mode=0o700)
-    devenv = Runner(
-        "devenv",
-        [sys.executable, "-m", "integration.bench.devenv_runner",
-         "--socket", str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE],
-        bench.logs, ROOT,
-    )  # fmt: skip
-    with bench.component("dev Workload API + token issuer"):
-        devenv.start()
-    if devenv.proc is None:
-        bench.report.unavailable["our proxy"] = "needs the dev Workload API and token issuer"
-        return
-    with devenv:
-        profile = write_profile(bench.work / "bench-profile.yaml", up, devenv.ready["token_url"])
-        socket_addr = str(devenv.ready["socket"])
+class OurProxy:
+    """The dev servers and our proxy, started and cold-checked; loads are added to the plan.
+
+    Each step is a bench component: what fails is reported and what depends on it skipped.
+    """
+
+    def __init__(self, bench: Bench, up: Upstream, pki: BenchPKI) -> None:
+        self.bench = bench
+        self.up = up
+        self.pki = pki
+        self.devenv: Runner | None = None
+        self.proxy: Runner | None = None
+        self.profile: Path | None = None
+        self.rss: RssSampler | None = None
+        self.idle_kib: int | None = None
+
+    @classmethod
+    def start(
+        cls, bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI
+    ) -> OurProxy:
+        ours = cls(bench, up, pki)
+        with bench.component("dev Workload API + token issuer"):
+            ours.devenv = stack.enter_context(ours._devenv_runner())
+            ours.profile = write_profile(
+                bench.work / "bench-profile.yaml", up, ours.devenv.ready["token_url"]
+            )
+        if ours.devenv is None:
+            bench.report.unavailable["our proxy"] = "needs the dev Workload API and token issuer"
+            return ours
         with bench.component("our proxy"):
-            _proxy_phase(bench, up, pki, profile, socket_addr, devenv)
-        with bench.component("start-up"):
-            _startup_phase(bench, profile, socket_addr)
+            proxy = stack.enter_context(ours._proxy_runner())
+            ours.proxy = proxy
+            ours._cold_grants(proxy)
+            ours.idle_kib = vmrss_kib(Path(f"/proc/{proxy.pid}/status").read_text())
+            ours.rss = stack.enter_context(RssSampler(proxy.pid))
+            port = int(proxy.ready["port"])
+            bench.add_http(metrics.OURS_INJECT, port, up.bound_port, via_proxy=True)
+            bench.add_http(metrics.OURS_NO_BINDING, port, up.plain_port, via_proxy=True)
+            ca = proxy.ready.get("sandbox_ca")
+            if not ca:
+                raise RuntimeError("the proxy reported no sandbox CA (interception off?)")
+            bench.add_https(metrics.OURS_TLS, port, up.tls_port, True, Path(ca))
+        return ours
 
+    @property
+    def socket_addr(self) -> str:
+        assert self.devenv is not None
+        return str(self.devenv.ready["socket"])
 
-def _proxy_phase(
-    bench: Bench, up: Upstream, pki: BenchPKI, profile: Path, socket_addr: str, devenv: Runner
-) -> None:
-    port = free_port()
-    argv = [
-        sys.executable, "-m", "integration.bench.proxy_runner", "--profile", str(profile),
-        "--port", str(port), "--spiffe-socket", socket_addr, "--ca-bundle", str(pki.ca_cert),
-    ]  # fmt: skip
-    with Runner("our-proxy", argv, bench.logs, ROOT) as proxy:
-        # Cold first: nothing cached yet, so this is the one-grant-in-flight check.
-        before = devenv.stats()
-        statuses = asyncio.run(cold_burst(port, up.bound_port, COLD_REQUESTS))
-        after = devenv.stats()
+    def _devenv_runner(self) -> Runner:
+        spire = self.bench.work / "spire"
+        spire.mkdir(mode=0o700)
+        return Runner(
+            "devenv",
+            [sys.executable, "-m", "integration.bench.devenv_runner",
+             "--socket", str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE],
+            self.bench.logs, ROOT,
+        )  # fmt: skip
+
+    def _proxy_runner(self) -> Runner:
+        assert self.profile is not None
+        argv = [
+            sys.executable, "-m", "integration.bench.proxy_runner",
+            "--profile", str(self.profile), "--port", str(free_port()),
+            "--spiffe-socket", self.socket_addr, "--ca-bundle", str(self.pki.ca_cert),
+        ]  # fmt: skip
+        return Runner("our-proxy", argv, self.bench.logs, ROOT)
+
+    def _cold_grants(self, proxy: Runner) -> None:
+        """First traffic of a fresh proxy: the one-grant-in-flight check."""
+        assert self.devenv is not None
+        before = self.devenv.stats()
+        port = int(proxy.ready["port"])
+        statuses = asyncio.run(cold_burst(port, self.up.bound_port, COLD_REQUESTS))
+        after = self.devenv.stats()
         grants = {key: after[key] - before[key] for key in after}
-        bench.report.grants = {"requests": COLD_REQUESTS, "statuses": statuses, **grants}
+        self.bench.report.grants = {"requests": COLD_REQUESTS, "statuses": statuses, **grants}
         console.print(
             f"cold burst of {COLD_REQUESTS}: statuses {statuses}, issuer counters {grants}"
         )
 
-        idle_kib = vmrss_kib(Path(f"/proc/{proxy.pid}/status").read_text())
-        with RssSampler(proxy.pid) as rss:
-            with bench.component(metrics.OURS_INJECT):
-                bench.http(metrics.OURS_INJECT, port, up.bound_port, via_proxy=True)
-            with bench.component(metrics.OURS_NO_BINDING):
-                bench.http(metrics.OURS_NO_BINDING, port, up.plain_port, via_proxy=True)
-            with bench.component(metrics.OURS_TLS):
-                ca = proxy.ready.get("sandbox_ca")
-                if not ca:
-                    raise RuntimeError("the proxy reported no sandbox CA (interception off?)")
-                bench.https(metrics.OURS_TLS, port, up.tls_port, True, Path(ca))
-        idle_mib = idle_kib / 1024 if idle_kib is not None else 0.0
-        bench.report.rss = {
-            "pid_role": "proxy runner (start_services; no dev servers in it)",
-            "max_mib": rss.max_mib,
-            "samples": len(rss.samples_kib),
-            "idle_mib": idle_mib,
-        }
-        console.print(
-            f"proxy RSS: {idle_mib:.1f} MiB after one grant, "
-            f"max {rss.max_mib or 0:.1f} MiB under load"
-        )
+    def finish(self) -> None:
+        """After the loads: record memory, then time start-up on the now idle machine."""
+        if self.rss is not None:
+            idle_mib = self.idle_kib / 1024 if self.idle_kib is not None else None
+            self.bench.report.rss = {
+                "pid_role": "proxy runner (start_services; no dev servers in it)",
+                "max_mib": self.rss.max_mib,
+                "samples": len(self.rss.samples_kib),
+                "idle_mib": idle_mib,
+            }
+        if self.profile is None:
+            return
+        with self.bench.component("start-up"):
+            _startup_phase(self.bench, self.profile, self.socket_addr)
 
 
 def precompile() -> str:

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             return {"pid": os.getpid()}
 
         # NODE_EXTRA_CA_CERTS names the sandbox CA alone (DESIGN section 3).
-        announce("READY", {"pid": os.getpid(), "sandbox_ca": services.extra_env.get(
-            "NODE_EXTRA_CA_CERTS")})  # fmt: skip
+        ca = services.extra_env.get("NODE_EXTRA_CA_CERTS")
+        announce("READY", {"pid": os.getpid(), "port": args.port, "sandbox_ca": ca})
         serve_commands(stats)
     finally:
         services.stop()

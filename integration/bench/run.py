@@ -28,6 +28,7 @@ from integration.bench.baselines import (
 from integration.bench.certs import BenchPKI, make_pki
 from integration.bench.harness import ROOT, Bench, console
 from integration.bench.nginx import Upstream, nginx_service
+from integration.bench.ours import OurProxy
 from integration.bench.procs import tool_version
 from integration.bench.report import render
 from integration.bench.rss import RssSampler
@@ -45,38 +46,29 @@ def versions(bench_python: Path | None) -> dict[str, str]:
     return out
 
 
-def measure_baselines(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
-    with bench.component("direct"):
-        bench.http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
-    with bench.component("direct-tls"):
-        bench.https(metrics.DIRECT_TLS, up.tls_port, up.tls_port, False, pki.ca_cert, True)
+def start_baselines(
+    bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI
+) -> list[tuple[str, RssSampler]]:
+    """Plan nginx direct, tinyproxy and mitmproxy; start the proxies (they idle until used)."""
+    bench.add_http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
+    bench.add_https(metrics.DIRECT_TLS, up.tls_port, up.tls_port, False, pki.ca_cert, True)
+    samplers: list[tuple[str, RssSampler]] = []
     if bench.args.only_ours:
-        return
-    # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
-    with bench.component("tinyproxy"), tinyproxy_service(bench.work, bench.logs) as tp:
-        with RssSampler(tp.pid) as rss:
-            bench.http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
-        bench.report.rss_baselines[metrics.TINYPROXY] = rss.max_mib
+        return samplers
+    with bench.component("tinyproxy"):
+        tp = stack.enter_context(tinyproxy_service(bench.work, bench.logs))
+        samplers.append((metrics.TINYPROXY, stack.enter_context(RssSampler(tp.pid))))
+        # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
+        bench.add_http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
     with bench.component("mitmproxy"):
         bench.bench_python = ensure_bench_venv(ROOT, bench.logs)
-        with (
-            mitmdump_service(bench.bench_python, bench.work, bench.logs, pki.ca_cert) as mitm,
-            RssSampler(mitm.pid) as rss,
-        ):
-            bench.http(metrics.MITMPROXY, mitm.port, up.bound_port, via_proxy=True)
-            bench.https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
-        bench.report.rss_baselines[metrics.MITMPROXY] = rss.max_mib
-
-
-def measure_ours(bench: Bench, up: Upstream, pki: BenchPKI) -> None:
-    try:
-        # Imported here: the proxy is built in parallel and may not be importable yet.
-        from integration.bench.ours import measure_our_proxy
-    except Exception as err:
-        bench.report.unavailable["our proxy"] = f"{type(err).__name__}: {err}"
-        console.print(f"[yellow]our proxy: not available: {err}[/]")
-        return
-    measure_our_proxy(bench, up, pki)
+        mitm = stack.enter_context(
+            mitmdump_service(bench.bench_python, bench.work, bench.logs, pki.ca_cert)
+        )
+        samplers.append((metrics.MITMPROXY, stack.enter_context(RssSampler(mitm.pid))))
+        bench.add_http(metrics.MITMPROXY, mitm.port, up.bound_port, via_proxy=True)
+        bench.add_https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
+    return samplers
 
 
 def plot(bench: Bench, json_path: Path) -> None:
@@ -97,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m integration.bench.run", description=__doc__)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     p.add_argument(
-        "--repeat", type=int, default=2,
+        "--repeat", type=int, default=3,
         help="measurements per target and connection count; the highest valid req/s is kept",
     )  # fmt: skip
     p.add_argument("--warmup", type=float, default=1.0, help="untimed seconds per target")
@@ -128,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             # Without nginx each load reports its own failure; start-up is still measured.
             with bench.component("nginx"):
                 stack.enter_context(nginx)
-            measure_baselines(bench, up, pki)
-            measure_ours(bench, up, pki)
+            samplers = start_baselines(bench, stack, up, pki)
+            ours = OurProxy.start(bench, stack, up, pki)
+            bench.run_plan()
+            for name, sampler in samplers:
+                bench.report.rss_baselines[name] = sampler.max_mib
+            if ours is not None:
+                ours.finish()
     finally:
         bench.cleanup()
     report = bench.report
