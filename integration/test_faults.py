@@ -1,7 +1,8 @@
 """Fault injection end to end: the real supervisor, a scripted agent, broken dependencies.
 
-Every scenario runs ``supervisor run`` (through ``run_agent`` or, for DNS, the same run in a
-private mount namespace) with ``agents/fault_agent.py``, which takes turns with the test
+Every scenario runs the real ``supervisor run`` (``run_supervisor`` of integration/e2e.py,
+with its secret scan; for DNS the same in a private mount namespace whose resolv.conf names
+a loopback resolver) with ``agents/fault_agent.py``, which takes turns with the test
 through marker files: the agent marks where it is, the test breaks or repairs a dependency
 and lets it go on. For each failure the agent must get the documented answer (502
 ``token_grant_failed`` when no token could be had, 502 ``upstream_unreachable`` when the
@@ -302,6 +303,7 @@ def test_workload_api_hangs_past_deadline(own_workload: OwnWorkload, run_agent: 
     # Liveness, not a benchmark: well below the agent's own 30 s socket timeout.
     assert hung["elapsed"] < 15, hung
     assert env.issuer.requests - issuer_before == 1  # the issuer never saw the hung attempt
+    assert server.counters.fetch_jwt_svid == 2  # the hung call and the recovery, no retries
 
 
 def test_workload_api_svid_with_wrong_audience(own_workload: OwnWorkload,
