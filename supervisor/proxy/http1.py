@@ -166,7 +166,8 @@ class ResponseHead:
     connection_tokens: frozenset[str]
 
 
-def _split_lines(head: bytes | bytearray) -> list[bytes]:
+def _split_head(head: bytes | bytearray) -> tuple[bytes, bytes]:
+    """(start line, field block): the block is every field line with its CRLF, or b""."""
     data = bytes(head)
     while data.startswith(b"\r\n"):  # RFC 9112 2.2: ignore empty lines before the start line
         data = data[2:]
@@ -174,7 +175,24 @@ def _split_lines(head: bytes | bytearray) -> list[bytes]:
         raise ParseError("head not terminated by CRLF CRLF")
     if data.count(b"\n") != data.count(b"\r\n"):
         raise ParseError("bare LF in head")
-    return data[:-4].split(b"\r\n")
+    start, _, block = data[:-2].partition(b"\r\n")
+    return start, block
+
+
+# A whole well-formed field block in one C-level match: token ":" value CRLF, values free
+# of CTLs but HTAB (the same rules ``_fields`` applies line by line).
+_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
+
+
+def _field_block(block: bytes) -> Headers:
+    """Fields of a block from ``_split_head``; one regex for the common, valid case."""
+    if _FIELD_BLOCK.fullmatch(block):
+        out: Headers = []
+        for line in block.decode("latin-1").split("\r\n")[:-1]:
+            name, _, value = line.partition(":")
+            out.append((name, value.strip(" \t")))
+        return out
+    return _fields(block.split(b"\r\n")[:-1])  # invalid: the slow path names the error
 
 
 def _fields(lines: list[bytes]) -> Headers:
@@ -243,8 +261,8 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
 
     ``origin_ok``: origin-form targets are accepted (only inside a CONNECT tunnel).
     """
-    lines = _split_lines(head)
-    parts = lines[0].split(b" ")
+    start, block = _split_head(head)
+    parts = start.split(b" ")
     if len(parts) != 3:
         raise ParseError("malformed request line")
     raw_method, raw_target, raw_version = parts
@@ -257,7 +275,7 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
     method = raw_method.decode("ascii")
     target = raw_target.decode("ascii")
     version = raw_version.decode("ascii")
-    headers = _fields(lines[1:])
+    headers = _field_block(block)
     fr = _framing(headers, response=False)
     # HTTP/1.0 has no Host requirement, and Python's http.client tunnels with a bare
     # "CONNECT host:port HTTP/1.0": accepted there (the target names the authority; no
@@ -332,13 +350,13 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
 
 
 def parse_response_head(head: bytes | bytearray) -> ResponseHead:
-    lines = _split_lines(head)
-    if not _STATUS.fullmatch(lines[0]):
+    start, block = _split_head(head)
+    if not _STATUS.fullmatch(start):
         raise ParseError("malformed status line")
-    version = lines[0][:8].decode("ascii")
-    status = int(lines[0][9:12])
-    reason = lines[0][13:].decode("latin-1")
-    headers = _fields(lines[1:])
+    version = start[:8].decode("ascii")
+    status = int(start[9:12])
+    reason = start[13:].decode("latin-1")
+    headers = _field_block(block)
     fr = _framing(headers, response=True)
     if fr.connection_tokens:
         keep = "close" not in fr.connection_tokens and (

@@ -602,7 +602,7 @@ class ProxyServer:
                 errors.UPSTREAM_UNREACHABLE, f"invalid upstream response: {detail}"
             ) from None
 
-        if binding_id is not None:
+        if binding_id is not None and self._audit.enabled:
             self._audit.http_event(
                 method=req.method,
                 scheme=scheme,
