@@ -24,7 +24,9 @@ class Figures:
     services_accepted: dict[str, int]
     recovery: float | None  # share of good requests answered 200 at the end
     rss_growth: float | None
-    fd_growth: float | None
+    fd_growth: float | None  # of the stable fds (see monitor.Sample.stable_fds)
+    max_traffic_fds: int
+    traffic_fd_bound: int
     samples: list[Sample]
     audit_leaks: int
     audit_events: int
@@ -45,6 +47,8 @@ def judge(f: Figures) -> list[str]:
         out.append(f"{f.audit_leaks} audit lines carry a query string or a token")
     if not f.proxy_alive:
         out.append("the proxy process died")
+    if f.max_traffic_fds > f.traffic_fd_bound:
+        out.append(f"{f.max_traffic_fds} connection sockets at once (bound {f.traffic_fd_bound})")
     for name, g in (("RSS", f.rss_growth), ("open fds", f.fd_growth)):
         if g is None:
             out.append(f"{name} growth not measured (no samples)")
@@ -80,11 +84,13 @@ def text(f: Figures) -> str:
     lines.append(f"  audit: {f.audit_events} events, {f.audit_leaks} leaking lines")
     rec = "n/a" if f.recovery is None else f"{f.recovery:.1%}"
     lines.append(f"  recovery (good ok in the final window): {rec}")
-    lines.append("  proxy process over time (t s, RSS MiB, open fds):")
+    lines.append("  proxy process over time (t s, RSS MiB, open fds = stable + connections):")
     step = max(1, len(f.samples) // 20)
     for s in f.samples[::step]:
-        lines.append(f"    {s.t:7.1f}  {s.rss_kib / 1024:7.1f}  {s.fds:5d}")
-    for name, g in (("RSS", f.rss_growth), ("open fds", f.fd_growth)):
+        lines.append(f"    {s.t:7.1f}  {s.rss_kib / 1024:7.1f}  {s.fds:5d} = "
+                     f"{s.stable_fds:3d} + {s.traffic_fds:3d}")  # fmt: skip
+    lines.append(f"  connection sockets: max {f.max_traffic_fds} (bound {f.traffic_fd_bound})")
+    for name, g in (("RSS", f.rss_growth), ("open fds (stable)", f.fd_growth)):
         lines.append(f"  {name} growth baseline → end: "
                      + ("n/a" if g is None else f"{g:+.1%}"))  # fmt: skip
     verdict = "PASS" if not f.violations else "FAIL"
@@ -102,7 +108,8 @@ def as_json(f: Figures) -> dict[str, Any]:
         "recovery": f.recovery,
         "rss_growth": f.rss_growth,
         "fd_growth": f.fd_growth,
-        "samples": [[s.t, s.rss_kib, s.fds] for s in f.samples],
+        "samples": [[s.t, s.rss_kib, s.fds, s.traffic_fds] for s in f.samples],
+        "max_traffic_fds": f.max_traffic_fds,
         "audit_leaks": f.audit_leaks,
         "violations": f.violations,
     }

@@ -24,12 +24,15 @@ import time
 from pathlib import Path
 
 from integration.soak import faults, report
-from integration.soak.environment import SoakEnvironment
+from integration.soak.environment import SERVICE_HOSTS, SoakEnvironment
 from integration.soak.monitor import Series, growth
 from integration.soak.plan import Plan, make_plan
 from integration.soak.traffic import FORGED, QUERY_MARK, Client, Stats, Target
 
 _REQUESTS_PER_CLIENT_SECOND = 200  # loop bound: far above what a client can reach
+# Per client: its keep-alive connection, one fresh connection, an idle upstream per service
+# and one in flight; more than this at any sample means connections pile up.
+TRAFFIC_FDS_PER_CLIENT = 6
 
 
 def start_proxy(env: SoakEnvironment, log: Path) -> tuple[subprocess.Popen[str], int]:
@@ -82,7 +85,9 @@ async def drive(
 ) -> tuple[Stats, Series]:  # fmt: skip
     stats = Stats()
     t0 = time.monotonic()
-    series = Series(started=t0)
+    series = Series(
+        started=t0, local_port=port, remote_hosts=frozenset(SERVICE_HOSTS.values())
+    )
     target = Target(
         proxy=("127.0.0.1", port),
         alpha=f"127.0.0.2:{env.ports['alpha']}",
@@ -129,8 +134,9 @@ def _audit_scan(path: Path) -> tuple[int, int]:
 
 
 def figures(
-    plan: Plan, env: SoakEnvironment, stats: Stats, series: Series, alive: bool, minutes: float
-) -> report.Figures:
+    plan: Plan, env: SoakEnvironment, stats: Stats, series: Series, alive: bool, minutes: float,
+    clients: int,
+) -> report.Figures:  # fmt: skip
     base = series.window(*plan.baseline)
     end = series.window(*plan.final)
     final = [o for t, o in stats.recent_good if plan.final[0] <= t <= plan.final[1]]
@@ -149,7 +155,9 @@ def figures(
         services_accepted=dict(env.accepted),
         recovery=(final.count("ok") / len(final)) if final else None,
         rss_growth=growth([s.rss_kib for s in base], [s.rss_kib for s in end]),
-        fd_growth=growth([s.fds for s in base], [s.fds for s in end]),
+        fd_growth=growth([s.stable_fds for s in base], [s.stable_fds for s in end]),
+        max_traffic_fds=max((s.traffic_fds for s in series.samples), default=0),
+        traffic_fd_bound=TRAFFIC_FDS_PER_CLIENT * clients,
         samples=series.samples,
         audit_leaks=leaks,
         audit_events=events,
@@ -189,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         alive = proc.poll() is None
         stop_proxy(proc)
         env.stop()
-        f = figures(plan, env, stats, series, alive, args.minutes)
+        f = figures(plan, env, stats, series, alive, args.minutes, args.clients)
     except (OSError, RuntimeError) as err:
         print(f"soak: could not run: {err}", file=sys.stderr)
         return 2
