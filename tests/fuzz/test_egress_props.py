@@ -47,35 +47,24 @@ def _v4_view(addr: IPAddress) -> ipaddress.IPv4Address | None:
 
 def _publicly_routable(addr: IPAddress) -> bool:
     """Oracle: global unicast; an IPv6 address embedding IPv4 is judged by that IPv4."""
-    a = _v4_view(addr) or addr
+    v4 = _v4_view(addr)
+    if v4 is None and isinstance(addr, ipaddress.IPv6Address) and addr not in _GLOBAL_UNICAST_V6:
+        return False  # IPv6 outside 2000::/3 is reserved/unassigned: never public
+    a = v4 or addr
     return a.is_global and not (a.is_multicast or a.is_reserved or a.is_loopback)
 
 
 _GLOBAL_UNICAST_V6 = ipaddress.IPv6Network("2000::/3")
 
 
-def _known_reserved_v6_gap(addr: IPAddress) -> bool:
-    """IPv6 outside 2000::/3 (IANA reserved/unassigned) is accepted today: see
-    test_reserved_ipv6_space_refused (xfail). Excluded here so the rest stays checked."""
-    return (
-        isinstance(addr, ipaddress.IPv6Address)
-        and _v4_view(addr) is None
-        and addr not in _GLOBAL_UNICAST_V6
-        and addr.is_global
-        and not addr.is_multicast
-    )
-
-
 @settings(max_examples=300, deadline=None)
 @given(_addresses, _ports)
 def test_without_allowed_ips_only_public_addresses_pass(addr: IPAddress, port: int) -> None:
     verdict = check_destination(addr, port, ())
-    if verdict is None and not _known_reserved_v6_gap(addr):
+    if verdict is None:
         assert _publicly_routable(addr), addr
         assert port not in CONTROL_PLANE_PORTS and not is_metadata(addr)
-    if port in CONTROL_PLANE_PORTS or not (
-        _publicly_routable(addr) or _known_reserved_v6_gap(addr)
-    ):
+    if port in CONTROL_PLANE_PORTS or not _publicly_routable(addr):
         assert verdict is not None
 
 
@@ -95,15 +84,10 @@ def test_allowed_ips_restricts_and_never_opens_metadata_or_control_plane(
     v4 = _v4_view(addr)
     candidates = [addr] if v4 is None else [addr, v4]
     covered = any(a.version == n.version and a in n for a in candidates for n in nets)
-    assert covered or (not nets and (_publicly_routable(addr) or _known_reserved_v6_gap(addr)))
+    assert covered or (not nets and _publicly_routable(addr))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: IPv6 reserved/unassigned space outside 2000::/3 (e.g. ::1:0:0 in ::/8, "
-    "4000::1, fe00::1) passes check_destination without an allowed_ips opt-in; "
-    "Python's is_global is True for it while is_reserved is True too",
-)
+# Was a finding (fixed in proxy/egress.py): IPv6 outside 2000::/3 passed without opt-in.
 @pytest.mark.parametrize("text", ["::1:0:0", "4000::1", "100:0:0:1::1", "fe00::1", "e000::1"])
 def test_reserved_ipv6_space_refused(text: str) -> None:
     assert check_destination(ipaddress.IPv6Address(text), 443, ()) is not None
@@ -120,8 +104,13 @@ def test_cleartext_injection_only_to_loopback_or_service_hosts(host: str) -> Non
     if not cleartext_injection_allowed(host):
         return
     try:
-        assert ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
+        ip = None
+    if ip is not None:
+        mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+        assert ip.is_loopback or (mapped is not None and mapped.is_loopback)
+    else:
         labels = host.split(".")
         assert host == "localhost" or (
             len(labels) in (3, 5) and labels[2] == "svc" and all(labels)
