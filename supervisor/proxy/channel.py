@@ -1,8 +1,10 @@
-"""Byte channels (plain stream, server-side TLS over a channel) and a buffered HTTP reader.
+"""Byte channels (plain stream, TLS over a channel) and a buffered HTTP reader.
 
-The agent-side TLS of an intercepted tunnel uses an ``ssl.SSLObject`` over memory BIOs
-instead of ``start_tls``: bytes already read while sniffing the tunnel (to tell TLS from
-plain HTTP) can then be handed to the TLS layer instead of being lost.
+TLS is an ``ssl.SSLObject`` over memory BIOs on both sides instead of ``start_tls`` /
+``open_connection(ssl=...)``. Agent side: bytes already read while sniffing the tunnel (to
+tell TLS from plain HTTP) can be handed to the TLS layer instead of being lost. Upstream
+side: asyncio's SSL transport keeps a 256 KiB zero-filled buffer per connection, resident
+for as long as the connection sits in the pool (32 MiB for a full pool of one host).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from supervisor.proxy.http1 import (
 )
 
 READ_SIZE = 256 * 1024
+# SSL_read hands out at most one record (16 KiB) per call: a larger request only makes
+# every read allocate (and shrink) a larger buffer.
+_TLS_READ = 64 * 1024
 
 
 class Channel(Protocol):
@@ -67,14 +72,28 @@ class PlainChannel:
             self.writer.write_eof()
 
 
-class TlsServerChannel:
-    """Server side of TLS spoken over another channel (the agent's CONNECT tunnel)."""
+class TlsChannel:
+    """TLS spoken over another channel: the server side of an agent's intercepted tunnel,
+    or the client side of an upstream connection (``server_hostname`` is then verified by
+    the context's own rules)."""
 
-    def __init__(self, raw: Channel, context: ssl.SSLContext, initial: bytes) -> None:
+    __slots__ = ("_in", "_obj", "_out", "_raw")
+
+    def __init__(
+        self,
+        raw: Channel,
+        context: ssl.SSLContext,
+        initial: bytes = b"",
+        *,
+        server_side: bool = True,
+        server_hostname: str | None = None,
+    ) -> None:
         self._raw = raw
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
-        self._obj = context.wrap_bio(self._in, self._out, server_side=True)
+        self._obj = context.wrap_bio(
+            self._in, self._out, server_side=server_side, server_hostname=server_hostname
+        )
         if initial:
             self._in.write(initial)
 
@@ -100,11 +119,12 @@ class TlsServerChannel:
                 break
             except ssl.SSLWantReadError:
                 if not await self._pull():
-                    raise ConnectionError("agent closed during TLS handshake") from None
+                    raise ConnectionError("peer closed during TLS handshake") from None
         self._flush()
         await self._raw.drain()
 
     async def read(self, n: int) -> bytes:
+        n = min(n, _TLS_READ)
         while True:
             try:
                 return self._obj.read(n)
@@ -132,6 +152,9 @@ class TlsServerChannel:
 
     def usable(self) -> bool:
         return self._raw.usable()
+
+
+TlsServerChannel = TlsChannel  # the agent side's name in the server
 
 
 class Conn:

@@ -549,7 +549,7 @@ class ProxyServer:
         retry = up is not None and not req.has_body
         while True:
             up = await self._open(key, addr, up, nets)
-            upc = up.plain
+            upc = up.ch
             try:
                 upc.write(head)
                 if decoder is not None and not decoder.done:
@@ -730,7 +730,7 @@ class ProxyServer:
         loop = asyncio.get_running_loop()
         last = [loop.time()]
         if agent.buf:
-            up.plain.write(bytes(agent.buf))
+            up.ch.write(bytes(agent.buf))
             agent.buf.clear()
 
         async def pump(src: Channel, dst: PlainChannel | Channel) -> None:
@@ -749,8 +749,8 @@ class ProxyServer:
                     dst.write_eof()
 
         tasks = {
-            asyncio.create_task(pump(agent.ch, up.plain)),
-            asyncio.create_task(pump(up.plain, agent.ch)),
+            asyncio.create_task(pump(agent.ch, up.ch)),
+            asyncio.create_task(pump(up.ch, agent.ch)),
         }
         idle = self.limits.tunnel_idle_timeout
         try:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from supervisor.profiles.model import IPNetwork
 from supervisor.proxy import errors
-from supervisor.proxy.channel import READ_SIZE, Conn, PlainChannel
+from supervisor.proxy.channel import READ_SIZE, Channel, Conn, PlainChannel, TlsChannel
 from supervisor.proxy.egress import IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError
 
@@ -59,13 +59,13 @@ async def resolve_checked(
 class Upstream:
     """One upstream connection: its buffered reader and the address it was checked for."""
 
-    __slots__ = ("addr", "checked_for", "conn", "idle_since", "key", "plain", "reused")
+    __slots__ = ("addr", "ch", "checked_for", "conn", "idle_since", "key", "reused")
 
-    def __init__(self, key: PoolKey, addr: IPAddress, plain: PlainChannel) -> None:
+    def __init__(self, key: PoolKey, addr: IPAddress, ch: Channel) -> None:
         self.key = key
         self.addr = addr
-        self.plain = plain
-        self.conn = Conn(plain)
+        self.ch = ch  # a PlainChannel, or a TlsChannel over one for https
+        self.conn = Conn(ch)
         self.idle_since = 0.0
         self.reused = False
         # The allowed_ips tuple ``addr`` was last admitted under: the SSRF check is a pure
@@ -73,7 +73,7 @@ class Upstream:
         self.checked_for: tuple[IPNetwork, ...] | None = None
 
     def close(self) -> None:
-        self.plain.close()
+        self.ch.close()
 
 
 async def open_upstream(
@@ -83,32 +83,45 @@ async def open_upstream(
     tls: ssl.SSLContext | None,
     timeout: float,
 ) -> Upstream:
+    """Connect to the checked ``addr`` (and do TLS for ``host``) within ``timeout``."""
     _scheme, host, port = key
+    plain: PlainChannel | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                str(addr),
-                port,
-                ssl=tls,
-                server_hostname=host if tls is not None else None,
-                limit=READ_SIZE,
-            )
+            reader, writer = await asyncio.open_connection(str(addr), port, limit=READ_SIZE)
+            plain = PlainChannel(reader, writer)
+            if tls is None:
+                return Upstream(key, addr, plain)
+            ch = TlsChannel(plain, tls, server_side=False, server_hostname=host)
+            await ch.handshake()
+            return Upstream(key, addr, ch)
     except ssl.SSLCertVerificationError as exc:
+        _close(plain)
         raise ProxyError(
             errors.UPSTREAM_UNREACHABLE,
             f"{host}:{port}: certificate verification failed ({exc.verify_message})",
         ) from exc
     except ssl.SSLError as exc:
+        _close(plain)
         raise ProxyError(
             errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: TLS handshake failed ({exc.reason})"
         ) from exc
     except TimeoutError as exc:
+        _close(plain)
         raise ProxyError(errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: connect timed out") from exc
     except OSError as exc:
+        _close(plain)
         raise ProxyError(
             errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: {exc.strerror or 'connect failed'}"
         ) from exc
-    return Upstream(key, addr, PlainChannel(reader, writer))
+    except BaseException:
+        _close(plain)
+        raise
+
+
+def _close(plain: PlainChannel | None) -> None:
+    if plain is not None:
+        plain.close()
 
 
 class Pool:
@@ -126,14 +139,14 @@ class Pool:
         now = time.monotonic()
         while dq:
             up = dq.pop()  # most recently used: the likeliest to be alive
-            if now - up.idle_since < self._max_age and up.plain.usable() and not up.conn.buf:
+            if now - up.idle_since < self._max_age and up.ch.usable() and not up.conn.buf:
                 up.reused = True
                 return up
             up.close()
         return None
 
     def give(self, up: Upstream) -> None:
-        if not up.plain.usable() or up.conn.buf:
+        if not up.ch.usable() or up.conn.buf:
             up.close()
             return
         dq = self._idle.setdefault(up.key, collections.deque())
@@ -147,7 +160,7 @@ class Pool:
         for key in list(self._idle):
             dq = self._idle[key]
             keep = collections.deque(
-                u for u in dq if now - u.idle_since < self._max_age and u.plain.usable()
+                u for u in dq if now - u.idle_since < self._max_age and u.ch.usable()
             )
             for u in dq:
                 if u not in keep:

@@ -237,3 +237,31 @@ def test_interceptor_without_certificate_closes_tunnel(make_env: Any) -> None:
     assert env.upstream.connections == 0
     env.audit.close()
     assert "no interception certificate" in open(env.audit_path).read()
+
+
+def test_upstream_name_is_verified_against_its_certificate(tmp_path: Path) -> None:
+    """The upstream TLS client verifies the endpoint's host name, not only the chain."""
+    env, ca_path, _ = _tls_env(tmp_path, trust_upstream=True)
+
+    async def resolver(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    try:
+        env.proxy._resolver = resolver  # "upstream.test" -> 127.0.0.1; its cert names the IP
+        ep = endpoint("upstream.test", env.upstream.port, tls="terminate")
+        env.policy.endpoints.append(ep)
+        env.policy.bindings.append(binding(ep))
+        s = env.connect()
+        a = f"upstream.test:{env.upstream.port}"
+        s.sendall(f"CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n".encode())
+        assert recv_response(s, head_only=True)[0] == 200
+        client = ssl.create_default_context(cafile=str(ca_path))
+        client.check_hostname = False  # the test interceptor's leaf names 127.0.0.1
+        with client.wrap_socket(s, server_hostname="upstream.test") as tls:
+            tls.sendall(f"GET / HTTP/1.1\r\nHost: {a}\r\n\r\n".encode())
+            status, hdrs, body = recv_response(tls)  # type: ignore[arg-type]
+        assert status == 502 and hdrs["x-openshell-proxy-error"] == "upstream_unreachable"
+        assert "certificate verification failed" in json.loads(body)["detail"]
+        assert env.upstream.requests == 0
+    finally:
+        env.close()
