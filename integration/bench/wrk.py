@@ -65,7 +65,12 @@ class LoadResult:
     percentiles_us: dict[str, float] = field(default_factory=dict)  # for the plot
     errors: dict[str, int] = field(default_factory=dict)
     raw: str = ""
-    repeats_rps: list[float] = field(default_factory=list)  # every repeat, this one included
+    # Every round's summary, this one included: {"rps", "p50_us", "p99_us", "valid"}.
+    rounds: list[dict[str, float | bool]] = field(default_factory=list)
+
+    @property
+    def repeats_rps(self) -> list[float]:
+        return [float(r["rps"]) for r in self.rounds]
 
     @property
     def error_count(self) -> int:
@@ -86,12 +91,16 @@ class LoadResult:
 def pick_representative(runs: list[LoadResult]) -> LoadResult:
     """Of repeated runs, the valid one with the highest req/s (the least disturbed by other
     load on a shared machine; applied to every target alike, so ratios stay fair). Every
-    repeat's req/s is kept on the chosen one."""
+    round's summary is kept on the chosen one."""
     if not runs:
         raise ValueError("no runs")
     valid = [r for r in runs if r.valid]
     best = max(valid or runs, key=lambda r: r.rps)
-    best.repeats_rps = [r.rps for r in runs]
+    best.rounds = [
+        {"rps": r.rps, "p50_us": r.latency_us.get("p50", 0.0),
+         "p99_us": r.latency_us.get("p99", 0.0), "valid": r.valid}
+        for r in runs
+    ]  # fmt: skip
     return best
 
 

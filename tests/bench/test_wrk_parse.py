@@ -111,5 +111,7 @@ def test_pick_representative_prefers_valid_then_fastest() -> None:
     chosen = pick_representative([fast_bad, slow, quick])
     assert chosen is quick
     assert chosen.repeats_rps == [99_999.0, 100.0, 200.0]
+    assert [r["valid"] for r in chosen.rounds] == [False, True, True]
+    assert chosen.rounds[2]["p50_us"] == 76.0
     with pytest.raises(ValueError):
         pick_representative([])
