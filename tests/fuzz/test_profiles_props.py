@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import urllib.parse
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,14 +36,31 @@ _urls = st.one_of(
 def test_load_time_rule_implies_run_time_rule(url: str) -> None:
     if check_token_endpoint(url) is not None:
         return
-    assert endpoint_allowed(url), url  # validated profiles never fail closed at run time
     parts = urllib.parse.urlsplit(url)
+    if not (parts.hostname or "").endswith("."):  # test_trailing_dot_hosts_agree (xfail)
+        assert endpoint_allowed(url), url  # validated profiles never fail closed at run time
     assert parts.scheme.lower() in ("http", "https") and parts.hostname
     assert "@" not in parts.netloc and not any(ord(c) < 0x21 or ord(c) == 0x7F for c in url)
     if parts.scheme.lower() == "http":
-        host = parts.hostname
+        host = parts.hostname.rstrip(".")
         try:
             assert ipaddress.ip_address(host).is_loopback
         except ValueError:
             labels = host.split(".")
             assert host == "localhost" or "svc" in labels[2:3], host
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: an http token endpoint whose host ends with '.' (localhost., "
+    "name.ns.svc., 127.0.0.1.) passes check_token_endpoint at load time but "
+    "grants.exchange.endpoint_allowed refuses it, so every grant fails closed (502) at run "
+    "time; the two rules must agree (refusing at load time is the safer fix)",
+)
+@pytest.mark.parametrize(
+    "url",
+    ["http://localhost./t", "http://issuer.auth.svc./t", "http://127.0.0.1./t",
+     "http://issuer.auth.svc.cluster.local./t"],
+)  # fmt: skip
+def test_trailing_dot_hosts_agree(url: str) -> None:
+    assert (check_token_endpoint(url) is None) == endpoint_allowed(url)
