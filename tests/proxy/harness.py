@@ -217,13 +217,14 @@ class Env:
         tokens: FakeTokens,
         audit_path: str | None,
         limits: Limits | None = None,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
         **proxy_kw: Any,
     ) -> None:
         self.policy = policy
         self.tokens = tokens
         self.audit_path = audit_path
         self.audit = AuditLog(audit_path)
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop_factory()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.upstream = Upstream()

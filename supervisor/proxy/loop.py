@@ -1,0 +1,23 @@
+"""The proxy's event loop: uvloop when it is installed, asyncio's own loop otherwise.
+
+uvloop cut the proxy's CPU per request by about a fifth at 32 keep-alive connections on
+the 2-core bench machine; the proxy does not depend on it (its TLS runs over memory BIOs,
+not the loop's SSL transport, and it uses only the portable transport API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: for a start-up log line."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
