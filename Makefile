@@ -7,6 +7,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.stamp-install
 PYTEST_ARGS ?=
+FUZZ_SECONDS ?= 60
+SOAK_MINUTES ?= 10
 
 .PHONY: all install test lint typecheck unit demo bench fuzz soak clean
 
@@ -38,6 +40,16 @@ demo: $(STAMP)
 bench: $(STAMP)
 	scripts/bootstrap-system.sh bench
 	$(BIN)/python -m integration.bench.run
+
+# Coverage-guided fuzzing (atheris) of the HTTP head parser and the token response
+# validator; FUZZ_SECONDS per target. Findings land in fuzz/findings/.
+fuzz: $(STAMP)
+	$(BIN)/pip install -q 'atheris>=3.0'
+	$(BIN)/python -m fuzz.run --target all --seconds $(FUZZ_SECONDS)
+
+# Mixed traffic with injected faults for SOAK_MINUTES; exits non-zero if a target is missed.
+soak: $(STAMP)
+	$(BIN)/python -m integration.soak.run --minutes $(SOAK_MINUTES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -7,15 +7,14 @@ except a validated token, its lifetime, and the sanitized ``error``/``error_desc
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
-import unicodedata
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from supervisor.grants.errors import GrantError
+from supervisor.profiles.hosts import cleartext_allowed_host
 from supervisor.profiles.model import ASSERTION_TYPES, GrantSpec
 
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -48,19 +47,12 @@ def endpoint_allowed(url: str) -> bool:
     if not host or parts.username is not None or parts.password is not None:
         return False
     if parts.scheme == "https":
-        return True
+        return not host.endswith(".")
     if parts.scheme != "http":
         return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    labels = host.split(".")
-    return (len(labels) == 3 and labels[2] == "svc") or (
-        len(labels) == 5 and labels[2:] == ["svc", "cluster", "local"]
-    )
+    # The load-time rule, in one place (supervisor.profiles.hosts); a trailing dot is
+    # refused there too, so both checks always agree.
+    return not host.endswith(".") and cleartext_allowed_host(host)
 
 
 def build_form(spec: GrantSpec, svid: str) -> dict[str, str]:
@@ -81,12 +73,9 @@ def build_form(spec: GrantSpec, svid: str) -> dict[str, str]:
 
 
 def sanitize_text(value: str, limit: int = MAX_ERROR_FIELD) -> str:
-    """Replace control/format/separator characters with '?' and cut to ``limit`` characters."""
-    out = [
-        "?" if unicodedata.category(ch)[0] == "C" or ch in "\u2028\u2029" else ch
-        for ch in value[:limit]
-    ]
-    return "".join(out)
+    """Replace every non-printable character (controls, format characters, line/paragraph
+    separators, non-ASCII spaces) with '?' and cut to ``limit`` characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
 
 
 def sanitize_error_body(body: bytes) -> dict[str, str]:

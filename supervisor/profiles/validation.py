@@ -96,6 +96,9 @@ def check_token_endpoint(url: str) -> str | None:
         return f"has an invalid host: {exc}"
     if "*" in hostname:
         return "host must not be a pattern"
+    if hostname.endswith("."):
+        # 'localhost.' / '127.0.0.1.' would go to DNS, not to the loopback the rule allows
+        return "host must not end with '.'"
     if scheme == "http" and not cleartext_allowed_host(hostname):
         return (
             "must use https: http is only allowed for loopback hosts (localhost, "

@@ -37,30 +37,27 @@ def test_load_time_rule_implies_run_time_rule(url: str) -> None:
     if check_token_endpoint(url) is not None:
         return
     parts = urllib.parse.urlsplit(url)
-    if not (parts.hostname or "").endswith("."):  # test_trailing_dot_hosts_agree (xfail)
-        assert endpoint_allowed(url), url  # validated profiles never fail closed at run time
+    assert endpoint_allowed(url), url  # validated profiles never fail closed at run time
     assert parts.scheme.lower() in ("http", "https") and parts.hostname
     assert "@" not in parts.netloc and not any(ord(c) < 0x21 or ord(c) == 0x7F for c in url)
     if parts.scheme.lower() == "http":
         host = parts.hostname.rstrip(".")
         try:
-            assert ipaddress.ip_address(host).is_loopback
+            ip = ipaddress.ip_address(host)
         except ValueError:
             labels = host.split(".")
             assert host == "localhost" or "svc" in labels[2:3], host
+        else:
+            mapped = getattr(ip, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+            assert ip.is_loopback or (mapped is not None and mapped.is_loopback), host
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: an http token endpoint whose host ends with '.' (localhost., "
-    "name.ns.svc., 127.0.0.1.) passes check_token_endpoint at load time but "
-    "grants.exchange.endpoint_allowed refuses it, so every grant fails closed (502) at run "
-    "time; the two rules must agree (refusing at load time is the safer fix)",
-)
+# Was a finding: a trailing-dot host passed at load time and failed every grant at run
+# time. Both checks now refuse it (validation names the reason).
 @pytest.mark.parametrize(
     "url",
     ["http://localhost./t", "http://issuer.auth.svc./t", "http://127.0.0.1./t",
      "http://issuer.auth.svc.cluster.local./t"],
 )  # fmt: skip
 def test_trailing_dot_hosts_agree(url: str) -> None:
-    assert (check_token_endpoint(url) is None) == endpoint_allowed(url)
+    assert check_token_endpoint(url) is not None and not endpoint_allowed(url)
