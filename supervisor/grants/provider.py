@@ -234,12 +234,34 @@ def create_token_provider(
     max_entries: int = cachemod.DEFAULT_MAX_ENTRIES,
 ) -> TokenProvider:
     """The production provider. Call from inside the proxy's running event loop."""
-    from supervisor.grants.http_client import TokenEndpointClient
     from supervisor.grants.workload import WorkloadSvidSource
 
     svids = WorkloadSvidSource(spiffe_socket)
-    exchanger = TokenEndpointClient(timeout=grant_timeout, ca_bundle=ca_bundle)
+    exchanger = _DeferredExchanger(timeout=grant_timeout, ca_bundle=ca_bundle)
     return TokenProvider(svids, exchanger, max_entries=max_entries)
+
+
+class _DeferredExchanger:
+    """Builds the token endpoint client (httpx: ~60 ms of imports) on the first grant, so
+    the supervisor's start-up, which runs beside the agent's, does not pay for it. A
+    bad --ca-bundle is caught at start by the proxy's own upstream context, which loads
+    the same file."""
+
+    def __init__(self, *, timeout: float, ca_bundle: str | None) -> None:
+        self._timeout = timeout
+        self._ca_bundle = ca_bundle
+        self._client: TokenExchanger | None = None
+
+    async def exchange(self, spec: GrantSpec, svid: str) -> TokenResponse:
+        if self._client is None:
+            from supervisor.grants.http_client import TokenEndpointClient
+
+            self._client = TokenEndpointClient(timeout=self._timeout, ca_bundle=self._ca_bundle)
+        return await self._client.exchange(spec, svid)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def _checked(token: str) -> str:
