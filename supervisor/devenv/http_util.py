@@ -5,12 +5,23 @@ from __future__ import annotations
 import http.client
 import json
 import ssl
+import sys
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_FETCH_BYTES = 1 << 20
+
+
+class _QuietHTTPServer(ThreadingHTTPServer):
+    """A client that goes away mid-answer (e.g. a grant timeout) is normal here, not an
+    error worth a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class LoopbackHTTPServer:
@@ -23,7 +34,7 @@ class LoopbackHTTPServer:
         port: int,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server = _QuietHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._scheme = "http"
         if tls is not None:
