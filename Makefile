@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml scripts/bootstrap-system.sh
 	scripts/bootstrap-system.sh build test
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
-	$(BIN)/pip install -q -e '.[test]'
+	# compat mode: a plain .pth path entry instead of an import-hook finder (~20 ms per start)
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
 	# Byte-compile now: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
 	# start would otherwise compile the package from source (~0.2 s per `run`).
 	$(BIN)/python -m compileall -q supervisor
