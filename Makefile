@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml scripts/bootstrap-system.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null
 	# compat mode: a plain .pth path entry instead of an import-hook finder (~20 ms per start)
-	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(BIN)/pip install -q -e '.[test]' --config-settings editable_mode=compat 2>/dev/null \
+	  || $(BIN)/pip install -q -e '.[test]'
 	# Byte-compile now: with PYTHONDONTWRITEBYTECODE set (as on these machines) every
 	# start would otherwise compile the package from source (~0.2 s per `run`).
 	$(BIN)/python -m compileall -q supervisor
