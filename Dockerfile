@@ -7,8 +7,9 @@
 # no_new_privs, and the supervisor's proxy as its only way out.
 #
 # Required capabilities (grant exactly these; drop the rest):
-#   SYS_ADMIN   unshare mount/network/PID namespaces, tmpfs over the Workload API socket's
-#               directory, /proc of the agent, setns
+#   SYS_ADMIN   unshare mount/network/PID/IPC namespaces, tmpfs over the Workload API
+#               socket's directory, /proc and /sys (sysfs, remounted read-only) of the
+#               agent, setns
 #   SYS_CHROOT  setns into a mount namespace (the kernel requires it beside SYS_ADMIN)
 #   NET_ADMIN   bring up lo in the agent's network namespace
 #   SETUID, SETGID  switch to the agent's uid, gid and groups
@@ -18,10 +19,12 @@
 # Seccomp: the runtimes' default profiles allow unshare/setns/mount/umount2 only when
 # CAP_SYS_ADMIN is granted, and then for every process in the container, including user
 # namespaces for the agent. Use deploy/seccomp/openshell-supervisor.json: the default shape
-# plus mount/umount2/setns/unshare/clone for the supervisor, never CLONE_NEWUSER. As a last
-# resort, seccomp=unconfined.
+# plus mount/umount2/setns/unshare/clone for the supervisor, never CLONE_NEWUSER (setsid,
+# prctl and seccomp, with which the sandbox's init loads the agent's own filter, are in the
+# default shape). As a last resort, seccomp=unconfined.
 # AppArmor: docker-default (and containerd's default) deny mount(2): run with
-# apparmor=unconfined or a custom profile that allows the tmpfs and proc mounts.
+# apparmor=unconfined or a custom profile that allows the tmpfs, proc and sysfs mounts and
+# the read-only bind remount of /sys.
 #
 # Example (the Workload API socket directory must be dedicated, never /run, /tmp, /var...):
 #   docker build -t openshell-supervisor:0.1.0 .
@@ -66,9 +69,14 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libcap2 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
+# Byte-compile the package at build time (and fail the build on a file that does not
+# compile): the supervisor starts from .pyc files, with nothing to compile or write at start.
 COPY --from=builder /wheels /wheels
 RUN pip install --no-cache-dir --no-index --find-links /wheels openshell-supervisor \
- && rm -rf /wheels
+ && rm -rf /wheels \
+ && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+ && test -f "$site/supervisor/__init__.py" \
+ && python -m compileall -q "$site/supervisor"
 
 # The agent's identity: nobody:nogroup (65534), the supervisor's default --user. Fail the
 # build if the base image lacks it. The agent's working directory is the only place it owns.
@@ -80,7 +88,6 @@ RUN getent passwd 65534 && getent group 65534 \
 
 ENV OPENSHELL_SUPERVISOR_PROFILES=/etc/openshell/profiles/profiles.yaml \
     SPIFFE_ENDPOINT_SOCKET=unix:///spiffe-workload-api/spire-agent.sock \
-    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 
 WORKDIR /workspace

@@ -6,7 +6,10 @@ container runtimes' default profile for a container *without* CAP_SYS_ADMIN, plu
 exactly what the supervisor needs for its namespaces:
 
 * ``mount``, ``umount2``, ``setns``: allowed (tmpfs over the socket directory, a
-  private ``/``, ``/proc`` of the agent's PID namespace, entering namespaces);
+  private ``/``, ``/proc`` of the agent's PID namespace, a fresh ``/sys`` for its network
+  namespace and its read-only bind remount, entering namespaces);
+* ``setsid``, ``prctl``, ``seccomp``: allowed like in the default profile (the sandbox's
+  init starts a session, sets ``no_new_privs`` and loads the agent's own filter);
 * ``unshare`` and ``clone``: allowed unless the flags contain ``CLONE_NEWUSER``: the
   supervisor never creates a user namespace, and refusing it keeps the agent away from
   the kernel surface that unprivileged user namespaces expose;

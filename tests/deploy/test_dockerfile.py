@@ -50,6 +50,24 @@ def test_runtime_has_no_toolchain_and_installs_from_wheels_only() -> None:
     assert [c.value for c in copies] == ["--from=builder /wheels /wheels"]
 
 
+def test_runtime_byte_compiles_the_installed_package() -> None:
+    runs = [i.value for i in final("RUN")]
+    (install,) = [r for r in runs if "pip install" in r]
+    assert "--no-compile" not in install
+    # In the same layer, after the install, on the package in site-packages; the build
+    # fails if the package is not where compileall looks (compileall alone exits 0 then).
+    pip_at = install.index("pip install")
+    compile_at = install.index("python -m compileall")
+    assert pip_at < compile_at
+    assert 'sysconfig.get_path("purelib")' in install
+    assert 'test -f "$site/supervisor/__init__.py"' in install
+    assert install[compile_at:].split("&&")[0].strip().endswith('"$site/supervisor"')
+    # ... and nothing tells Python to ignore or skip bytecode at run time.
+    for inst in DOCKERFILE.instructions:
+        assert "PYTHONDONTWRITEBYTECODE" not in inst.value, inst
+    assert "PYTHONDONTWRITEBYTECODE" not in dockerfile.env(DOCKERFILE, FINAL)
+
+
 def test_entrypoint_is_the_supervisor_in_exec_form() -> None:
     (entrypoint,) = final("ENTRYPOINT")
     assert entrypoint.json_args() == ["openshell-supervisor", "run", "--"]
