@@ -35,6 +35,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import prctl
+
+from supervisor.sandbox.seccomp import SeccompSetupError, install_agent_filter
+from tests.deploy.seccomp_oci import load_profile, syscall_number
+
 ROOT = Path(__file__).resolve().parents[2]
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -135,8 +140,6 @@ def mount(
 
 
 def raw_syscall(name: str, *args: int) -> None:
-    from tests.deploy.seccomp_oci import syscall_number
-
     number = syscall_number(name)
     if number < 0:
         raise OSError(errno.ENOSYS, f"{name} unknown here")
@@ -152,8 +155,6 @@ def _lo_up() -> None:
 
 def _restrict(caps: Sequence[str]) -> None:
     """Keep only ``caps`` in the bounding, permitted and effective sets (uid stays 0)."""
-    import prctl
-
     values = [getattr(prctl, f"CAP_{c}") for c in caps]
     prctl.cap_inheritable.limit()
     prctl.capbset.limit(*values)
@@ -162,14 +163,12 @@ def _restrict(caps: Sequence[str]) -> None:
 
 
 class _Log:
-    """Step results, written as JSON lines to a pipe shared by every process of the probe."""
+    """Step results as JSON lines on one pipe (stdout) shared by every process of the probe."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
 
     def step(self, name: str, action: Callable[[], object]) -> bool:
-        from supervisor.sandbox.seccomp import SeccompSetupError
-
         try:
             action()
         except OSError as err:
@@ -218,8 +217,6 @@ def _sys_shows_only_lo() -> None:
 
 
 def _drop_bounding() -> None:
-    import prctl
-
     with open("/proc/sys/kernel/cap_last_cap") as f:
         last = int(f.read())
     for cap in range(last + 1):
@@ -227,17 +224,9 @@ def _drop_bounding() -> None:
 
 
 def _no_new_privs() -> None:
-    import prctl
-
     prctl.set_no_new_privs(1)
     if prctl.get_no_new_privs() != 1:
         raise CheckFailed("no_new_privs is not set")
-
-
-def _agent_filter() -> None:
-    from supervisor.sandbox.seccomp import install_agent_filter
-
-    install_agent_filter()
 
 
 def _init(log: _Log, sanitized: int, agent_net: int) -> None:
@@ -257,7 +246,7 @@ def _init(log: _Log, sanitized: int, agent_net: int) -> None:
             ("init: setresgid", lambda: os.setresgid(AGENT_ID, AGENT_ID, AGENT_ID)),
             ("init: setresuid", lambda: os.setresuid(AGENT_ID, AGENT_ID, AGENT_ID)),
             ("init: no_new_privs", _no_new_privs),
-            ("init: load the agent's seccomp filter", _agent_filter),
+            ("init: load the agent's seccomp filter", install_agent_filter),
         ]
     )
 
@@ -309,8 +298,6 @@ def _supervisor(
     """Child: restrict itself like the container, then run the design's steps."""
     _restrict(caps)
     if profile is not None:
-        from tests.deploy.seccomp_oci import load_profile
-
         load_profile(profile)
     os.waitpid(_in_child(log, lambda: _setup(log, socket_dir)), 0)
     log.step(SIGNAL_STEP, lambda: os.kill(victim, signal.SIGTERM))
