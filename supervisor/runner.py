@@ -105,6 +105,7 @@ class _Supervision:
         self.loader = loader
         self.services: Services | None = None
         self.reload_requested = False
+        self.finished = False  # the init has been reaped (its pid may be reused)
         # What was loaded at start: a change since then is caught by the first poll.
         self.fingerprint = _loaded_fingerprint(loaded, settings.profiles)
         self._wake_r, self._wake_w = os.pipe()
@@ -178,6 +179,7 @@ class _Supervision:
         while True:
             status = self._reap()
             if status is not None:
+                self.finished = True
                 return status
             timeout = max(0.0, next_poll - time.monotonic())
             readable, _, _ = select.select([self._wake_r], [], [], timeout)
@@ -225,21 +227,19 @@ def _outcome(init: InitProcess, status: int, command_name: str) -> int:
     return exit_code_of(status)
 
 
-def _wait_services_ready(
-    services: Services, init: InitProcess, supervision: _Supervision
-) -> None:
-    """The proxy finishes starting while the agent execs; if it cannot, kill the agent and
-    fail the run (125): the agent never runs without its proxy."""
-    wait_ready = getattr(services, "wait_ready", None)
-    if wait_ready is None:
+def _watch_services(services: Services, init: InitProcess, supervision: _Supervision) -> None:
+    """The proxy finishes starting while the agent runs; if it cannot, the agent is killed
+    and ``run`` fails (125): an agent never runs on without its proxy. Nobody waits for the
+    proxy otherwise, so a short-lived agent is not slowed by the proxy's start-up."""
+    watch = getattr(services, "watch", None)
+    if watch is None:
         return
-    try:
-        wait_ready()
-    except BaseException:
-        init.signal(signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            supervision.wait()
-        raise
+
+    def on_failure(_failure: BaseException) -> None:
+        if not supervision.finished:
+            init.signal(signal.SIGKILL)
+
+    watch(on_failure)
 
 
 def _abort_init(init: InitProcess) -> None:
@@ -314,8 +314,11 @@ def run_supervisor(
                     _abort_init(init)
                     raise
                 init.start(env)
-                _wait_services_ready(services, init, supervision)
+                _watch_services(services, init, supervision)
                 status = supervision.wait()
+                failure = getattr(services, "failure", None)
+                if failure is not None:
+                    raise failure
             finally:
                 services.stop()
         return _outcome(init, status, settings.command[0])

@@ -9,20 +9,20 @@ after the agent's init process was forked.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import os
 import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from supervisor.settings import RunSettings, SetupError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from supervisor.audit import AuditLog
     from supervisor.grants.provider import TokenProvider
     from supervisor.profiles.matcher import PolicyTable
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
     from supervisor.proxy.server import ProxyServer
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 _STOP_TIMEOUT = 5.0
 
@@ -55,33 +53,36 @@ class _NoWorkloadApi:
 
 
 class Services:
-    """Handle on the running proxy; every method is called from the supervisor's main thread."""
+    """Handle on the proxy thread; public methods are called from the supervisor's main thread.
+
+    The thread imports the proxy stack, creates its event loop and starts the server while
+    the runner spawns the agent (the listening socket already queues connections, so an
+    early request waits instead of failing). Nothing of asyncio is imported on the main
+    thread before the agent runs.
+    """
 
     def __init__(self, settings: RunSettings, profiles: ProfileSet) -> None:
         self._settings = settings
         self._table: PolicyTable = profiles.table
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run_loop, name="proxy-loop", daemon=True)
+        self._profiles_for_event = profiles
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()  # set when start succeeded or failed
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._on_failure: Callable[[SetupError], None] | None = None
+        self.failure: SetupError | None = None
         self._server: ProxyServer | None = None
         self._provider: TokenProvider | _NoWorkloadApi | None = None
         self._audit: AuditLog | None = None
         self._ca: SandboxCA | None = None
         self._bundle_dir: str | None = None
         self.extra_env: dict[str, str] = {}
-        self._starting: concurrent.futures.Future[None] | None = None
-        self._profiles_for_event = profiles
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout)
-
-    def start(self, profiles: ProfileSet, listen_sock: socket.socket) -> None:
+    def start(self, listen_sock: socket.socket) -> None:
+        """Synchronous part (audit log, CA bundles), then the proxy thread."""
         from supervisor.audit import AuditLog
 
         settings = self._settings
@@ -89,37 +90,69 @@ class Services:
             self._audit = AuditLog(settings.audit_log)
         except OSError as err:
             raise SetupError("--audit-log", f"cannot open {settings.audit_log!r}: {err}") from None
-        self._prepare_tls(profiles)
-        self._thread.start()
-        # The proxy starts (and imports its stack) on its own thread while the runner
-        # spawns the agent: the listening socket already accepts into its backlog, so an
-        # early agent request waits a few milliseconds instead of failing. The runner
-        # calls wait_ready() right after the spawn and fails closed (125) on error.
-        self._starting = asyncio.run_coroutine_threadsafe(
-            self._start_async(listen_sock), self._loop
+        self._prepare_tls(self._profiles_for_event)
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(listen_sock,), name="proxy-loop", daemon=True
         )
-        self._profiles_for_event = profiles
+        self._thread.start()
+
+    def watch(self, on_failure: Callable[[SetupError], None]) -> None:
+        """Call ``on_failure`` (from the proxy thread, or now) if the proxy cannot start.
+
+        The runner kills the agent there: an agent never runs on without its proxy."""
+        with self._lock:
+            failure = self.failure
+            if failure is None:
+                self._on_failure = on_failure
+        if failure is not None:
+            on_failure(failure)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until the proxy serves; raise SetupError (and stop) if it cannot."""
-        if self._starting is None:
-            return
-        starting, self._starting = self._starting, None
+        """Block until the proxy serves; raise SetupError if it cannot."""
+        if not self._ready.wait(timeout):
+            raise SetupError("proxy", f"not serving after {timeout:.0f} s")
+        if self.failure is not None:
+            raise self.failure
+
+    def _thread_main(self, listen_sock: socket.socket) -> None:
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
         try:
-            starting.result(timeout)
-        except SetupError:
-            self.stop()
-            raise
+            loop.run_until_complete(self._start_async(listen_sock))
         except Exception as err:
-            self.stop()
-            raise SetupError("proxy", f"could not start: {err}") from None
-        assert self._audit is not None
-        profiles = self._profiles_for_event
-        self._audit.config_event(
-            "supervisor started",
-            profiles=[p.id for p in profiles.profiles],
-            bindings=len(profiles.bindings),
-        )
+            failure = err if isinstance(err, SetupError) else SetupError(
+                "proxy", f"could not start: {err}"
+            )
+            self._fail(failure)
+            loop.run_until_complete(self._stop_async())
+            loop.close()
+            return
+        if self._audit is not None:
+            profiles = self._profiles_for_event
+            self._audit.config_event(
+                "supervisor started",
+                profiles=[p.id for p in profiles.profiles],
+                bindings=len(profiles.bindings),
+            )
+        with self._lock:  # pairs with stop(): exactly one of us decides who stops the loop
+            self._ready.set()
+            stop_now = self._stopping.is_set()
+        if not stop_now:
+            loop.run_forever()
+        # stop() was called (maybe before we got here): close and exit the thread.
+        loop.run_until_complete(self._stop_async())
+        loop.close()
+
+    def _fail(self, failure: SetupError) -> None:
+        with self._lock:
+            self.failure = failure
+            callback = self._on_failure
+        self._ready.set()
+        if callback is not None:
+            callback(failure)
 
     def _prepare_tls(self, profiles: ProfileSet) -> None:
         from supervisor.proxy.tls_names import hosts_to_intercept
@@ -186,10 +219,10 @@ class Services:
                     ", ".join(uncovered),
                 )
         self._table = profiles.table
-        provider = self._provider
-        if provider is not None:
+        provider, loop = self._provider, self._loop
+        if provider is not None and loop is not None and self._ready.is_set():
             keep = {b.id for b in profiles.bindings}
-            self._loop.call_soon_threadsafe(provider.retain, keep)
+            loop.call_soon_threadsafe(provider.retain, keep)
         if self._audit is not None:
             self._audit.config_event(
                 "profiles reloaded",
@@ -198,21 +231,24 @@ class Services:
             )
 
     def stop(self) -> None:
-        """Close the proxy and the provider, stop the loop; idempotent."""
-        if self._thread.is_alive():
-            try:
-                self._call(self._stop_async(), timeout=_STOP_TIMEOUT)
-            except Exception as err:  # best effort: we are shutting down
-                log.debug("stopping services: %s", err)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(_STOP_TIMEOUT)
-        if not self._loop.is_running() and not self._loop.is_closed():
-            self._loop.close()
+        """Close the proxy and the provider, end the thread; idempotent.
+
+        If the proxy is still starting (the agent was quicker, e.g. ``run -- /bin/true``),
+        the thread closes everything itself once started; nobody waits for that, and the
+        daemon thread ends with the process."""
+        with self._lock:
+            first = not self._stopping.is_set()
+            self._stopping.set()
+            serving = self._ready.is_set() and self.failure is None
+        loop, thread = self._loop, self._thread
+        if first and serving and loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(_STOP_TIMEOUT)
         if self._bundle_dir is not None:
             shutil.rmtree(self._bundle_dir, ignore_errors=True)
             self._bundle_dir = None
-        if self._audit is not None:
-            self._audit.close()
+        if self._audit is not None and (thread is None or not thread.is_alive()):
+            self._audit.close()  # else the thread may still log; the process exit flushes
 
     async def _stop_async(self) -> None:
         if self._server is not None:
@@ -227,8 +263,8 @@ def start_services(
     """Start the proxy (and the token provider) serving ``listen_sock``.
 
     Returns once the agent-facing parts exist (the CA bundles and ``extra_env``); the proxy
-    finishes starting in the background. Call ``wait_ready()`` before relying on it.
-    Raises SetupError."""
+    finishes starting on its thread: ``watch(on_failure)`` reports a failure, and
+    ``wait_ready()`` blocks until it serves. Raises SetupError."""
     if profiles.bindings and not settings.spiffe_socket:
         first = profiles.bindings[0].id
         raise SetupError(
@@ -237,5 +273,5 @@ def start_services(
             "(--spiffe-socket or $SPIFFE_ENDPOINT_SOCKET)",
         )
     services = Services(settings, profiles)
-    services.start(profiles, listen_sock)
+    services.start(listen_sock)
     return services
