@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 from collections.abc import Hashable
 
 
@@ -27,6 +28,9 @@ class DestinationSlots:
 
     def total_active(self) -> int:
         return sum(self._active.values())
+
+    def waiting(self, key: Hashable) -> int:
+        return len(self._waiters.get(key, ()))
 
     def try_acquire(self, key: Hashable) -> bool:
         n = self._active.get(key, 0)
@@ -56,8 +60,11 @@ class DestinationSlots:
         finally:
             if not fut.done():
                 fut.cancel()
-            if fut in queue:
-                queue.remove(fut)
+            # Cancelled (by us, or with the task on timeout / cancellation): still queued.
+            # Resolved: release() already popped it, no scan needed.
+            if fut.cancelled():
+                with contextlib.suppress(ValueError):
+                    queue.remove(fut)
             if not queue and self._waiters.get(key) is queue:
                 del self._waiters[key]
 

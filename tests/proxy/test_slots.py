@@ -47,7 +47,8 @@ def test_waiters_are_served_in_order_and_time_out() -> None:
         await asyncio.gather(*tasks)
         assert order == [0, 1, 2] and slots.active(K) == 0
         assert await slots.acquire(K, 1.0)
-        assert not await slots.acquire(K, 0.05)  # times out
+        assert not await slots.acquire(K, 0.05)  # times out ...
+        assert slots.waiting(K) == 0  # ... and leaves no stale entry behind
         slots.release(K)
         assert slots.active(K) == 0
 
@@ -72,6 +73,7 @@ def test_cancelled_waiter_does_not_leak_a_slot() -> None:
         other.cancel()  # cancelled while still queued
         with pytest.raises(asyncio.CancelledError):
             await other
+        assert slots.waiting(K) == 0
         slots.release(K)
         assert slots.active(K) == 0 and slots.try_acquire(K)
 
