@@ -14,6 +14,7 @@ import contextlib
 import ssl
 from typing import Protocol
 
+from supervisor.proxy.deadline import Deadline
 from supervisor.proxy.http1 import (
     LAST_CHUNK,
     MAX_CHUNK_LINE,
@@ -158,13 +159,19 @@ TlsServerChannel = TlsChannel  # the agent side's name in the server
 
 
 class Conn:
-    """A channel plus our own read buffer (heads are delimited here, not by the stream)."""
+    """A channel plus our own read buffer (heads are delimited here, not by the stream)
+    and the connection's head deadline (one lazily re-armed timer, see ``deadline``)."""
 
-    __slots__ = ("buf", "ch")
+    __slots__ = ("buf", "ch", "deadline")
 
     def __init__(self, ch: Channel) -> None:
         self.ch = ch
         self.buf = bytearray()
+        self.deadline = Deadline()
+
+    def release(self) -> None:
+        """The connection is finished with: drop its timer."""
+        self.deadline.cancel()
 
     async def fill(self) -> bool:
         data = await self.ch.read(READ_SIZE)
@@ -185,23 +192,24 @@ class Conn:
         buf = self.buf
         loop = asyncio.get_running_loop()
         started = bool(buf)
-        async with asyncio.timeout(head_timeout if started else idle_timeout) as cm:
-            while True:
-                if buf:
-                    end = find_head_end(buf, limit)
-                    if end >= 0:
-                        head = bytes(buf[:end])
-                        del buf[:end]
-                        return head
-                    if not started:
-                        started = True
-                        cm.reschedule(loop.time() + head_timeout)
-                data = await self.ch.read(READ_SIZE)
-                if not data:
-                    if buf.strip(b"\r\n"):
-                        raise ParseError("connection closed inside a head")
-                    return None
-                buf += data
+        when = loop.time() + (head_timeout if started else idle_timeout)
+        wait_until = self.deadline.wait_until
+        while True:
+            if buf:
+                end = find_head_end(buf, limit)
+                if end >= 0:
+                    head = bytes(buf[:end])
+                    del buf[:end]
+                    return head
+                if not started:
+                    started = True
+                    when = loop.time() + head_timeout
+            data = await wait_until(self.ch.read(READ_SIZE), when)
+            if not data:
+                if buf.strip(b"\r\n"):
+                    raise ParseError("connection closed inside a head")
+                return None
+            buf += data
 
     def take(self, n: int) -> bytes:
         data = bytes(self.buf[:n])

@@ -260,6 +260,7 @@ class ProxyServer:
         finally:
             c.active -= 1
             self._tasks.discard(task)
+            agent.release()
             agent.ch.close()
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -817,5 +818,6 @@ class ProxyServer:
         try:
             await self._serve(inner, Tunnel("https", host, port))
         finally:
+            inner.release()
             with contextlib.suppress(Exception):
                 tls.close()

@@ -73,6 +73,7 @@ class Upstream:
         self.checked_for: tuple[IPNetwork, ...] | None = None
 
     def close(self) -> None:
+        self.conn.release()
         self.ch.close()
 
 

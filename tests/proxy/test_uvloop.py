@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from supervisor.proxy.loop import loop_name, new_event_loop
-from tests.proxy import test_floods, test_server, test_tunnels
+from tests.proxy import test_deadline, test_floods, test_server, test_tunnels
 
 
 def test_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,6 +37,8 @@ SCENARIOS: list[Callable[[Any], None]] = [
     test_floods.test_destination_cap_queues_then_503,
     test_floods.test_tunnel_holds_a_destination_slot,
     test_floods.test_upload_stops_when_the_upstream_goes_away,
+    test_deadline.test_idle_keep_alive_connection_is_closed,
+    test_deadline.test_silent_upstream_is_502_after_the_response_timeout,
 ]
 
 
