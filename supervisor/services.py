@@ -115,6 +115,15 @@ class Services:
             raise self.failure
 
     def _thread_main(self, listen_sock: socket.socket) -> None:
+        try:
+            self._serve(listen_sock)
+        except BaseException:
+            # A run whose agent finished while the proxy was still starting exits without
+            # waiting for this thread; interpreter shutdown may then break its imports.
+            if not self._stopping.is_set():
+                raise
+
+    def _serve(self, listen_sock: socket.socket) -> None:
         import asyncio
 
         loop = asyncio.new_event_loop()
