@@ -67,7 +67,8 @@ def _default_starter(
     settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
 ) -> Services:
     services = importlib.import_module("supervisor.services")
-    started: Services = services.start_services(settings, profiles, listen_sock)
+    # Deferred: the proxy thread begins when _watch_services runs, after the agent's release.
+    started: Services = services.start_services(settings, profiles, listen_sock, defer_start=True)
     return started
 
 

@@ -94,12 +94,19 @@ class Services:
         self._thread = threading.Thread(
             target=self._thread_main, args=(listen_sock,), name="proxy-loop", daemon=True
         )
-        self._thread.start()
+
+    def begin(self) -> None:
+        """Start the proxy thread (idempotent). ``run`` calls it right after releasing the
+        agent, so the proxy's imports do not compete for the GIL with the spawn."""
+        thread = self._thread
+        if thread is not None and thread.ident is None and not self._stopping.is_set():
+            thread.start()
 
     def watch(self, on_failure: Callable[[SetupError], None]) -> None:
         """Call ``on_failure`` (from the proxy thread, or now) if the proxy cannot start.
 
         The runner kills the agent there: an agent never runs on without its proxy."""
+        self.begin()
         with self._lock:
             failure = self.failure
             if failure is None:
@@ -109,6 +116,7 @@ class Services:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Block until the proxy serves; raise SetupError if it cannot."""
+        self.begin()
         if not self._ready.wait(timeout):
             raise SetupError("proxy", f"not serving after {timeout:.0f} s")
         if self.failure is not None:
@@ -267,7 +275,11 @@ class Services:
 
 
 def start_services(
-    settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
+    settings: RunSettings,
+    profiles: ProfileSet,
+    listen_sock: socket.socket,
+    *,
+    defer_start: bool = False,
 ) -> Services:
     """Start the proxy (and the token provider) serving ``listen_sock``.
 
@@ -283,4 +295,6 @@ def start_services(
         )
     services = Services(settings, profiles)
     services.start(listen_sock)
+    if not defer_start:  # else the caller calls begin()/watch()/wait_ready()
+        services.begin()
     return services
