@@ -1,8 +1,9 @@
 """The proxy's event loop: uvloop when it is installed, asyncio's own loop otherwise.
 
-uvloop cut the proxy's CPU per request by about a fifth at 32 keep-alive connections on
-the 2-core bench machine; the proxy does not depend on it (its TLS runs over memory BIOs,
-not the loop's SSL transport, and it uses only the portable transport API).
+On the shared 2-core bench machine uvloop cut the proxy's CPU per request by 10-20 % at
+32 keep-alive connections (noisy: other jobs shared the machine). The proxy does not depend
+on it: its TLS runs over memory BIOs, not the loop's SSL transport, and it uses only the
+portable transport API; its tests run on both loops.
 """
 
 from __future__ import annotations
