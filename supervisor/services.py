@@ -9,6 +9,7 @@ after the agent's init process was forked.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -134,7 +135,10 @@ class Services:
     def _serve(self, listen_sock: socket.socket) -> None:
         import asyncio
 
-        loop = asyncio.new_event_loop()
+        from supervisor.proxy.loop import new_event_loop
+
+        _raise_fd_limit()
+        loop = new_event_loop()  # uvloop when installed, else asyncio's
         asyncio.set_event_loop(loop)
         self._loop = loop
         try:
@@ -147,6 +151,10 @@ class Services:
             loop.run_until_complete(self._stop_async())
             loop.close()
             return
+        # The start-up objects (grpc, cryptography, the profile tables) live for the whole
+        # run: keep them out of the collector's generations so a full collection under
+        # load does not walk them (tens of ms seen).
+        gc.freeze()
         if self._audit is not None:
             profiles = self._profiles_for_event
             self._audit.config_event(
@@ -236,10 +244,12 @@ class Services:
                     ", ".join(uncovered),
                 )
         self._table = profiles.table
-        provider, loop = self._provider, self._loop
+        provider, loop, server = self._provider, self._loop, self._server
         if provider is not None and loop is not None and self._ready.is_set():
             keep = {b.id for b in profiles.bindings}
             loop.call_soon_threadsafe(provider.retain, keep)
+            if server is not None:  # pooled connections were checked under the old rules
+                loop.call_soon_threadsafe(server.drop_idle_upstreams)
         if self._audit is not None:
             self._audit.config_event(
                 "profiles reloaded",
@@ -272,6 +282,19 @@ class Services:
             await self._server.close()
         if self._provider is not None:
             await self._provider.aclose()
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit: the proxy's connection caps derive from it
+    (at the common soft limit of 1024 only ~480 agent connections would be allowed)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as err:
+            log.debug("cannot raise RLIMIT_NOFILE: %s", err)
 
 
 def start_services(
