@@ -98,10 +98,11 @@ endpoints:
 class ConnectionSink:
     """A TCP listener on 127.0.0.1 that only counts connections: 'was it ever contacted?'."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
+        self._sock.bind((host, 0))
         self._sock.listen(16)
         self._sock.settimeout(0.1)
         self.connections = 0
@@ -115,7 +116,7 @@ class ConnectionSink:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://{self.host}:{self.port}/"
 
     def _serve(self) -> None:
         while not self._stop.is_set():

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from integration.e2e import ConnectionSink
 from supervisor.devenv.services import ProtectedService
 from supervisor.devenv.token_issuer import TokenIssuer
 from supervisor.devenv.workload_api import WorkloadAPIServer
@@ -54,32 +55,11 @@ endpoints:
 """
 
 
-class Canary:
+class Canary(ConnectionSink):
     """Counts connections on an undeclared loopback address (each one is a violation)."""
 
     def __init__(self, host: str = CANARY_HOST) -> None:
-        self._sock = socket.create_server((host, 0))
-        self._sock.settimeout(0.5)
-        self.host = host
-        self.port: int = self._sock.getsockname()[1]
-        self.connections = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="canary", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            self.connections += 1
-            conn.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
+        super().__init__(host)
 
 
 def _track_connections(service: ProtectedService) -> weakref.WeakSet[socket.socket]:
