@@ -9,14 +9,16 @@ portable transport API; its tests run on both loops.
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
-        import uvloop
+        uvloop = importlib.import_module("uvloop")  # optional: not a dependency
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
 
 
 def loop_name(loop: asyncio.AbstractEventLoop) -> str:
