@@ -66,7 +66,7 @@ LABEL org.opencontainers.image.title="openshell-supervisor" \
 
 # libcap2: python-prctl links it. curl: the demo agent's HTTP client (it honours http_proxy).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libcap2 curl ca-certificates \
+ && apt-get install -y --no-install-recommends libcap2 libseccomp2 curl ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
 # Byte-compile the package at build time (and fail the build on a file that does not
