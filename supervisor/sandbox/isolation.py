@@ -368,6 +368,90 @@ def check_processes(proc: str = "/proc") -> Check:
     return Check("processes", True, "only sandbox processes visible, PID 1 is its init")
 
 
+# The paths supervisor.sandbox.agentfs masks (a copy: importing agentfs would load ctypes
+# and the mount wrappers into every check-isolation run; a test keeps the copies equal).
+MASKED_FILES = (
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/latency_stats",
+    "/proc/sysrq-trigger",
+    "/proc/kallsyms",
+)
+READ_ONLY_DIRS = ("/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq")
+EMPTY_DIRS = (
+    "/proc/acpi",
+    "/proc/scsi",
+    "/proc/asound",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+
+
+def _reads_nothing(path: str) -> bool:
+    """True when ``path`` reads as empty or cannot be opened or read at all."""
+    try:
+        with open(path, "rb", buffering=0) as f:
+            return f.read(1) == b""
+    except OSError:
+        return True
+
+
+def _masked_file_problem(path: str, proc_dev: int) -> str | None:
+    """Why ``path`` is not masked, or None (it is masked, or absent).
+
+    Asks the kernel rather than parsing /proc/self/mountinfo: a mount there may be one
+    covered by a later /proc mount, which the agent cannot reach."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if st.st_dev == proc_dev:
+        return f"{path} is procfs's own file"
+    if not _reads_nothing(path):
+        return f"{path} is mounted over but readable"
+    return None
+
+
+def _empty_dir_problem(path: str) -> str | None:
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return f"{path} lists {_summarize(sorted(names))}" if names else None
+
+
+def _read_only_problem(path: str) -> str | None:
+    try:
+        flags = os.statvfs(path).f_flag
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    return None if flags & os.ST_RDONLY else f"{path} is mounted read-write"
+
+
+def check_masked_paths(proc: str = "/proc") -> Check:
+    """The kernel files and directories runtimes mask are masked in the agent's fresh
+    /proc and /sys, and /proc/sys (with /proc/bus, /proc/fs, /proc/irq) is read-only."""
+    proc_dev = os.stat(proc).st_dev
+    problems = [p for path in MASKED_FILES if (p := _masked_file_problem(path, proc_dev))]
+    problems += [p for path in READ_ONLY_DIRS if (p := _read_only_problem(path))]
+    problems += [p for path in EMPTY_DIRS if (p := _empty_dir_problem(path))]
+    if problems:
+        return Check("masked-paths", False, _summarize(problems))
+    masked = sum(os.path.lexists(path) for path in MASKED_FILES)
+    return Check(
+        "masked-paths",
+        True,
+        f"{masked} kernel files masked, /proc/sys read-only, firmware/ACPI views empty",
+    )
+
+
 def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list[Check]:
     env = dict(os.environ)
     checks = [check_environment(env), check_workload_socket(spiffe_socket), check_proc_environ()]
@@ -378,7 +462,12 @@ def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list
         checks.append(Check("proc-status", False, str(exc)))
     checks += [check_capabilities(status), check_no_new_privs(status), check_seccomp(status)]
     checks.append(check_not_root(status))
-    for name, func in (("interfaces", check_interfaces), ("processes", check_processes)):
+    named_checks: tuple[tuple[str, Callable[[], Check]], ...] = (
+        ("interfaces", check_interfaces),
+        ("processes", check_processes),
+        ("masked-paths", check_masked_paths),
+    )
+    for name, func in named_checks:
         try:
             checks.append(func())
         except OSError as exc:
