@@ -16,7 +16,8 @@ from integration.e2e import DevEnv, host_environment
 pytestmark = pytest.mark.privileged
 
 MUST_CHECK = {"environment", "workload-api-socket", "capabilities", "no-new-privs",
-              "not-root", "interfaces", "processes", "direct-loopback", "proxy"}
+              "not-root", "interfaces", "processes", "direct-loopback", "proxy",
+              "seccomp", "masked-paths"}
 
 
 def isolation_argv(devenv: DevEnv) -> list[str]:

@@ -108,7 +108,7 @@ def _mask_all(steps: Sequence[tuple[str, Callable[[str], None]]]) -> str | None:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if path in ESSENTIAL:
-                raise MaskingError(f"/proc masking: {path}: {reason}") from exc
+                raise MaskingError(f"{path}: {reason}") from exc
             failures.append(f"{path}: {reason}")
     return "cannot mask " + "; ".join(failures) if failures else None
 

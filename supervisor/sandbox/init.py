@@ -103,16 +103,19 @@ def _enter_namespaces(spec: InitSpec) -> None:
         # A namespace of our own on top of the sanitized one, so the fresh /proc (showing
         # only this PID namespace) and /sys do not change the sanitized namespace itself.
         linux.unshare(linux.CLONE_NEWNS | linux.CLONE_NEWIPC)
-        agentfs.mount_proc()
+        proc_warning = agentfs.mount_proc()
+    except agentfs.MaskingError as exc:
+        raise _SetupFailure("/proc masking", str(exc)) from exc
     except OSError as exc:
         raise _SetupFailure("/proc", str(exc)) from exc
     try:
-        warning = agentfs.mount_sys(isolated_network=spec.net_ns_fd is not None)
+        sys_warning = agentfs.mount_sys(isolated_network=spec.net_ns_fd is not None)
     except OSError as exc:
         raise _SetupFailure("/sys", str(exc)) from exc
-    if warning is not None:
-        with contextlib.suppress(OSError):
-            os.write(2, f"openshell-supervisor: warning: {warning}\n".encode())
+    for warning in (proc_warning, sys_warning):
+        if warning is not None:
+            with contextlib.suppress(OSError):
+                os.write(2, f"openshell-supervisor: warning: {warning}\n".encode())
 
 
 def _read_go(fd: int) -> dict[str, str] | None:
