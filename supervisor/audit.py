@@ -9,6 +9,7 @@ assertion is ever handed to this module.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import threading
@@ -76,7 +77,10 @@ class AuditLog:
         elif path == "-":
             self._out = sys.stderr
         else:
-            self._out = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
+            # 0600 when we create it: the agent has no business reading other requests'
+            # metadata; O_NOFOLLOW so a planted symlink cannot redirect the log.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            self._out = os.fdopen(fd, "a", encoding="utf-8")
             self._own = True
 
     @property

@@ -6,6 +6,8 @@ import json
 import threading
 from pathlib import Path
 
+import pytest
+
 from supervisor.audit import AuditLog
 
 
@@ -99,3 +101,22 @@ def test_severity_override(tmp_path: Path) -> None:
     log.close()
     (ev,) = _lines(p)
     assert ev["action_id"] == 1 and ev["disposition_id"] == 1 and ev["severity_id"] == 3
+
+
+def test_audit_file_is_private_and_never_follows_a_symlink(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from supervisor.audit import AuditLog
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    log.config_event("x")
+    log.close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    target = tmp_path / "elsewhere"
+    link = tmp_path / "link.jsonl"
+    os.symlink(target, link)
+    with pytest.raises(OSError):
+        AuditLog(str(link))
+    assert not target.exists()
