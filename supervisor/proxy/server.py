@@ -340,6 +340,29 @@ class ProxyServer:
         self._audit.parse_rejection(reason=exc.reason, status_code=exc.status)
         ch.write(error_response(exc.status, errors.BAD_REQUEST, exc.reason, close=True))
 
+    def _deny_request(
+        self,
+        agent: Conn,
+        exc: ProxyError,
+        req: RequestHead,
+        scheme: str,
+        host: str,
+        port: int,
+        binding_id: str | None,
+        close: bool,
+    ) -> None:
+        self._deny(
+            agent.ch,
+            exc,
+            method=req.method,
+            scheme=scheme,
+            host=host,
+            port=port,
+            path=req.path,
+            close=close,
+            binding_id=binding_id,
+        )
+
     def _deny(
         self,
         ch: Channel,
@@ -468,17 +491,7 @@ class ProxyServer:
                         if extra is None and up is not None:
                             self._pool.give(up)  # no token: nothing is written upstream
             except ProxyError as exc:
-                self._deny(
-                    agent.ch,
-                    exc,
-                    method=req.method,
-                    scheme=scheme,
-                    host=host,
-                    port=port,
-                    path=req.path,
-                    close=close_on_error,
-                    binding_id=binding_id,
-                )
+                self._deny_request(agent, exc, req, scheme, host, port, binding_id, close_on_error)
                 return not close_on_error
 
             # Build the upstream head once; the credential header is the only one we add.
@@ -500,17 +513,7 @@ class ProxyServer:
                     agent, req, head + first, decoder, key, addr, up, nets, scheme, binding_id
                 )
             except ProxyError as exc:
-                self._deny(
-                    agent.ch,
-                    exc,
-                    method=req.method,
-                    scheme=scheme,
-                    host=host,
-                    port=port,
-                    path=req.path,
-                    close=True,
-                    binding_id=binding_id,
-                )
+                self._deny_request(agent, exc, req, scheme, host, port, binding_id, True)
                 return False
         finally:
             if held:
