@@ -340,6 +340,20 @@ class ProxyServer:
         self._audit.parse_rejection(reason=exc.reason, status_code=exc.status)
         ch.write(error_response(exc.status, errors.BAD_REQUEST, exc.reason, close=True))
 
+    def _tunnel_refused(self, host: str, port: int, message: str, exc: BaseException) -> None:
+        """An intercepted tunnel that could not be opened: logged and audited, then closed."""
+        log.warning("%s (%s:%d): %s", message, host, port, sanitize(str(exc)))
+        self._audit.http_event(
+            method="CONNECT",
+            scheme="https",
+            host=host,
+            port=port,
+            path="",
+            allowed=False,
+            message=message,
+            reason=sanitize(type(exc).__name__),
+        )
+
     def _deny_request(
         self,
         agent: Conn,
@@ -787,17 +801,7 @@ class ProxyServer:
         try:
             ctx = self._interceptor.server_context(host)
         except Exception as exc:  # no leaf for this host: refuse the tunnel, fail closed
-            log.warning("no interception certificate for %s: %s", host, sanitize(str(exc)))
-            self._audit.http_event(
-                method="CONNECT",
-                scheme="https",
-                host=host,
-                port=port,
-                path="",
-                allowed=False,
-                message="no interception certificate for host",
-                reason=sanitize(type(exc).__name__),
-            )
+            self._tunnel_refused(host, port, "no interception certificate for host", exc)
             return
         try:
             tls = TlsServerChannel(agent.ch, ctx, bytes(agent.buf))
@@ -805,17 +809,7 @@ class ProxyServer:
             async with asyncio.timeout(lim.head_timeout):
                 await tls.handshake()
         except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
-            log.warning("agent TLS handshake for %s:%d failed: %s", host, port, sanitize(str(exc)))
-            self._audit.http_event(
-                method="CONNECT",
-                scheme="https",
-                host=host,
-                port=port,
-                path="",
-                allowed=False,
-                message="agent TLS handshake failed",
-                reason=sanitize(type(exc).__name__),
-            )
+            self._tunnel_refused(host, port, "agent TLS handshake failed", exc)
             return
         inner = Conn(tls)
         try:
