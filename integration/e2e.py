@@ -272,14 +272,16 @@ def run_supervisor(
     extra_args: Sequence[str] = (),
     check_secrets: bool = True,
     forbidden: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> AgentRun:
     """Run ``python -m supervisor run ... -- argv`` with a fresh audit log.
 
+    ``prefix``: a command to run the supervisor under (e.g. ``unshare ... sh -c ...``).
     ``forbidden``: extra strings that must appear in neither the audit log nor stderr
     (e.g. a query-string marker). Every run is checked for leaked tokens and SVIDs.
     """
     audit = Path(tempfile.mkstemp(prefix="audit-", suffix=".jsonl", dir=env.base)[1])
-    cmd = [sys.executable, "-m", "supervisor", "run"]
+    cmd = [*prefix, sys.executable, "-m", "supervisor", "run"]
     for profile in env.profiles:
         cmd += ["--profile", str(profile)]
     cmd += ["--spiffe-socket", f"unix://{env.socket_path}", "--audit-log", str(audit),

@@ -19,7 +19,6 @@ import json
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,8 +36,6 @@ from integration.e2e import (
     AgentRun,
     DevEnv,
     agent_file,
-    assert_no_secrets,
-    host_environment,
     run_supervisor,
 )
 from supervisor.devenv.token_issuer import IssuerFaults
@@ -557,25 +554,9 @@ def run_with_resolver(env: DevEnv, resolv_conf: Path, argv: Sequence[str],
     """``run_supervisor`` (integration/e2e.py), but in a private mount namespace whose
     /etc/resolv.conf names only the fake resolver: no DNS query may leave loopback.
     If the bind mount fails, the supervisor never starts."""
-    audit = Path(tempfile.mkstemp(prefix="audit-", suffix=".jsonl", dir=env.base)[1])
-    cmd = ["unshare", "--mount", "--propagation", "private", "--",
-           "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv_conf),
-           sys.executable, "-m", "supervisor", "run"]
-    for profile in env.profiles:
-        cmd += ["--profile", str(profile)]
-    cmd += ["--spiffe-socket", f"unix://{env.socket_path}", "--audit-log", str(audit),
-            "--", *argv]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, check=False,
-        env=host_environment(SPIFFE_ENDPOINT_SOCKET=f"unix://{env.socket_path}"),
-    )
-    try:
-        lines = audit.read_text(encoding="utf-8").splitlines()
-    finally:
-        audit.unlink(missing_ok=True)
-    run = AgentRun(proc, lines)
-    assert_no_secrets(run, env.secrets.snapshot())
-    return run
+    prefix = ["unshare", "--mount", "--propagation", "private", "--",
+              "sh", "-c", 'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv_conf)]
+    return run_supervisor(env, argv, timeout=timeout, prefix=prefix)
 
 
 @pytest.fixture
