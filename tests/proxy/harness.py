@@ -336,3 +336,29 @@ def closed(s: socket.socket) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def rss() -> int:
+    """Resident set size of this process (the proxy runs in it), in bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def upload(s: socket.socket, port: int, size: int, block: bytes, sample_every: int) -> int:
+    """POST ``size`` bytes to the harness upstream through the proxy on ``s``; assert the
+    upstream counted them all; return the peak RSS sampled while sending."""
+    s.sendall(
+        f"POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Length: {size}\r\n\r\n".encode()
+    )
+    peak = rss()
+    for i in range(size // len(block)):
+        s.sendall(block)
+        if i % sample_every == 0:
+            peak = max(peak, rss())
+    status, _, body = recv_response(s)
+    assert status == 200 and int(body) == size
+    return peak

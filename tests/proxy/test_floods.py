@@ -15,19 +15,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from supervisor.proxy.server import Limits
-from tests.proxy.harness import closed, recv_response
+from tests.proxy.harness import closed, recv_response, rss, upload
 
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def _get(port: int, path: str = "/", extra: str = "") -> bytes:
@@ -113,18 +106,9 @@ def test_1gb_upload_streams_with_bounded_memory(make_env: Any) -> None:
     size = 1 << 30
     block = b"u" * (1 << 20)
     with _fd_baseline(env):
-        before = peak = _rss()
+        before = rss()
         with env.connect(timeout=60) as s:
-            s.sendall(
-                f"POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                f"Content-Length: {size}\r\n\r\n".encode()
-            )
-            for i in range(size // len(block)):
-                s.sendall(block)
-                if i % 32 == 0:
-                    peak = max(peak, _rss())
-            status, _, body = recv_response(s)
-            assert status == 200 and int(body) == size
+            peak = upload(s, port, size, block, sample_every=32)
         assert peak - before < 64 * 1024 * 1024
 
 

@@ -5,36 +5,19 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from tests.proxy.harness import recv_response
+from tests.proxy.harness import recv_response, rss, upload
 
 SIZE = 200 * 1024 * 1024
 
-
-def _rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def test_200mb_upload_and_download_stream_with_bounded_memory(make_env: Any) -> None:
     env = make_env()
     port = env.upstream.port
     block = b"z" * (1 << 20)
-    before = _rss()
-    peak = before
+    before = rss()
     with env.connect(timeout=60) as s:
-        s.sendall(
-            f"POST http://127.0.0.1:{port}/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            f"Content-Length: {SIZE}\r\n\r\n".encode()
-        )
-        for i in range(SIZE // len(block)):
-            s.sendall(block)
-            if i % 20 == 0:
-                peak = max(peak, _rss())
-        status, _, body = recv_response(s)
-        assert status == 200 and int(body) == SIZE
+        peak = upload(s, port, SIZE, block, sample_every=20)
         s.sendall(
             f"GET http://127.0.0.1:{port}/download/{SIZE} HTTP/1.1\r\n"
             f"Host: 127.0.0.1:{port}\r\n\r\n".encode()
@@ -52,7 +35,7 @@ def test_200mb_upload_and_download_stream_with_bounded_memory(make_env: Any) -> 
             got += len(d)
             n += 1
             if n % 100 == 0:
-                peak = max(peak, _rss())
+                peak = max(peak, rss())
         assert got == SIZE
     # Buffers are bounded (stream limits + drain): far below the 200 MB moved each way.
     assert peak - before < 64 * 1024 * 1024
