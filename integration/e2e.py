@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.devenv.demo import PROFILE_TEMPLATE
 from supervisor.devenv.keys import SigningKey
 from supervisor.devenv.services import ProtectedService
 from supervisor.devenv.token_issuer import TokenIssuer
@@ -33,49 +34,8 @@ SPIFFE_ID = "spiffe://e2e.openshell.test/ns/default/sa/agent"
 AGENTS_SRC = Path(__file__).resolve().with_name("agents")
 PROXY_ERROR_HEADER = "x-openshell-proxy-error"
 
-GRANT_PROFILE = """\
-id: e2e-token-grants
-display_name: end-to-end token grants
-description: alpha/beta behind one SPIFFE token grant with per-service audiences
-category: other
-credentials:
-  - name: access_token
-    description: access token via a SPIFFE JWT client assertion
-    required: false
-    auth_style: bearer
-    header_name: Authorization
-    token_grant:
-      token_endpoint: {token_url}
-      audience: e2e-default
-      jwt_svid_audience: {issuer_url}
-      client_assertion_type: urn:ietf:params:oauth:client-assertion-type:jwt-spiffe
-      scopes: [e2e]
-      cache_ttl_seconds: 60
-      audience_overrides:
-        - host: 127.0.0.2
-          port: {alpha_port}
-          audience: alpha
-          scopes: [alpha]
-        - host: 127.0.0.3
-          port: {beta_port}
-          audience: beta
-          scopes: [beta]
-endpoints:
-  - host: 127.0.0.2
-    port: {alpha_port}
-    protocol: rest
-    tls: none
-    access: read-write
-    enforcement: enforce
-    allowed_ips: [127.0.0.0/8]
-  - host: 127.0.0.3
-    port: {beta_port}
-    protocol: rest
-    tls: none
-    access: read-write
-    enforcement: enforce
-    allowed_ips: [127.0.0.0/8]
-"""
+# The profile `demo` ships: the end-to-end suite exercises exactly what users see run.
+GRANT_PROFILE = PROFILE_TEMPLATE
 
 # Declared, uncredentialed, and WITHOUT allowed_ips: 'localhost' resolves to loopback, which
 # the proxy must refuse (ssrf_denied). The sink behind it counts any connection that slips by.
