@@ -114,3 +114,13 @@ def fetch_json(url: str, timeout: float = 5.0) -> Any:
         return json.loads(data)
     finally:
         conn.close()
+
+
+def wait_for_termination() -> None:
+    """Block a standalone development server's main thread until SIGINT or SIGTERM."""
+    import signal
+
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()

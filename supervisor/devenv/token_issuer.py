@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import signal
 import ssl
 import threading
 import time
@@ -24,7 +23,13 @@ from typing import Any
 
 import jwt
 
-from supervisor.devenv.http_util import LoopbackHTTPServer, fetch_json, send_bytes, send_json
+from supervisor.devenv.http_util import (
+    LoopbackHTTPServer,
+    fetch_json,
+    send_bytes,
+    send_json,
+    wait_for_termination,
+)
 from supervisor.devenv.keys import ALGORITHM, SigningKey, key_from_jwks
 
 ASSERTION_TYPES = frozenset({
@@ -333,10 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                          expected_svid_audience=args.expected_svid_audience,
                          trust_domain=args.trust_domain, expires_in=args.expires_in).start()
     print(f"token endpoint: {issuer.token_url}  JWKS: {issuer.jwks_url}", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    wait_for_termination()
     issuer.stop()
     return 0
 

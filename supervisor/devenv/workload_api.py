@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import threading
 import time
 import uuid
@@ -26,7 +25,12 @@ import jwt
 from google.protobuf import struct_pb2
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
-from supervisor.devenv.http_util import LoopbackHTTPServer, send_bytes, send_json
+from supervisor.devenv.http_util import (
+    LoopbackHTTPServer,
+    send_bytes,
+    send_json,
+    wait_for_termination,
+)
 from supervisor.devenv.keys import ALGORITHM, SigningKey
 
 DEFAULT_SPIFFE_ID = "spiffe://example.org/openshell/sandbox"
@@ -253,10 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     server = WorkloadAPIServer(args.socket, spiffe_id=args.spiffe_id, issuer=args.issuer,
                                svid_ttl=args.svid_ttl, jwks_port=args.jwks_port).start()
     print(f"workload API: unix://{server.socket_path}  JWKS: {server.jwks_url}", flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
-    done.wait()
+    wait_for_termination()
     server.stop()
     return 0
 
