@@ -6,7 +6,9 @@ on the start-up path.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
 
 import click
@@ -25,9 +27,19 @@ from supervisor.settings import (
 EXIT_SETUP = 125
 
 
-def _fail_setup(err: SetupError) -> None:
-    click.echo(f"openshell-supervisor: error: {err}", err=True)
-    sys.exit(EXIT_SETUP)
+def _exit_run(code: int) -> None:
+    """Leave ``run`` without interpreter finalization.
+
+    A short-lived agent can end while the proxy thread is still importing its stack (it
+    starts beside the agent and nobody waits for it). Finalizing the interpreter under a
+    live thread crashed once in CI (SIGSEGV in libc on that thread, so the agent's status
+    was lost); the supervisor has nothing left to finalize, so flush and exit at once.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,9 +197,10 @@ def run(
 
         code = run_supervisor(settings)
     except SetupError as err:
-        _fail_setup(err)
+        click.echo(f"openshell-supervisor: error: {err}", err=True)
+        _exit_run(EXIT_SETUP)
         return
-    sys.exit(code)
+    _exit_run(code)
 
 
 @main.command("check-isolation")
