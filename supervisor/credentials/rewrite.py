@@ -61,7 +61,7 @@ def header_value(r: Resolver, value: str) -> str | None:
     if sep and scheme.lower() == "basic":
         decoded = _b64(rest.strip())
         if decoded is not None and PREFIX in decoded:
-            text, _ = r.substitute(decoded, "header", _header_value)
+            text, _ = r.substitute(decoded, "header", str)  # re-encoded: any byte is safe
             return f"{scheme} {base64.b64encode(text.encode()).decode('ascii')}"
     out, n = r.substitute(value, "header", _header_value)
     return out if n else None

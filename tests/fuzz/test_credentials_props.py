@@ -47,7 +47,7 @@ def test_raw_substitution_puts_the_value_where_the_placeholder_was(var, value, b
        before=_filler.map(lambda s: quote(s, safe="/")), after=_filler.map(lambda s: quote(s, safe="/")))
 def test_percent_encoded_placeholders_are_found_and_values_encoded(var, value, mask, before, after):
     assume(not after[:1].isalnum() and not after.startswith("_"))
-    assume(PREFIX not in value)
+    assume(PREFIX not in value and value not in (".", ".."))
     r = Resolver({var: value}, frozenset({var}))
     target = "/" + before + _encode_some(placeholder(var), mask) + after
     out = rewrite.path(r, target)
