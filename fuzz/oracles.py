@@ -23,11 +23,14 @@ from supervisor.proxy.http1 import (
     ChunkedDecoder,
     ParseError,
     RequestHead,
+    default_port,
+    echo_method,
     encode_chunk,
     find_head_end,
-    forwardable,
+    host_header,
     parse_request_head,
     serialize_head,
+    upstream_request_head,
 )
 
 
@@ -132,27 +135,41 @@ def check_accepted_head(req: RequestHead, *, tunnel: bool) -> None:
 
 
 def _check_upstream_head(req: RequestHead) -> None:
-    """Build the upstream head as the server does; the upstream must read the same request."""
-    headers = forwardable(req.headers, req.connection_tokens, frozenset({"authorization"}))
-    for name, _ in headers:
-        lname = name.lower()
-        _require(lname not in HOP_BY_HOP and lname not in req.connection_tokens, "hop-by-hop")
-        _require(lname not in ("content-length", "authorization"), "framing/credential kept")
-    headers.append(("Authorization", "Bearer tok68"))
-    if req.chunked:
-        headers.append(("Transfer-Encoding", "chunked"))
-    elif req.content_length is not None:
-        headers.append(("Content-Length", str(req.content_length)))
-    wire = serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
+    """Build the upstream head as the server does; the upstream must read the same request,
+    with exactly one Host (the judged authority, whatever ``Connection`` nominated) and
+    exactly the injected credential."""
+    scheme = req.scheme or "https"
+    port = req.port or default_port(scheme)
+    authority = host_header(req.host, port, scheme)
+    wire = upstream_request_head(req, authority, ("Authorization", "Bearer tok68"))
     _require(find_head_end(wire) == len(wire), "upstream head ends early (injection)")
     up = parse_request_head(wire, origin_ok=True)
+    for name, _ in up.headers:
+        lname = name.lower()
+        _require(
+            lname not in HOP_BY_HOP or (lname == "transfer-encoding" and req.chunked),
+            "hop-by-hop field forwarded",
+        )
+        _require(
+            lname not in req.connection_tokens
+            or lname in ("host", "authorization", "content-length", "transfer-encoding"),
+            "connection-nominated field forwarded",
+        )
     _require(
-        (up.method, up.path, up.query, up.chunked, up.content_length, up.host)
-        == (req.method, req.path, req.query, req.chunked, req.content_length, req.host),
+        (up.method, up.path, up.query, up.chunked, up.content_length, up.host, up.port)
+        == (req.method, req.path, req.query, req.chunked, req.content_length, req.host,
+            None if port == default_port(scheme) else port),
         "upstream reads a different request",
     )
+    hosts = [v for n, v in up.headers if n.lower() == "host"]
+    _require(hosts == [authority], "Host not exactly the judged authority")
     auth = [v for n, v in up.headers if n.lower() == "authorization"]
     _require(auth == ["Bearer tok68"], "credential header not exactly the injected one")
+    if req.max_forwards and "max-forwards" not in req.connection_tokens:
+        forwards = [v for n, v in up.headers if n.lower() == "max-forwards"]
+        _require(forwards == [str(req.max_forwards - 1)], "Max-Forwards not decremented")
+    if req.method.upper() in ("TRACE", "TRACK"):
+        _require(echo_method(req.method, req.headers) is not None, "echoing method not found")
 
 
 # -- chunked bodies ----------------------------------------------------------------------

@@ -3,12 +3,13 @@ gets its documented status and error code, and no upstream (nor the issuer) sees
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 import pytest
 
-from integration.e2e import DevEnv, raw_request_spec
+from integration.e2e import GRANT_PROFILE, DevEnv, raw_request_spec, run_supervisor
 
 pytestmark = pytest.mark.privileged
 
@@ -99,3 +100,37 @@ def test_agent_credential_headers_never_reach_the_service(
     assert got["status"] == 200, got
     assert got["body"]["authorization_headers"] == 1
     assert got["body"]["aud"] == "alpha"
+
+
+def test_trace_never_brings_the_token_back(devenv: DevEnv, run_agent: Any) -> None:
+    """Issue 12 item 1: with ``access: full`` on a credentialed service that echoes TRACE
+    (alpha does, as Apache), no spelling of TRACE reaches it: the agent never sees a token."""
+    profile = devenv.base / "grants-full-access.yaml"
+    profile.write_text(
+        GRANT_PROFILE.replace("access: read-write", "access: full").format(
+            token_url=devenv.issuer.token_url, issuer_url=devenv.issuer.base_url,
+            alpha_port=devenv.alpha.port, beta_port=devenv.beta.port))
+    profile.chmod(0o644)
+    env = dataclasses.replace(devenv, profiles=[profile])
+    a = f"127.0.0.2:{devenv.alpha.port}"
+    head = f"http://{a}/ HTTP/1.1\r\nHost: {a}\r\n"
+    cases = {
+        "trace": f"TRACE {head}Max-Forwards: 1\r\n\r\n",
+        "track": f"TRACK {head}\r\n",
+        "lower": f"trace {head}\r\n",
+        "override": f"GET {head}X-HTTP-Method-Override: TRACE\r\n\r\n",
+        "options_here": f"OPTIONS {head}Max-Forwards: 0\r\n\r\n",
+        "control": f"GET {head}\r\n",
+    }
+    spec = raw_request_spec(env, {k: v.encode() for k, v in cases.items()})
+    before = devenv.counts()
+    run = run_supervisor(env, [sys.executable, devenv.agent("raw_requests.py"), str(spec)])
+    after = devenv.counts()
+    assert run.returncode == 0, run.explain()
+    report = run.report()
+    for name in ("trace", "track", "lower", "override"):
+        assert (report[name]["status"], report[name]["error"]) == POLICY, report[name]
+    assert report["options_here"]["status"] == 200 and report["options_here"]["error"] is None
+    assert report["control"]["status"] == 200, report["control"]  # a token was injected
+    assert "Bearer" not in run.stdout and "traced" not in run.stdout
+    assert after["alpha"] - before["alpha"] == 1, "only the control GET reached alpha"

@@ -164,6 +164,20 @@ class ProtectedService:
 
             do_HEAD = do_GET
 
+            def do_TRACE(self) -> None:
+                """Echo the request as Apache does by default (tests prove the proxy never
+                lets a TRACE through: the echo would carry the injected token)."""
+                with service.log.lock:
+                    service.log.accepted.append({"service": service.name, "traced": True})
+                data = (self.requestline + "\r\n" + str(self.headers)).encode("latin-1")
+                self.send_response(200)
+                self.send_header("Content-Type", "message/http")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_TRACK = do_TRACE
+
             def _reply(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
+from supervisor.proxy.http1 import echo_method
 from supervisor.proxy.policy import RoutePolicy
 
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -22,9 +24,23 @@ class Decision:
 
 
 def decide(
-    policy: RoutePolicy, *, method: str, scheme: str, host: str, port: int, path: str
+    policy: RoutePolicy,
+    *,
+    method: str,
+    scheme: str,
+    host: str,
+    port: int,
+    path: str,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> Decision:
     """Raise ``ProxyError`` when the request may not leave; else what applies to it."""
+    echo = echo_method(method, headers)
+    if echo is not None:
+        # Whatever the policy: the response would echo the request, credential included.
+        raise ProxyError(
+            errors.POLICY_DENIED,
+            f"method {echo} is never forwarded: the response would echo the request",
+        )
     if port in CONTROL_PLANE_PORTS:
         raise ProxyError(errors.SSRF_DENIED, f"port {port} is a control-plane port")
     endpoint = policy.match_endpoint(host, port, path)

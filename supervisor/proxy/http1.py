@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -48,6 +49,12 @@ _CHUNK_EXT = re.compile(
     + _TCHARS
     + rb"|\"[\t\x20-\x21\x23-\x5b\x5d-\x7e]*\"))?)*"
 )
+# Methods whose response echoes the request (RFC 9110 9.3.8; TRACK is IIS's TRACE): an
+# echo would hand the agent the credential the proxy injected. Never forwarded.
+ECHO_METHODS = frozenset({"TRACE", "TRACK"})
+# Headers frameworks read as "treat this request as method X".
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
 # Path segments an upstream would normalize away: a policy on /api/** must not admit /api/../x.
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|%2[eEfF]|%5[cC]|\\")
 
@@ -148,6 +155,7 @@ class RequestHead:
     keep_alive: bool
     connection_tokens: frozenset[str]
     expect_continue: bool
+    max_forwards: int | None  # OPTIONS only (RFC 9110 7.6.2); None when absent
 
     @property
     def has_body(self) -> bool:
@@ -330,6 +338,7 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
         )
     else:
         keep = version == "HTTP/1.1"
+    forwards = _max_forwards(headers) if method == "OPTIONS" else None
     return RequestHead(
         method=method,
         target=target,
@@ -346,7 +355,68 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
         keep_alive=keep,
         connection_tokens=fr.connection_tokens,
         expect_continue=fr.expect_continue,
+        max_forwards=forwards,
     )
+
+
+def _max_forwards(headers: Headers) -> int | None:
+    values = [v for n, v in headers if n.lower() == "max-forwards"]
+    if not values:
+        return None
+    if len(values) != 1 or not _DIGITS.fullmatch(values[0]):
+        raise ParseError("invalid Max-Forwards")
+    return int(values[0])
+
+
+def echo_method(method: str, headers: Iterable[tuple[str, str]]) -> str | None:
+    """The echoing method (TRACE/TRACK, any case) this request is or asks to be run as
+    through a method-override header; None for every other request."""
+    if method.upper() in ECHO_METHODS:
+        return method
+    for name, value in headers:
+        if name.lower() in METHOD_OVERRIDES:
+            for item in value.split(","):
+                if item.strip(" \t").upper() in ECHO_METHODS:
+                    return item.strip(" \t")
+    return None
+
+
+def host_header(host: str, port: int, scheme: str) -> str:
+    """The Host value for a normalized target: IPv6 in brackets, default port omitted."""
+    shown = f"[{host}]" if ":" in host else host
+    return shown if port == default_port(scheme) else f"{shown}:{port}"
+
+
+_ALWAYS_DROP = frozenset({"host", "proxy-authorization", "proxy-connection"})
+_DROP_EXPECT = _ALWAYS_DROP | {"expect"}
+
+
+def upstream_request_head(
+    req: RequestHead, authority: str, credential: tuple[str, str] | None
+) -> bytes:
+    """The head sent upstream for ``req``: Host regenerated from the judged target
+    (``authority``, from ``host_header``), hop-by-hop and connection-nominated fields
+    removed, the credential header (if any) replacing every agent copy, Max-Forwards
+    decremented, framing regenerated from the parsed request. Nothing the agent nominates
+    in ``Connection`` removes Host, the credential or the framing: they are added after.
+    """
+    drop = _DROP_EXPECT if req.expect_continue else _ALWAYS_DROP
+    if credential is not None:
+        drop = drop | {credential[0].lower()}
+    if req.max_forwards is not None:
+        drop = drop | {"max-forwards"}
+    headers = [("Host", authority)]
+    headers += forwardable(req.headers, req.connection_tokens, drop)
+    # The proxy answers 0 itself (never sent as -1); a nominated one was meant for us only.
+    if req.max_forwards is not None and "max-forwards" not in req.connection_tokens:
+        headers.append(("Max-Forwards", str(max(req.max_forwards - 1, 0))))
+    if credential is not None:
+        headers.append(credential)
+    if req.chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+    elif req.content_length is not None:
+        headers.append(("Content-Length", str(req.content_length)))
+    return serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
 
 
 def parse_response_head(head: bytes | bytearray) -> ResponseHead:

@@ -42,10 +42,12 @@ from supervisor.proxy.http1 import (
     RequestHead,
     default_port,
     forwardable,
+    host_header,
     parse_request_head,
     parse_response_head,
     response_body_mode,
     serialize_head,
+    upstream_request_head,
 )
 from supervisor.proxy.policy import Interceptor, RoutePolicy, connect_needs_inspection
 from supervisor.proxy.slots import DestinationSlots
@@ -61,10 +63,11 @@ from supervisor.proxy.upstream import (
 
 log = logging.getLogger("supervisor.proxy")
 
-_ALWAYS_DROP = frozenset({"proxy-authorization", "proxy-connection"})
-_DROP_EXPECT = _ALWAYS_DROP | {"expect"}
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# OPTIONS with Max-Forwards: 0 (RFC 9110 7.6.2): the proxy is the final recipient.
+_OPTIONS_HERE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+_OPTIONS_HERE_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 _SMALL_BODY = 64 * 1024
 _MAX_RESPONSE_HEAD = 64 * 1024  # upstreams send larger heads (cookies) than we accept
 _MAX_LINGERING = 256  # refused connections kept open briefly so the 503 arrives
@@ -441,7 +444,12 @@ class ProxyServer:
                     host=host,
                     port=port,
                     path=req.path,
+                    headers=req.headers,
                 )
+                if req.max_forwards == 0:  # a body, never read, ends the connection
+                    keep = req.keep_alive and not req.has_body
+                    agent.ch.write(_OPTIONS_HERE if keep else _OPTIONS_HERE_CLOSE)
+                    return keep
                 binding = d.binding
                 binding_id = binding.id if binding is not None else None
                 if d.audit_violation is not None:
@@ -509,18 +517,8 @@ class ProxyServer:
                 return not close_on_error
 
             # Build the upstream head once; the credential header is the only one we add.
-            drop = _DROP_EXPECT if req.expect_continue else _ALWAYS_DROP
-            if extra is not None:
-                drop = drop | {extra[0].lower()}
-            headers = forwardable(req.headers, req.connection_tokens, drop)
-            if extra is not None:
-                headers.append(extra)
-            if req.chunked:
-                headers.append(("Transfer-Encoding", "chunked"))
-            elif req.content_length is not None:
-                headers.append(("Content-Length", str(req.content_length)))
-            head = serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
-            del headers, extra
+            head = upstream_request_head(req, host_header(host, port, scheme), extra)
+            del extra
 
             try:
                 return await self._exchange(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from fuzz.oracles import check_chunked_body, check_request_head
 from supervisor.proxy.http1 import (
     ParseError,
+    echo_method,
     find_head_end,
     parse_response_head,
     response_body_mode,
@@ -147,3 +148,59 @@ def test_mutated_response_heads_only_parse_error(data: bytes) -> None:
     except ParseError:
         return
     assert 100 <= resp.status <= 999 and not (resp.chunked and resp.content_length is not None)
+
+
+_NOMINABLE = ["host", "HOST", "content-length", "transfer-encoding", "authorization",
+              "expect", "max-forwards", "x-a", "te", "close", "keep-alive"]  # fmt: skip
+_EXTRA = ["X-A: 1", "Authorization: Bearer agent", "Expect: 100-continue", "Keep-Alive: 5",
+          "TE: trailers"]  # fmt: skip
+
+
+@_FAST
+@given(
+    method=st.sampled_from(["GET", "POST", "OPTIONS", "PUT"]),
+    authority=st.sampled_from(["h.example", "H.Example:443", "h.example:8443", "[::1]:80"]),
+    scheme=st.sampled_from(["http", "https"]),
+    nominated=st.lists(st.sampled_from(_NOMINABLE), max_size=4),
+    forwards=st.none() | st.integers(0, 30),
+    framing=st.sampled_from(["", "Content-Length: 3\r\n", "Transfer-Encoding: chunked\r\n"]),
+    extra=st.lists(st.sampled_from(_EXTRA), max_size=3),
+)
+def test_upstream_head_keeps_host_credential_and_framing(
+    method: str,
+    authority: str,
+    scheme: str,
+    nominated: list[str],
+    forwards: int | None,
+    framing: str,
+    extra: list[str],
+) -> None:
+    """Whatever ``Connection`` nominates (issue 12 item 7), the upstream head has exactly one
+    Host equal to the judged authority, exactly the injected credential, the request's own
+    framing, and OPTIONS' Max-Forwards decremented (checked by the oracle)."""
+    lines = [f"{method} {scheme}://{authority}/p?q HTTP/1.1", f"Host: {authority}"]
+    if nominated:
+        lines.append("Connection: " + ", ".join(nominated))
+    if forwards is not None:
+        lines.append(f"Max-Forwards: {forwards}")
+    raw = ("\r\n".join(lines + extra) + "\r\n" + framing + "\r\n").encode()
+    req = check_request_head(raw)
+    assert req is not None  # every generated head is valid
+    assert req.max_forwards == (forwards if method == "OPTIONS" else None)
+
+
+@_FAST
+@given(
+    st.sampled_from(["TRACE", "TRACK"]).flatmap(
+        lambda m: st.tuples(*(st.sampled_from([c.lower(), c]) for c in m)).map("".join)
+    ),
+    st.booleans(),
+)
+def test_echo_methods_are_found_in_any_case_and_as_overrides(spelled: str, as_override: bool) -> None:
+    """A TRACE in any spelling, on the request line or in a method-override header."""
+    if as_override:
+        headers = [("Host", "h"), ("X-HTTP-Method-Override", f"GET, {spelled}")]
+        assert echo_method("POST", headers) == spelled
+    else:
+        assert echo_method(spelled, [("Host", "h")]) == spelled
+    assert echo_method("GET", [("X-Trace", spelled), ("Host", "h")]) is None

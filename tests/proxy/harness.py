@@ -113,7 +113,8 @@ class Upstream:
 
     Paths: /headers (echo the received head), /download/<n> (n bytes, Content-Length),
     /chunked/<n> (n bytes chunked), /upload (consume the body, answer its length),
-    /nobody/<status>, anything else: 'ok'.
+    /nobody/<status>, anything else: 'ok'. TRACE and TRACK on any path are echoed as
+    Apache does by default (``message/http``, the received head as the body).
     """
 
     def __init__(self) -> None:
@@ -174,6 +175,12 @@ class Upstream:
         self, w: asyncio.StreamWriter, method: str, target: str, head: bytes, n: int
     ) -> None:
         parts = target.split("?")[0].split("/")
+        if method in ("TRACE", "TRACK"):
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(head), head)
+            )
+            return
         if parts[1] == "headers":
             body = head
         elif parts[1] == "upload":
