@@ -23,7 +23,6 @@ from typing import Any
 import grpc
 import jwt
 from google.protobuf import struct_pb2
-from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from supervisor.devenv.http_util import (
     LoopbackHTTPServer,
@@ -32,6 +31,11 @@ from supervisor.devenv.http_util import (
     wait_for_termination,
 )
 from supervisor.devenv.keys import ALGORITHM, SigningKey
+from supervisor.grants.spiffe_import import ignore_dsa_deprecation
+
+ignore_dsa_deprecation()  # before py-spiffe's first import (see supervisor.grants.spiffe_import)
+
+from spiffe._proto import workload_pb2, workload_pb2_grpc  # noqa: E402
 
 DEFAULT_SPIFFE_ID = "spiffe://example.org/openshell/sandbox"
 DEFAULT_SVID_TTL = 300

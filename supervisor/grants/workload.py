@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from supervisor.grants.errors import GrantError
+from supervisor.grants.spiffe_import import import_spiffe
 
 STEP = "workload_api"
 DEFAULT_DEADLINE = 5.0
@@ -103,14 +104,13 @@ class WorkloadSvidSource:
             raise GrantError(STEP, "Workload API deadline exceeded") from None
 
     def _fetch_blocking(self, audience: str) -> str:
-        from spiffe.errors import PySpiffeError
-
+        py_spiffe_error = import_spiffe("spiffe.errors").PySpiffeError
         client = None
         try:
             client = self._get_client()
             # A set of one: a plain string would request one audience per character.
             svid = client.fetch_jwt_svid(audience={audience}, timeout=self._deadline)
-        except (PySpiffeError, OSError, ValueError) as err:
+        except (py_spiffe_error, OSError, ValueError) as err:
             self._discard(client)
             raise classify(err) from None
         # Exactly the requested audience, nothing more: an SVID valid for other relying
@@ -124,13 +124,12 @@ class WorkloadSvidSource:
         return token
 
     def _get_client(self) -> Any:
-        from spiffe import WorkloadApiClient
-
+        workload_api_client = import_spiffe("spiffe").WorkloadApiClient
         with self._lock:
             if self._client is None:
                 if not os.path.exists(self._path):
                     raise _SocketMissing()
-                self._client = WorkloadApiClient(socket_path=self._target,
+                self._client = workload_api_client(socket_path=self._target,
                                                  default_timeout=self._deadline)
                 self.clients_created += 1
             return self._client
