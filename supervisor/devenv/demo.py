@@ -162,11 +162,7 @@ def run_demo(console: Console | None = None, keep: bool = False) -> int:
             report = json.loads(proc.stdout.strip().splitlines()[-1])
             _show_services(console, report, outcome)
             _show_isolation(console, report, outcome)
-        grants = issuer.issued
-        svids = workload.counters.jwt_svids if hasattr(workload.counters, "jwt_svids") else None
-        outcome.expect("one grant per audience (alpha, beta)", grants == 2, f"{grants} grants")
-        console.print(f"[green]✓[/] token issuer issued {grants} access tokens"
-                      + (f"; Workload API signed {svids} JWT-SVIDs" if svids is not None else ""))
+        _show_grants(console, outcome, issuer.issued, workload.counters.fetch_jwt_svid)
         _show_audit(console, audit, outcome)
     finally:
         for server in reversed(servers):
@@ -177,6 +173,22 @@ def run_demo(console: Console | None = None, keep: bool = False) -> int:
 
     _show_summary(console, outcome, time.monotonic() - started)
     return 0 if outcome.ok else 1
+
+
+def tick(ok: bool) -> str:
+    """The mark printed beside a checked line: it always says what the check said."""
+    return "[green]✓[/]" if ok else "[red]✗[/]"
+
+
+def _show_grants(console: Console, outcome: Outcome, grants: int, svids: int) -> None:
+    """Two audiences → two grants, each with a JWT-SVID of its own (one per exchange)."""
+    grants_ok = outcome.expect("one grant per audience (alpha, beta)", grants == 2,
+                               f"{grants} grants")
+    console.print(f"{tick(grants_ok)} token issuer issued {grants} access tokens (expected 2)")
+    svids_ok = outcome.expect("one JWT-SVID per grant", svids == grants,
+                              f"{svids} JWT-SVIDs for {grants} grants")
+    console.print(f"{tick(svids_ok)} Workload API signed {svids} JWT-SVIDs "
+                  f"(expected one per grant)")
 
 
 def _show_bindings(console: Console, profile: str, outcome: Outcome) -> None:
