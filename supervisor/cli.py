@@ -168,9 +168,11 @@ def run(
 
     \b
     Order: validate profiles -> hide the Workload API socket in a private mount
-    namespace -> create the agent's network namespace (only lo) and bind the proxy
-    there -> start the proxy -> spawn the agent in a new PID namespace as USER with
-    no capabilities and no_new_privs -> wait, forwarding signals.
+    namespace -> create the agent's network namespace (only lo) and bind the proxy's
+    socket there -> spawn the agent in a new PID namespace as USER with no
+    capabilities and no_new_privs -> start the proxy beside it (the bound socket
+    queues the agent's first connections; if the proxy cannot start, the agent is
+    killed and run exits 125) -> wait, forwarding signals.
 
     \b
     Exit status: the agent's own; 128+N if it died of signal N; 125 setup failed

@@ -62,6 +62,22 @@ def profiles_from_env(environ: os._Environ[str] | dict[str, str] | None = None) 
     return tuple(p for p in raw.split(":") if p)
 
 
+# (uid_t)-1 means "leave unchanged" to set*id(2): never a usable identity.
+MAX_ID = 2**32 - 2
+
+
+def _is_number(text: str) -> bool:
+    # ASCII only: str.isdigit() accepts '²' (int() refuses it) and int() reads '１２' as 12.
+    return text.isascii() and text.isdigit()
+
+
+def _id_number(text: str, what: str) -> int:
+    value = int(text)
+    if value > MAX_ID:
+        raise SetupError("--user", f"{what} {text} out of range (0..{MAX_ID})")
+    return value
+
+
 def parse_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
     """Resolve ``USER[:GROUP]`` (names or numbers) to (uid, gid, supplementary gids).
 
@@ -76,8 +92,8 @@ def parse_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
     if not user:
         raise SetupError("--user", f"empty user in {spec!r}")
     entry: pwd.struct_passwd | None
-    if user.isdigit():
-        uid = int(user)
+    if _is_number(user):
+        uid = _id_number(user, "uid")
         try:
             entry = pwd.getpwuid(uid)
         except KeyError:
@@ -85,16 +101,16 @@ def parse_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
     else:
         try:
             entry = pwd.getpwnam(user)
-        except KeyError:
+        except (KeyError, ValueError):  # ValueError: an embedded NUL
             raise SetupError("--user", f"no such user {user!r}") from None
         uid = entry.pw_uid
     if group:
-        if group.isdigit():
-            gid = int(group)
+        if _is_number(group):
+            gid = _id_number(group, "gid")
         else:
             try:
                 gid = grp.getgrnam(group).gr_gid
-            except KeyError:
+            except (KeyError, ValueError):
                 raise SetupError("--user", f"no such group {group!r}") from None
     elif entry is not None:
         gid = entry.pw_gid
