@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 SOAK_MINUTES ?= 10
 
-.PHONY: all install test lint typecheck unit demo bench fuzz soak clean
+.PHONY: all install test lint typecheck unit e2e demo bench fuzz soak clean
 
 all: test
 
@@ -34,10 +34,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Unit, property and privileged tests of the parts (tests/): no end-to-end run.
 unit: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest tests $(PYTEST_ARGS)
 
-test: lint typecheck unit
+# The real `run` end to end with the development servers, and the compressed soak
+# (integration/).
+e2e: $(STAMP)
+	$(BIN)/pytest integration $(PYTEST_ARGS)
+
+test: lint typecheck unit e2e
 
 demo: $(STAMP)
 	$(BIN)/openshell-supervisor demo

@@ -67,7 +67,7 @@ MAX_ID = 2**32 - 2
 
 
 def _is_number(text: str) -> bool:
-    # ASCII only: str.isdigit() accepts '²' (int() refuses it) and int() reads '１２' as 12.
+    # ASCII only: str.isdigit() accepts '²' (int() refuses it), int() reads full-width digits.
     return text.isascii() and text.isdigit()
 
 

@@ -14,7 +14,10 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+# Contract inputs the tests use, kept in the repository (the provider-profile example is
+# the upstream example, byte for byte).
+DATA_DIR = Path(__file__).resolve().parent / "data"
+EXAMPLE_PROFILE = DATA_DIR / "provider-profile-example.yaml"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -91,7 +91,7 @@ def test_refuses_root(spec: str) -> None:
     ("65534:4294967295", "out of range"),
     ("99999999999999999999", "out of range"),
     ("²", "no such user"),                    # a Unicode digit is a name, not a number
-    ("１２", "no such user"),                  # so are full-width digits (int() would read 12)
+    ("\uff11\uff12", "no such user"),        # so are full-width digits (int() would read 12)
     ("a\x00b", "no such user"),
     ("nobody:a\x00b", "no such group"),
 ])

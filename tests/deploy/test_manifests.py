@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from supervisor.settings import DEFAULT_AGENT_UID
-from tests.conftest import REFERENCE_DIR
+from tests.conftest import EXAMPLE_PROFILE
 from tests.deploy import dockerfile
 from tests.deploy.conftest import KUBE, NAMESPACE, ROOT, find
 from tests.deploy.kustomize import KustomizeError, Resource, render
@@ -192,7 +192,7 @@ def demo_profile(base: list[Resource]) -> dict[str, Any]:
 
 
 def test_profile_is_the_reference_example_in_this_namespace(base: list[Resource]) -> None:
-    reference = (REFERENCE_DIR / "provider-profile-example.yaml").read_text()
+    reference = EXAMPLE_PROFILE.read_text()
     expected = yaml.safe_load(reference.replace(".default.svc", f".{NAMESPACE}.svc"))
     assert demo_profile(base) == expected
 

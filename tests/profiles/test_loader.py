@@ -8,16 +8,12 @@ import pytest
 from supervisor.profiles.diagnostics import Diagnostic, ProfileError
 from supervisor.profiles.loader import fingerprint_files, load_profiles
 from supervisor.profiles.model import JWT_BEARER, JWT_SPIFFE
-from tests.conftest import REFERENCE_DIR
+from tests.conftest import EXAMPLE_PROFILE
 from tests.profiles.helpers import base, errors, fields, grant, load, write
 
-EXAMPLE = REFERENCE_DIR / "provider-profile-example.yaml"
-needs_example = pytest.mark.skipif(
-    not EXAMPLE.exists(), reason=f"reference example not found at {EXAMPLE}"
-)
+EXAMPLE = EXAMPLE_PROFILE
 
 
-@needs_example
 def test_example_profile_loads_unchanged() -> None:
     ps = load_profiles([str(EXAMPLE)])
     (profile,) = ps.profiles
@@ -35,7 +31,6 @@ def test_example_profile_loads_unchanged() -> None:
     assert profile.endpoints[0].access == "read-write"
 
 
-@needs_example
 def test_example_expands_to_alpha_and_beta_bindings() -> None:
     ps = load_profiles([str(EXAMPLE)])
     by_id = {b.id: b for b in ps.bindings}
