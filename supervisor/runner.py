@@ -12,7 +12,6 @@ Heavy modules (profile loader, services) are imported lazily so `run -- /bin/tru
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import select
@@ -23,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.sandbox import linux
 from supervisor.sandbox.environment import agent_environment
@@ -35,6 +34,9 @@ from supervisor.sandbox.socket_path import SocketPath, resolve_socket_path
 from supervisor.sandbox.spawn import InitProcess, spawn_init
 from supervisor.settings import RunSettings, SetupError
 
+if TYPE_CHECKING:  # imported lazily at run time (start-up cost)
+    from supervisor.profiles.profileset import ProfileSet
+
 log = logging.getLogger("supervisor.runner")
 
 PROFILE_POLL_SECONDS = 2.0
@@ -42,57 +44,64 @@ PROFILE_POLL_SECONDS = 2.0
 # lost (the init unblocks the forwarded ones once its own handlers are in place).
 _HELD_SIGNALS = (*FORWARDED_SIGNALS, signal.SIGHUP)
 
-# The profile set is opaque here: it is produced by the loader and handed to the services.
-ProfileSet = Any
-ProfileLoader = Callable[[tuple[str, ...]], ProfileSet]
+# Loads and validates the profile files: a ProfileSet, or ProfileError with every finding.
+ProfileLoader = Callable[[tuple[str, ...]], "ProfileSet"]
 
 
-class Services(Protocol):
-    extra_env: dict[str, str]
+class RunServices(Protocol):
+    """What ``run`` needs of the services it starts (``services.Services`` in production)."""
+
+    extra_env: dict[str, str]  # added to the agent's environment (e.g. CA bundle variables)
+    failure: SetupError | None  # set when the proxy could not start
+
+    def watch(self, on_failure: Callable[[SetupError], None]) -> None:
+        """Finish starting beside the agent; call ``on_failure`` if that fails."""
 
     def reload(self, profiles: ProfileSet) -> None: ...
 
     def stop(self) -> None: ...
 
 
-ServicesStarter = Callable[[RunSettings, ProfileSet, socket.socket], Services]
+ServicesStarter = Callable[[RunSettings, "ProfileSet", socket.socket], RunServices]
 
 
 def _default_loader(paths: tuple[str, ...]) -> ProfileSet:
-    loader = importlib.import_module("supervisor.profiles.loader")
-    return loader.load_profiles(paths)
+    from supervisor.profiles.loader import load_profiles
+
+    return load_profiles(paths)
 
 
 def _default_starter(
     settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
-) -> Services:
-    services = importlib.import_module("supervisor.services")
+) -> RunServices:
+    from supervisor.services import start_services
+
     # Deferred: the proxy thread begins when _watch_services runs, after the agent's release.
-    started: Services = services.start_services(settings, profiles, listen_sock, defer_start=True)
-    return started
+    return start_services(settings, profiles, listen_sock, defer_start=True)
+
+
+def _profile_errors(exc: Exception) -> list[str]:
+    """The loader's findings (errors only, warnings do not count), else the exception."""
+    from supervisor.profiles.diagnostics import ProfileError
+
+    if isinstance(exc, ProfileError) and exc.errors:
+        return [str(d) for d in exc.errors]
+    return [str(exc) or type(exc).__name__]
 
 
 def _describe_profile_error(exc: Exception) -> str:
-    """One line: the first error and how many more (warnings do not count)."""
-    diagnostics = list(getattr(exc, "errors", None) or getattr(exc, "diagnostics", None) or [])
-    if not diagnostics:
-        return str(exc) or type(exc).__name__
-    more = f" (+{len(diagnostics) - 1} more)" if len(diagnostics) > 1 else ""
-    return f"{diagnostics[0]}{more}"
+    """One line: the first error and how many more."""
+    errors = _profile_errors(exc)
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{errors[0]}{more}"
 
 
 def _profile_fingerprint(paths: tuple[str, ...]) -> str:
     """The loader's content hash (ConfigMap updates swap symlinks: contents, not mtimes);
     equal to ``ProfileSet.fingerprint`` when the files are what was loaded."""
-    loader = importlib.import_module("supervisor.profiles.loader")
-    fingerprint: str = loader.fingerprint_files(paths)
-    return fingerprint
+    from supervisor.profiles.loader import fingerprint_files
 
-
-def _loaded_fingerprint(profiles: ProfileSet, paths: tuple[str, ...]) -> str:
-    """The fingerprint of the bytes the loader actually parsed, when it tells us."""
-    fingerprint = getattr(profiles, "fingerprint", None)
-    return fingerprint if isinstance(fingerprint, str) else _profile_fingerprint(paths)
+    return fingerprint_files(paths)
 
 
 class _Supervision:
@@ -104,11 +113,11 @@ class _Supervision:
         self.init = init
         self.settings = settings
         self.loader = loader
-        self.services: Services | None = None
+        self.services: RunServices | None = None
         self.reload_requested = False
         self.finished = False  # the init has been reaped (its pid may be reused)
         # What was loaded at start: a change since then is caught by the first poll.
-        self.fingerprint = _loaded_fingerprint(loaded, settings.profiles)
+        self.fingerprint = loaded.fingerprint
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -148,10 +157,10 @@ class _Supervision:
         try:
             profiles = self.loader(self.settings.profiles)
         except Exception as exc:
-            for diag in getattr(exc, "errors", None) or [exc]:
-                log.warning("profile reload (%s) refused, keeping the current set: %s", why, diag)
+            for error in _profile_errors(exc):
+                log.warning("profile reload (%s) refused, keeping the current set: %s", why, error)
             return
-        self.fingerprint = _loaded_fingerprint(profiles, self.settings.profiles)
+        self.fingerprint = profiles.fingerprint  # the bytes the loader actually parsed
         if self.services is not None:
             try:
                 self.services.reload(profiles)
@@ -228,19 +237,16 @@ def _outcome(init: InitProcess, status: int, command_name: str) -> int:
     return exit_code_of(status)
 
 
-def _watch_services(services: Services, init: InitProcess, supervision: _Supervision) -> None:
+def _watch_services(services: RunServices, init: InitProcess, supervision: _Supervision) -> None:
     """The proxy finishes starting while the agent runs; if it cannot, the agent is killed
     and ``run`` fails (125): an agent never runs on without its proxy. Nobody waits for the
     proxy otherwise, so a short-lived agent is not slowed by the proxy's start-up."""
-    watch = getattr(services, "watch", None)
-    if watch is None:
-        return
 
-    def on_failure(_failure: BaseException) -> None:
+    def on_failure(_failure: SetupError) -> None:
         if not supervision.finished:
             init.signal(signal.SIGKILL)
 
-    watch(on_failure)
+    services.watch(on_failure)
 
 
 def _abort_init(init: InitProcess) -> None:
@@ -317,9 +323,8 @@ def run_supervisor(
                 init.start(env)
                 _watch_services(services, init, supervision)
                 status = supervision.wait()
-                failure = getattr(services, "failure", None)
-                if failure is not None:
-                    raise failure
+                if services.failure is not None:
+                    raise services.failure
             finally:
                 services.stop()
         return _outcome(init, status, settings.command[0])

@@ -9,28 +9,35 @@ agent's seccomp filter impossible to load.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from supervisor.profiles.diagnostics import Diagnostic, ProfileError
+from supervisor.profiles.loader import fingerprint_files
 from supervisor.runner import run_supervisor
 from supervisor.settings import RunSettings, SetupError
 
 
-class FakeProfileError(Exception):
-    def __init__(self, diagnostics: list[str]) -> None:
-        super().__init__(diagnostics[0])
-        self.diagnostics = diagnostics
-        self.errors = diagnostics
+@dataclass(frozen=True)
+class FakeProfiles:
+    """Stands in for a ProfileSet: the runner reads only its fingerprint."""
+
+    fingerprint: str
+
+    def __str__(self) -> str:
+        return self.fingerprint[:12]
 
 
-def load(paths: tuple[str, ...]) -> str:
+def load(paths: tuple[str, ...]) -> FakeProfiles:
     data = b"".join(open(p, "rb").read() for p in paths)
     if b"invalid" in data:
-        raise FakeProfileError([f"{paths[0]}: profile 'x': id: invalid profile", "second"])
-    return hashlib.sha256(data).hexdigest()[:12]
+        raise ProfileError([Diagnostic(paths[0], "x", "id", "invalid profile"),
+                            Diagnostic(paths[0], "x", "id", "second")])
+    return FakeProfiles(fingerprint_files(paths))
 
 
 class FakeServices:
@@ -62,6 +69,11 @@ class FakeServices:
         if self._log:
             with open(self._log, "a") as f:
                 f.write(line + "\n")
+
+    failure: SetupError | None = None  # the fake always serves
+
+    def watch(self, on_failure: Callable[[SetupError], None]) -> None:
+        return None
 
     def reload(self, profiles: Any) -> None:
         self._write(f"reload {profiles}")
