@@ -43,7 +43,7 @@ def _require(ok: bool, what: str) -> None:
         raise Violation(what)
 
 
-# Independent restatements of the contract (DESIGN 5 and 7), deliberately not the product's
+# Independent restatements of the contract (ARCHITECTURE.md 5 and 6), deliberately not the product's
 # own regexes: an oracle that reuses the code under test cannot disagree with it.
 _TOKEN68_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+/-")
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")

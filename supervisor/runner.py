@@ -1,4 +1,4 @@
-"""``run``: prepare the sandbox, start the services, run the agent, wait (DESIGN 6.1, 6.4).
+"""``run``: prepare the sandbox, start the services, run the agent, wait (ARCHITECTURE.md 3.1, 3.4).
 
 Order: load profiles -> socket path rules -> sanitized mount namespace -> network
 namespace and the proxy's listening socket -> fork the sandbox init (before any secret
@@ -262,7 +262,7 @@ def run_supervisor(
     start_services: ServicesStarter | None = None,
     load_profiles: ProfileLoader | None = None,
 ) -> int:
-    """Run the agent in the sandbox; return the exit code of ``run`` (DESIGN section 3)."""
+    """Run the agent in the sandbox; return the exit code of ``run`` (ARCHITECTURE.md 2)."""
     starter = start_services or _default_starter
     loader = load_profiles or _default_loader
     if not settings.command:

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         def stats() -> dict[str, Any]:
             return {"pid": os.getpid()}
 
-        # NODE_EXTRA_CA_CERTS names the sandbox CA alone (DESIGN section 3).
+        # NODE_EXTRA_CA_CERTS names the sandbox CA alone (ARCHITECTURE.md 2).
         ca = services.extra_env.get("NODE_EXTRA_CA_CERTS")
         announce("READY", {"pid": os.getpid(), "port": args.port, "sandbox_ca": ca})
         serve_commands(stats)

@@ -1,6 +1,6 @@
 """The token-endpoint HTTP client: one shared, hardened ``httpx.AsyncClient``.
 
-Hardening (security review): environment proxies and netrc ignored (``trust_env=False``),
+Hardening (ARCHITECTURE.md S2, S6): environment proxies and netrc ignored (``trust_env=False``),
 no redirects (a 3xx is a failure and its Location is never contacted), TLS verified
 against system roots plus an optional ``--ca-bundle``, a total deadline around the whole
 call (httpx's own timeouts are per phase), and a 64 KiB cap on the body we read.

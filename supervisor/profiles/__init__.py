@@ -7,7 +7,7 @@ stays cheap):
 * ``loader``       ``load_profiles(paths) -> ProfileSet`` / ``fingerprint_files(paths)``
 * ``diagnostics``  ``Diagnostic``, ``ProfileError``
 * ``schema``       raw YAML → typed objects (types, unknown keys, defaults)
-* ``validation``   DESIGN.md section 4 rules, ambiguity and overlap checks
+* ``validation``   the load-time rules (ARCHITECTURE.md 4), ambiguity and overlap checks
 * ``bindings``     profile → bindings (audience overrides applied)
 * ``patterns``     host/path globs: parse, compile, specificity, overlap
 * ``hosts``        host normalization, loopback / Kubernetes-service classification

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-# Ports of the Kubernetes/etcd control plane: always refused at run time (DESIGN.md 7).
+# Ports of the Kubernetes/etcd control plane: always refused at run time (ARCHITECTURE.md 6).
 CONTROL_PLANE_PORTS = frozenset({2379, 2380, 6443, 10250, 10255})
 METADATA_ADDRESS = "169.254.169.254"
 

@@ -21,7 +21,7 @@ JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
 ASSERTION_TYPES = frozenset({JWT_BEARER, JWT_SPIFFE})
 
-# Methods each access preset allows (DESIGN.md section 4).
+# Methods each access preset allows (ARCHITECTURE.md 4).
 ACCESS_METHODS: dict[str, frozenset[str] | None] = {
     "read-only": frozenset({"GET", "HEAD", "OPTIONS"}),
     "read-write": frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"}),

@@ -1,4 +1,4 @@
-"""Validation rules of DESIGN.md section 4.
+"""Validation rules of provider profiles (ARCHITECTURE.md 4).
 
 Field rules are pure functions returning an error message (or ``None``); the parser
 calls them while building typed objects. Cross-object rules work on typed profiles and
@@ -37,7 +37,7 @@ _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _REALM = re.compile(r"^(.*?/realms/[^/?#]+)")
 
 # Header names we refuse to inject. The first four change how the request is framed
-# or routed (DESIGN.md 4). The rest are hop-by-hop or proxy-directed headers that the
+# or routed (ARCHITECTURE.md 4, S7). The rest are hop-by-hop or proxy-directed headers that the
 # proxy strips or interprets itself; an injected copy would either be removed again or
 # change connection handling and upgrade semantics between proxy and upstream.
 FORBIDDEN_HEADERS = frozenset(

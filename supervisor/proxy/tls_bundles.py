@@ -89,7 +89,7 @@ def write_bundles(directory: str, ca_pem: bytes, system_bundle: str | None = Non
 
 
 def env_vars(paths: BundlePaths) -> dict[str, str]:
-    """The five CA variables of the agent's environment (DESIGN.md section 3)."""
+    """The five CA variables of the agent's environment (ARCHITECTURE.md 2)."""
     env = dict.fromkeys(ROOTS_AND_CA_VARS, paths.roots_and_ca)
     env[CA_ONLY_VAR] = paths.ca_only
     return env

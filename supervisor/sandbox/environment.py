@@ -1,4 +1,5 @@
-"""The agent's environment (DESIGN 6.3): the supervisor's, scrubbed, plus proxy variables."""
+"""The agent's environment: the supervisor's, scrubbed, plus proxy variables
+(ARCHITECTURE.md 3.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The sandbox's minimal init: PID 1 of the agent's PID namespace (DESIGN 6.4).
+"""The sandbox's minimal init: PID 1 of the agent's PID namespace (ARCHITECTURE.md 3.4).
 
 Runs in the process the supervisor forked before any secret is in memory. It starts a
 session of its own (no controlling terminal), enters the sanitized mount and the network

@@ -1,4 +1,4 @@
-"""The agent's sanitized mount namespace (DESIGN 6.2).
+"""The agent's sanitized mount namespace (ARCHITECTURE.md 3.2).
 
 A private copy of the supervisor's mount namespace in which the Workload API socket's
 directory is shadowed by an empty read-only tmpfs. Built on a dedicated thread; the
@@ -18,7 +18,7 @@ from supervisor.sandbox.threadns import run_on_thread
 from supervisor.settings import SetupError
 
 STEP = "mount namespace"
-# /proc/thread-self, not /proc/self: only this thread changes namespace (review point 2).
+# /proc/thread-self, not /proc/self: only this thread changes namespace (ARCHITECTURE.md S3).
 _THREAD_MNT_NS = "/proc/thread-self/ns/mnt"
 _TMPFS_FLAGS = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC
 _TMPFS_DATA = "size=4k,nr_inodes=1,mode=000"

@@ -19,7 +19,8 @@ EXIT_SETUP = 125
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 
-# Signals the supervisor forwards to the init and the init forwards to the agent (DESIGN 6.4).
+# Signals the supervisor forwards to the init and the init forwards to the agent
+# (ARCHITECTURE.md 3.4).
 FORWARDED_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,

@@ -1,4 +1,5 @@
-"""Workload API address rules (DESIGN 6.2): which directory the agent's mount namespace hides.
+"""Workload API address rules: which directory the agent's mount namespace hides
+(ARCHITECTURE.md 3.2).
 
 ``parse_socket_address`` is pure; ``resolve_socket_path`` adds the filesystem facts (symlinks
 resolved, the directory exists). Both raise SetupError(step="--spiffe-socket").
@@ -15,7 +16,7 @@ from supervisor.settings import SetupError
 
 STEP = "--spiffe-socket"
 
-# Hiding one of these would blank a directory every program relies on (review point 3),
+# Hiding one of these would blank a directory every program relies on (ARCHITECTURE.md S4),
 # so the socket must live in a dedicated subdirectory instead.
 SHARED_ROOTS = frozenset(
     {

@@ -1,4 +1,4 @@
-"""Perform the supervisor's privileged steps (DESIGN.md section 6) with a chosen capability
+"""Perform the supervisor's privileged steps (ARCHITECTURE.md 3) with a chosen capability
 set and, optionally, a seccomp profile, and report which steps the kernel allowed.
 
 Test-only. It issues the same system calls as supervisor/sandbox (mountns, netns, spawn,

@@ -1,5 +1,5 @@
 """The sandbox's capability list against the kernel: the list suffices for every step of
-DESIGN.md section 6 (supervisor/sandbox), and no capability in it is superfluous."""
+ARCHITECTURE.md 3 (supervisor/sandbox), and no capability in it is superfluous."""
 
 from __future__ import annotations
 

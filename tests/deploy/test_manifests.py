@@ -21,7 +21,7 @@ from tests.deploy.kustomize import KustomizeError, Resource, render
 
 K8S_VERSION = "1.30"
 SUPERVISOR_CAPS = {"SYS_ADMIN", "SYS_CHROOT", "NET_ADMIN", "SETUID", "SETGID", "SETPCAP", "KILL"}
-# DESIGN.md section 6.2: directories that can never be the socket's parent.
+# ARCHITECTURE.md 3.2: directories that can never be the socket's parent.
 SHARED_ROOTS = {
     "/",
     "/run",

@@ -1,4 +1,4 @@
-"""Real agent tools accept the sandbox leaves through the DESIGN.md section 3 variables
+"""Real agent tools accept the sandbox leaves through the variables of ARCHITECTURE.md 2
 (and refuse them without): curl, Node, Python. Servers on 127.0.0.1 only."""
 
 from __future__ import annotations

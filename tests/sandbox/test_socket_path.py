@@ -1,4 +1,4 @@
-"""Socket path rules (DESIGN 6.2): parsing, shared roots, symlinks, and `run` exiting 125."""
+"""Socket path rules (ARCHITECTURE.md 3.2): parsing, shared roots, symlinks, and `run` exiting 125."""
 
 from __future__ import annotations
 
