@@ -312,8 +312,7 @@ def run_supervisor(
             supervision.services = services
             try:
                 try:
-                    extra = {**settings.extra_env, **services.extra_env}
-                    env = agent_environment(os.environ, settings.proxy_port, extra)
+                    env = agent_environment(os.environ, settings.proxy_port, services.extra_env)
                 except ValueError as exc:
                     _abort_init(init)
                     raise SetupError("environment", str(exc)) from exc

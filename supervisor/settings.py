@@ -6,7 +6,7 @@ Kept free of heavy imports: it is on the start-up path.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_PROXY_PORT = 3128
 DEFAULT_GRANT_TIMEOUT = 10.0
@@ -44,7 +44,6 @@ class RunSettings:
     audit_log: str | None = None  # path, "-" = stderr
     workdir: str | None = None
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def socket_from_env(environ: os._Environ[str] | dict[str, str] | None = None) -> str | None:

@@ -11,7 +11,7 @@ from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
 from supervisor.proxy.http1 import echo_method
-from supervisor.proxy.policy import RoutePolicy
+from supervisor.proxy.policy import RoutePolicy, connect_needs_inspection
 
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
@@ -57,6 +57,41 @@ def decide(
     if binding is not None and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
     return Decision(endpoint, binding, violation)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectDecision:
+    """What a CONNECT becomes: an intercepted tunnel (every request inside it then goes
+    through ``decide``) or a raw byte tunnel to ``endpoint``."""
+
+    intercept: bool
+    endpoint: Endpoint | None  # the raw tunnel's endpoint (its allowed_ips); None if intercepted
+
+
+def decide_connect(
+    policy: RoutePolicy, *, host: str, port: int, can_intercept: bool
+) -> ConnectDecision:
+    """Raise ``ProxyError`` when no tunnel to (host, port) may open; else which kind.
+
+    A tunnel is intercepted when requests inside it must be seen one by one (a credential
+    to inject, an access rule, paths to tell apart) unless the endpoint says ``tls: skip``.
+    """
+    if port in CONTROL_PLANE_PORTS:
+        raise ProxyError(errors.SSRF_DENIED, f"port {port} is a control-plane port")
+    if not policy.declares(host, port):
+        raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
+    endpoint = policy.match_endpoint(host, port, "/")
+    skip = endpoint is not None and endpoint.tls == "skip"
+    if not skip and connect_needs_inspection(policy, host, port):
+        if not can_intercept:
+            raise ProxyError(
+                errors.POLICY_DENIED,
+                f"{host}:{port} needs request inspection but interception is off",
+            )
+        return ConnectDecision(True, None)
+    if endpoint is None:
+        raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only")
+    return ConnectDecision(False, endpoint)
 
 
 def credential_header(binding: Binding, token: str) -> tuple[str, str]:

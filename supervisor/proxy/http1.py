@@ -229,7 +229,7 @@ class _Framing:
     expect_continue: bool
 
 
-def _framing(headers: Headers, *, response: bool) -> _Framing:
+def _framing(headers: Headers) -> _Framing:
     lengths: list[str] = []
     te: list[str] = []
     conn: set[str] = set()
@@ -284,7 +284,7 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
     target = raw_target.decode("ascii")
     version = raw_version.decode("ascii")
     headers = _field_block(block)
-    fr = _framing(headers, response=False)
+    fr = _framing(headers)
     # HTTP/1.0 has no Host requirement, and Python's http.client tunnels with a bare
     # "CONNECT host:port HTTP/1.0": accepted there (the target names the authority; no
     # upstream head is built from a CONNECT). Everything else needs exactly one Host.
@@ -392,13 +392,19 @@ _DROP_EXPECT = _ALWAYS_DROP | {"expect"}
 
 
 def upstream_request_head(
-    req: RequestHead, authority: str, credential: tuple[str, str] | None
+    req: RequestHead,
+    authority: str,
+    credential: tuple[str, str] | None,
+    *,
+    upgrade: str | None = None,
 ) -> bytes:
     """The head sent upstream for ``req``: Host regenerated from the judged target
     (``authority``, from ``host_header``), hop-by-hop and connection-nominated fields
     removed, the credential header (if any) replacing every agent copy, Max-Forwards
     decremented, framing regenerated from the parsed request. Nothing the agent nominates
     in ``Connection`` removes Host, the credential or the framing: they are added after.
+    ``upgrade`` re-adds ``Connection: Upgrade`` and ``Upgrade`` for a
+    protocol switch the proxy relays (both are hop-by-hop, dropped otherwise).
     """
     drop = _DROP_EXPECT if req.expect_continue else _ALWAYS_DROP
     if credential is not None:
@@ -412,6 +418,9 @@ def upstream_request_head(
         headers.append(("Max-Forwards", str(max(req.max_forwards - 1, 0))))
     if credential is not None:
         headers.append(credential)
+    if upgrade is not None:
+        headers.append(("Connection", "Upgrade"))
+        headers.append(("Upgrade", upgrade))
     if req.chunked:
         headers.append(("Transfer-Encoding", "chunked"))
     elif req.content_length is not None:
@@ -427,7 +436,7 @@ def parse_response_head(head: bytes | bytearray) -> ResponseHead:
     status = int(start[9:12])
     reason = start[13:].decode("latin-1")
     headers = _field_block(block)
-    fr = _framing(headers, response=True)
+    fr = _framing(headers)
     if fr.connection_tokens:
         keep = "close" not in fr.connection_tokens and (
             version == "HTTP/1.1" or "keep-alive" in fr.connection_tokens
@@ -480,6 +489,48 @@ def serialize_head(start_line: str, headers: Headers) -> bytes:
     parts.extend(f"{n}: {v}" for n, v in headers)
     parts.append("\r\n")
     return "\r\n".join(parts).encode("latin-1")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResponse:
+    """What the proxy writes to the agent for a final response, and what follows it."""
+
+    head: bytes
+    mode: BodyMode  # how the body is read from the upstream
+    encode_chunked: bool  # re-encode a chunked body (False: an HTTP/1.0 agent, close-delimited)
+    keep_alive: bool  # the agent connection may carry another request afterwards
+
+
+def agent_response(req: RequestHead, resp: ResponseHead) -> AgentResponse:
+    """The response head for the agent and the keep-alive decision (RFC 9112 9.3).
+
+    The agent connection stays open when the agent wants it, the body has an end other
+    than the connection closing, and an HTTP/1.0 agent can be told that end (it cannot
+    read chunked framing: the body is then close-delimited).
+    """
+    mode = response_body_mode(req.method, resp)
+    agent11 = req.version == "HTTP/1.1"
+    keep = req.keep_alive and mode != "close" and (agent11 or mode != "chunked")
+    headers = forwardable(resp.headers, resp.connection_tokens, frozenset())
+    if mode == "chunked" and agent11:
+        headers.append(("Transfer-Encoding", "chunked"))
+    elif resp.content_length is not None and (
+        mode != "none" or req.method == "HEAD" or resp.status == 304
+    ):
+        headers.append(("Content-Length", str(resp.content_length)))
+    elif mode == "none" and resp.status >= 200 and resp.status not in (204, 304):
+        headers.append(("Content-Length", "0"))
+    if not keep:
+        headers.append(("Connection", "close"))
+    elif not agent11:
+        headers.append(("Connection", "keep-alive"))
+    head = serialize_head(f"HTTP/1.1 {resp.status} {resp.reason}", headers)
+    return AgentResponse(head, mode, agent11, keep)
+
+
+def upstream_keep_alive(resp: ResponseHead, mode: BodyMode) -> bool:
+    """May the upstream connection go back to the pool once this response is read?"""
+    return resp.keep_alive and mode != "close"
 
 
 class ChunkedDecoder:

@@ -32,11 +32,6 @@ class Interceptor(Protocol):
     def server_context(self, host: str) -> ssl.SSLContext: ...
 
 
-def endpoint_needs_inspection(endpoint: Endpoint) -> bool:
-    """L7 rules must be seen per request unless access is ``full`` or only audited."""
-    return endpoint.access != "full" and endpoint.enforcement == "enforce"
-
-
 def connect_needs_inspection(policy: RoutePolicy, host: str, port: int) -> bool:
     """Does a CONNECT to a declared (host, port) have to be opened up (intercepted)?"""
     if isinstance(policy, InspectionHint):

@@ -2,8 +2,25 @@
 
 Every request goes through ``_serve_request`` whether it came in absolute-form, as plain
 HTTP inside a CONNECT tunnel, or inside an intercepted TLS tunnel; the tunnel fixes scheme
-and authority. Order per request: strict parse → egress decision → checked address
-(pooled or resolved once) → token (before any upstream byte or connection) → forward.
+and authority. One request is an ``Exchange`` (``supervisor.proxy.exchange``) that moves
+through these states, each a short method filling in the context:
+
+1. admit     ``_admit``: authority check, ``decide()`` (policy), audit-only violations.
+2. body      ``_read_body_start``: 100-continue, the chunked body's first line, the
+             buffered start of a body; nothing has gone upstream yet.
+3. route     ``_hold_slot``, ``_checkout``: a destination slot, a pooled connection or a
+             checked address (resolved once).
+4. credential ``_fetch_credential``: the token, before any upstream byte or connection.
+5. prepare   ``prepare_upstream_request(ex)`` (pure): the head and body start to send.
+6. send      ``_send``: open or reuse the upstream, write, relay the body, first head.
+7. respond   ``_final_response`` then ``_respond`` (relay) or a protocol switch.
+
+Seams for what hooks into this path: a rule that needs the request body (a bounded read)
+or that only audits runs in ``_admit`` after ``decide()`` or right after step 2; a rewrite
+of header values, path, query or a bounded body changes the ``Exchange`` before step 5,
+which is the only place the upstream head is built. The outcome of an exchange is an
+``Outcome``: the agent connection is reusable, must close, or was switched.
+CONNECT is decided by ``decide_connect()`` beside ``decide()``.
 """
 
 from __future__ import annotations
@@ -15,12 +32,13 @@ import resource
 import socket
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from supervisor.audit import SEVERITY_MEDIUM, AuditLog
 from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
-from supervisor.profiles.model import IPNetwork
+from supervisor.profiles.model import Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.channel import (
     Channel,
@@ -33,27 +51,30 @@ from supervisor.proxy.channel import (
     relay_until_eof,
     start_chunked,
 )
-from supervisor.proxy.decision import credential_header, decide
-from supervisor.proxy.egress import CONTROL_PLANE_PORTS, IPAddress, check_destination
+from supervisor.proxy.decision import credential_header, decide, decide_connect
+from supervisor.proxy.egress import check_destination
 from supervisor.proxy.errors import ProxyError, error_response, sanitize
+from supervisor.proxy.exchange import (
+    Exchange,
+    Outcome,
+    Target,
+    absolute_target,
+    check_tunnel_authority,
+    prepare_upstream_request,
+)
 from supervisor.proxy.http1 import (
-    ChunkedDecoder,
     ParseError,
     RequestHead,
-    default_port,
-    forwardable,
-    host_header,
+    ResponseHead,
+    agent_response,
     parse_request_head,
     parse_response_head,
-    response_body_mode,
-    serialize_head,
-    upstream_request_head,
+    upstream_keep_alive,
 )
-from supervisor.proxy.policy import Interceptor, RoutePolicy, connect_needs_inspection
+from supervisor.proxy.policy import Interceptor, RoutePolicy
 from supervisor.proxy.slots import DestinationSlots
 from supervisor.proxy.upstream import (
     Pool,
-    PoolKey,
     Resolver,
     Upstream,
     open_upstream,
@@ -128,22 +149,6 @@ class Counters:
     timeouts: int = 0
     refused_connections: int = 0  # over max_agent_connections
     busy: int = 0  # 503 upstream_busy
-
-
-@dataclass(frozen=True, slots=True)
-class Tunnel:
-    scheme: str
-    host: str
-    port: int
-
-
-@dataclass(slots=True)
-class _Exchange:
-    """Mutable per-request outcome used for the final audit event."""
-
-    status: int | None = None
-    upstream: Upstream | None = None
-    ips: list[str] = field(default_factory=list)
 
 
 class ProxyServer:
@@ -302,31 +307,11 @@ class ProxyServer:
             self._lingering -= 1
             writer.close()
 
-    async def _serve(self, agent: Conn, tunnel: Tunnel | None) -> None:
+    async def _serve(self, agent: Conn, tunnel: Target | None) -> None:
         """Serve requests on one agent connection (or tunnel) until it must close."""
-        lim = self.limits
-        task = asyncio.current_task()
         while True:
-            try:
-                # Between requests the connection is idle: close() may cut it at once.
-                idle = not agent.buf
-                if idle and task is not None:
-                    if self._closing:
-                        return
-                    self._idle_tasks.add(task)
-                try:
-                    head = await agent.read_head(lim.idle_timeout, lim.head_timeout)
-                finally:
-                    if idle and task is not None:
-                        self._idle_tasks.discard(task)
-                if head is None:
-                    return
-                req = parse_request_head(head, origin_ok=tunnel is not None)
-            except ParseError as exc:
-                self._reject(agent.ch, exc)
-                return
-            except TimeoutError:
-                self.counters.timeouts += 1
+            req = await self._next_request(agent, tunnel)
+            if req is None:
                 return
             self.counters.requests += 1
             if req.method == "CONNECT":
@@ -335,8 +320,33 @@ class ProxyServer:
                     return
                 await self._connect(agent, req)
                 return
-            if not await self._serve_request(agent, req, tunnel):
+            if await self._serve_request(agent, req, tunnel) is not Outcome.REUSABLE:
                 return
+
+    async def _next_request(self, agent: Conn, tunnel: Target | None) -> RequestHead | None:
+        """The next parsed request head; None when the connection is to close (EOF, idle
+        or head timeout, a rejected head: answered here)."""
+        lim = self.limits
+        # Between requests the connection is idle: close() may cut it at once.
+        idle = None if agent.buf else asyncio.current_task()
+        try:
+            if idle is not None:
+                if self._closing:
+                    return None
+                self._idle_tasks.add(idle)
+            try:
+                head = await agent.read_head(lim.idle_timeout, lim.head_timeout)
+            finally:
+                if idle is not None:
+                    self._idle_tasks.discard(idle)
+            if head is None:
+                return None
+            return parse_request_head(head, origin_ok=tunnel is not None)
+        except ParseError as exc:
+            self._reject(agent.ch, exc)
+        except TimeoutError:
+            self.counters.timeouts += 1
+        return None
 
     def _reject(self, ch: Channel, exc: ParseError) -> None:
         self.counters.parse_errors += 1
@@ -357,42 +367,7 @@ class ProxyServer:
             reason=sanitize(type(exc).__name__),
         )
 
-    def _deny_request(
-        self,
-        agent: Conn,
-        exc: ProxyError,
-        req: RequestHead,
-        scheme: str,
-        host: str,
-        port: int,
-        binding_id: str | None,
-        close: bool,
-    ) -> None:
-        self._deny(
-            agent.ch,
-            exc,
-            method=req.method,
-            scheme=scheme,
-            host=host,
-            port=port,
-            path=req.path,
-            close=close,
-            binding_id=binding_id,
-        )
-
-    def _deny(
-        self,
-        ch: Channel,
-        exc: ProxyError,
-        *,
-        method: str,
-        scheme: str,
-        host: str,
-        port: int,
-        path: str,
-        close: bool,
-        binding_id: str | None = None,
-    ) -> None:
+    def _count_denial(self, exc: ProxyError) -> None:
         c = self.counters
         if exc.code == errors.TOKEN_GRANT_FAILED:
             c.grant_failures += 1
@@ -400,211 +375,247 @@ class ProxyServer:
             c.upstream_errors += 1
         else:
             c.denied += 1
+
+    def _audit_exchange(self, ex: Exchange, *, allowed: bool, message: str, **kw: Any) -> None:
+        """The one OCSF event shape of an exchange (method, origin, path, binding)."""
+        t = ex.target
         self._audit.http_event(
-            method=method,
-            scheme=scheme,
+            method=ex.req.method,
+            scheme=t.scheme,
+            host=t.host,
+            port=t.port,
+            path=ex.req.path,
+            allowed=allowed,
+            message=message,
+            binding_id=ex.binding_id,
+            **kw,
+        )
+
+    def _deny_exchange(self, ex: Exchange, exc: ProxyError, *, close: bool) -> None:
+        self._count_denial(exc)
+        self._audit_exchange(
+            ex, allowed=False, message=exc.code, status_code=exc.status, reason=exc.detail
+        )
+        ex.agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=close))
+
+    def _deny_connect(self, agent: Conn, exc: ProxyError, host: str, port: int) -> None:
+        self._count_denial(exc)
+        self._audit.http_event(
+            method="CONNECT",
+            scheme="tcp",
             host=host,
             port=port,
-            path=path,
+            path="",
             allowed=False,
             message=exc.code,
             status_code=exc.status,
             reason=exc.detail,
-            binding_id=binding_id,
         )
-        ch.write(error_response(exc.status, exc.code, exc.detail, close=close))
+        agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=True))
 
     # -- one request -----------------------------------------------------------------
 
-    async def _serve_request(self, agent: Conn, req: RequestHead, tunnel: Tunnel | None) -> bool:
-        """Handle one non-CONNECT request; True when the agent connection stays usable."""
-        if tunnel is not None:
-            scheme, host, port = tunnel.scheme, tunnel.host, tunnel.port
-        else:
-            scheme = req.scheme or "http"
-            host, port = req.host, req.port or default_port(scheme)
-        close_on_error = req.has_body or not req.keep_alive
-        binding_id: str | None = None
-        dest = (host, port)
-        held = False
+    async def _serve_request(self, agent: Conn, req: RequestHead, tunnel: Target | None) -> Outcome:
+        """Handle one non-CONNECT request through the exchange states (module docstring)."""
+        ex = Exchange(agent, req, tunnel or absolute_target(req), tunnel is not None)
         try:
             try:
-                if tunnel is not None:
-                    req_scheme = req.scheme or scheme
-                    req_port = req.port or default_port(req_scheme)
-                    if (req_scheme, req.host, req_port) != (scheme, host, port):
-                        raise ProxyError(
-                            errors.AUTHORITY_MISMATCH,
-                            f"request names {req.host}:{req_port} inside a tunnel to {host}:{port}",
-                        )
-                d = decide(
-                    self._policy(),
-                    method=req.method,
-                    scheme=scheme,
-                    host=host,
-                    port=port,
-                    path=req.path,
-                    headers=req.headers,
-                )
-                if req.max_forwards == 0:  # a body, never read, ends the connection
-                    keep = req.keep_alive and not req.has_body
-                    agent.ch.write(_OPTIONS_HERE if keep else _OPTIONS_HERE_CLOSE)
-                    return keep
-                binding = d.binding
-                binding_id = binding.id if binding is not None else None
-                if d.audit_violation is not None:
-                    self._audit.http_event(
-                        method=req.method,
-                        scheme=scheme,
-                        host=host,
-                        port=port,
-                        path=req.path,
-                        allowed=True,
-                        message="access rule violated (enforcement: audit)",
-                        reason=d.audit_violation,
-                        severity=SEVERITY_MEDIUM,  # a violation let through, not routine
-                    )
-                decoder: ChunkedDecoder | None = None
-                first = b""
-                if req.expect_continue and req.has_body:
-                    agent.ch.write(_CONTINUE)
-                if req.chunked:
-                    try:
-                        decoder, first = await start_chunked(agent, self.limits.head_timeout)
-                    except ParseError as exc:
-                        self._reject(agent.ch, exc)
-                        return False
-                elif req.content_length:
-                    # Body bytes already buffered (the common small case) go out with the head.
-                    first = agent.take(min(req.content_length, _SMALL_BODY))
-                held = self._slots.try_acquire(dest) or await self._slots.acquire(
-                    dest, self.limits.destination_wait
-                )
-                if not held:
-                    self.counters.busy += 1
-                    raise ProxyError(
-                        errors.UPSTREAM_BUSY,
-                        f"{host}:{port}: too many concurrent upstream connections",
-                    )
-                key: PoolKey = (scheme, host, port)
-                nets = d.endpoint.allowed_ips
-                up = self._pool.take(key)
-                if (
-                    up is not None
-                    and up.checked_for is not nets
-                    and check_destination(up.addr, port, nets)
-                ):
-                    up.close()  # the policy changed since this connection was checked
-                    up = None
-                addr = (
-                    up.addr
-                    if up is not None
-                    else await resolve_checked(self._resolver, host, port, nets)
-                )
-                if up is not None:
-                    up.checked_for = nets
-                extra: tuple[str, str] | None = None
-                if binding is not None:
-                    try:
-                        extra = credential_header(binding, await self._tokens.token_for(binding))
-                    except GrantError as exc:
-                        raise ProxyError(errors.TOKEN_GRANT_FAILED, exc.reason) from None
-                    finally:
-                        if extra is None and up is not None:
-                            self._pool.give(up)  # no token: nothing is written upstream
+                self._admit(ex)
+                if req.max_forwards == 0:
+                    return self._answer_options(ex)
+                await self._read_body_start(ex)
+                await self._hold_slot(ex)
+                await self._checkout(ex)
+                await self._fetch_credential(ex)
             except ProxyError as exc:
-                self._deny_request(agent, exc, req, scheme, host, port, binding_id, close_on_error)
-                return not close_on_error
-
-            # Build the upstream head once; the credential header is the only one we add.
-            head = upstream_request_head(req, host_header(host, port, scheme), extra)
-            del extra
-
+                self._deny_exchange(ex, exc, close=ex.close_on_error)
+                return Outcome.CLOSE if ex.close_on_error else Outcome.REUSABLE
+            except ParseError as exc:  # the start of a chunked body
+                self._reject(agent.ch, exc)
+                return Outcome.CLOSE
             try:
-                return await self._exchange(
-                    agent, req, head + first, decoder, key, addr, up, nets, scheme, binding_id
-                )
+                return await self._forward(ex, prepare_upstream_request(ex))
             except ProxyError as exc:
-                self._deny_request(agent, exc, req, scheme, host, port, binding_id, True)
-                return False
+                self._deny_exchange(ex, exc, close=True)
+                return Outcome.CLOSE
         finally:
-            if held:
-                self._slots.release(dest)
+            if ex.slot_held:
+                self._slots.release(ex.target.dest)
 
-    async def _open(
-        self, key: PoolKey, addr: IPAddress, up: Upstream | None, nets: tuple[IPNetwork, ...]
-    ) -> Upstream:
+    def _admit(self, ex: Exchange) -> None:
+        """The policy decision; an access rule broken under ``enforcement: audit`` is logged."""
+        req, t = ex.req, ex.target
+        if ex.in_tunnel:
+            check_tunnel_authority(req, t)
+        d = ex.decision = decide(
+            self._policy(),
+            method=req.method,
+            scheme=t.scheme,
+            host=t.host,
+            port=t.port,
+            path=req.path,
+            headers=req.headers,
+        )
+        if d.audit_violation is not None:
+            self._audit_exchange(
+                ex,
+                allowed=True,
+                message="access rule violated (enforcement: audit)",
+                reason=d.audit_violation,
+                severity=SEVERITY_MEDIUM,  # a violation let through, not routine
+            )
+
+    def _answer_options(self, ex: Exchange) -> Outcome:
+        """OPTIONS with Max-Forwards: 0 is answered here; a body, never read, ends the
+        connection."""
+        keep = ex.req.keep_alive and not ex.req.has_body
+        ex.agent.ch.write(_OPTIONS_HERE if keep else _OPTIONS_HERE_CLOSE)
+        return Outcome.REUSABLE if keep else Outcome.CLOSE
+
+    async def _read_body_start(self, ex: Exchange) -> None:
+        """Validate the start of the body before anything goes upstream."""
+        req, agent = ex.req, ex.agent
+        if req.expect_continue and req.has_body:
+            agent.ch.write(_CONTINUE)
+        if req.chunked:
+            ex.decoder, ex.body_start = await start_chunked(agent, self.limits.head_timeout)
+        elif req.content_length:
+            # Body bytes already buffered (the common small case) go out with the head.
+            ex.body_start = agent.take(min(req.content_length, _SMALL_BODY))
+            ex.body_left = req.content_length - len(ex.body_start)
+
+    async def _hold_slot(self, ex: Exchange) -> None:
+        await self._take_slot(ex.target.host, ex.target.port)
+        ex.slot_held = True
+
+    async def _take_slot(self, host: str, port: int) -> None:
+        """A destination slot (``Limits.max_active_per_destination``), or 503 upstream_busy."""
+        dest = (host, port)
+        if self._slots.try_acquire(dest) or await self._slots.acquire(
+            dest, self.limits.destination_wait
+        ):
+            return
+        self.counters.busy += 1
+        raise ProxyError(
+            errors.UPSTREAM_BUSY, f"{host}:{port}: too many concurrent upstream connections"
+        )
+
+    async def _checkout(self, ex: Exchange) -> None:
+        """A pooled connection still admitted by the policy, else a checked address."""
+        t, nets = ex.target, ex.allowed_ips
+        up = self._pool.take((t.scheme, t.host, t.port))
+        if up is not None and up.checked_for is not nets:
+            if check_destination(up.addr, t.port, nets):
+                up.close()  # the policy changed since this connection was checked
+                up = None
+            else:
+                up.checked_for = nets
+        ex.upstream = up
+        if up is None:
+            ex.addr = await resolve_checked(self._resolver, t.host, t.port, nets)
+        else:
+            ex.addr = up.addr
+
+    async def _fetch_credential(self, ex: Exchange) -> None:
+        assert ex.decision is not None
+        binding = ex.decision.binding
+        if binding is None:
+            return
+        try:
+            ex.credential = credential_header(binding, await self._tokens.token_for(binding))
+        except GrantError as exc:
+            raise ProxyError(errors.TOKEN_GRANT_FAILED, exc.reason) from None
+        finally:
+            if ex.credential is None and ex.upstream is not None:
+                self._pool.give(ex.upstream)  # no token: nothing is written upstream
+                ex.upstream = None
+
+    async def _open(self, ex: Exchange) -> Upstream:
+        up = ex.upstream
         if up is not None:
             self.counters.upstream_reused += 1
             return up
-        tls = self._upstream_tls() if key[0] == "https" else None
-        up = await open_upstream(key, addr, tls=tls, timeout=self.limits.connect_timeout)
-        up.checked_for = nets  # ``addr`` came from resolve_checked under these networks
+        t = ex.target
+        assert ex.addr is not None
+        tls = self._upstream_tls() if t.scheme == "https" else None
+        up = await open_upstream(
+            (t.scheme, t.host, t.port), ex.addr, tls=tls, timeout=self.limits.connect_timeout
+        )
+        up.checked_for = ex.allowed_ips  # ``addr`` came from resolve_checked under these
         self.counters.upstream_new += 1
+        ex.upstream = up
         return up
 
-    async def _exchange(
-        self,
-        agent: Conn,
-        req: RequestHead,
-        head: bytes,
-        decoder: ChunkedDecoder | None,
-        key: PoolKey,
-        addr: IPAddress,
-        up: Upstream | None,
-        nets: tuple[IPNetwork, ...],
-        scheme: str,
-        binding_id: str | None,
-    ) -> bool:
-        lim = self.limits
-        host, port = key[1], key[2]
-        # ``head`` already carries the start of the body; the rest is streamed.
-        body_left = 0
-        if req.content_length:
-            body_left = req.content_length - (len(head) - head.index(b"\r\n\r\n") - 4)
-        retry = up is not None and not req.has_body
+    async def _forward(self, ex: Exchange, opening: bytes) -> Outcome:
+        """Send the request, then relay the final response (the exchange's last states)."""
+        head = await self._send(ex, opening)
+        up = ex.upstream
+        if head is None or up is None:
+            return Outcome.CLOSE  # the agent stopped sending its body: nothing to answer
+        resp = await self._final_response(up, head)
+        if ex.credential is not None and self._audit.enabled:
+            self._audit_exchange(
+                ex,
+                allowed=True,
+                message="credential injected",
+                status_code=resp.status,
+                dst_ip=str(up.addr),
+            )
+        return await self._respond(ex, up, resp)
+
+    async def _send(self, ex: Exchange, opening: bytes) -> bytes | None:
+        """Write the request upstream and read the first response head (None: the agent
+        stopped sending its body). A reused connection that turns out closed is replaced
+        once by a new one when the request has no body (a body is consumed as relayed)."""
+        lim, t, req = self.limits, ex.target, ex.req
+        retry = ex.upstream is not None and not req.has_body
         while True:
-            up = await self._open(key, addr, up, nets)
-            upc = up.ch
+            up = await self._open(ex)
             try:
-                upc.write(head)
-                if decoder is not None and not decoder.done:
-                    await relay_chunked(agent, upc, lim.body_timeout, decoder=decoder)
-                elif body_left:
-                    await relay_length(agent, upc, body_left, lim.body_timeout)
-                else:
-                    await upc.drain()
-                resp_head = await up.conn.read_head(
+                up.ch.write(opening)
+                await self._send_body(ex, up)
+                head = await up.conn.read_head(
                     lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
                 )
             except (PeerClosed, TimeoutError) as exc:
                 up.close()
                 if isinstance(exc, TimeoutError) and not req.has_body:
                     raise ProxyError(errors.UPSTREAM_UNREACHABLE, "upstream timed out") from None
-                return False  # the agent stopped sending its body: nothing sensible to answer
+                return None
             except (ConnectionError, OSError, ParseError) as exc:
                 up.close()
                 if retry and not isinstance(exc, ParseError):
-                    retry, up = False, None
+                    retry, ex.upstream = False, None
                     continue
                 raise ProxyError(
-                    errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: connection failed"
+                    errors.UPSTREAM_UNREACHABLE, f"{t.host}:{t.port}: connection failed"
                 ) from None
-            if resp_head is None:
-                up.close()
-                if retry:
-                    retry, up = False, None
-                    continue
+            if head is not None:
+                return head
+            up.close()
+            if not retry:
                 raise ProxyError(
-                    errors.UPSTREAM_UNREACHABLE, f"{host}:{port}: closed without response"
+                    errors.UPSTREAM_UNREACHABLE, f"{t.host}:{t.port}: closed without response"
                 )
-            break
+            retry, ex.upstream = False, None
+
+    async def _send_body(self, ex: Exchange, up: Upstream) -> None:
+        timeout = self.limits.body_timeout
+        if ex.decoder is not None and not ex.decoder.done:
+            await relay_chunked(ex.agent, up.ch, timeout, decoder=ex.decoder)
+        elif ex.body_left:
+            await relay_length(ex.agent, up.ch, ex.body_left, timeout)
+        else:
+            await up.ch.drain()
+
+    async def _final_response(self, up: Upstream, head: bytes) -> ResponseHead:
+        """The final response head; interim (1xx) ones are dropped (we answered Expect)."""
+        lim = self.limits
         try:
-            resp = parse_response_head(resp_head)
+            resp = parse_response_head(head)
             while 100 <= resp.status < 200:
                 if resp.status == 101:
                     raise ParseError("unexpected protocol switch")
-                # Interim responses are dropped: we answered Expect ourselves.
                 got = await up.conn.read_head(
                     lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
                 )
@@ -617,129 +628,83 @@ class ProxyServer:
             raise ProxyError(
                 errors.UPSTREAM_UNREACHABLE, f"invalid upstream response: {detail}"
             ) from None
+        return resp
 
-        if binding_id is not None and self._audit.enabled:
-            self._audit.http_event(
-                method=req.method,
-                scheme=scheme,
-                host=host,
-                port=port,
-                path=req.path,
-                allowed=True,
-                message="credential injected",
-                status_code=resp.status,
-                binding_id=binding_id,
-                dst_ip=str(up.addr),
-            )
-
-        mode = response_body_mode(req.method, resp)
-        agent11 = req.version == "HTTP/1.1"
-        keep = req.keep_alive and mode != "close" and (agent11 or mode != "chunked")
-        headers = forwardable(resp.headers, resp.connection_tokens, frozenset())
-        if mode == "chunked" and agent11:
-            headers.append(("Transfer-Encoding", "chunked"))
-        elif resp.content_length is not None and (
-            mode != "none" or req.method == "HEAD" or resp.status == 304
-        ):
-            headers.append(("Content-Length", str(resp.content_length)))
-        elif mode == "none" and resp.status >= 200 and resp.status not in (204, 304):
-            headers.append(("Content-Length", "0"))
-        if not keep:
-            headers.append(("Connection", "close"))
-        elif not agent11:
-            headers.append(("Connection", "keep-alive"))
-        out = serialize_head(f"HTTP/1.1 {resp.status} {resp.reason}", headers)
-        ach = agent.ch
+    async def _respond(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
+        """Relay the response head and body to the agent; pool the upstream if it may."""
+        out = agent_response(ex.req, resp)
+        ach, timeout = ex.agent.ch, self.limits.body_timeout
         try:
-            if mode == "length":
+            if out.mode == "length":
                 assert resp.content_length is not None
-                first_resp = up.conn.take(min(resp.content_length, _SMALL_BODY))
-                rest = resp.content_length - len(first_resp)
+                first = up.conn.take(min(resp.content_length, _SMALL_BODY))
+                rest = resp.content_length - len(first)
                 if rest:
-                    await relay_length(up.conn, ach, rest, lim.body_timeout, first=out + first_resp)
+                    await relay_length(up.conn, ach, rest, timeout, first=out.head + first)
                 else:  # the whole small response is buffered: one write, head and body
-                    ach.write(out + first_resp)
-            elif mode == "chunked":
-                await relay_chunked(up.conn, ach, lim.body_timeout, encode=agent11, first=out)
-            elif mode == "close":
-                await relay_until_eof(up.conn, ach, lim.body_timeout, first=out)
+                    ach.write(out.head + first)
+            elif out.mode == "chunked":
+                await relay_chunked(
+                    up.conn, ach, timeout, encode=out.encode_chunked, first=out.head
+                )
+            elif out.mode == "close":
+                await relay_until_eof(up.conn, ach, timeout, first=out.head)
             else:
-                ach.write(out)
+                ach.write(out.head)
             await ach.drain()
         except ParseError:
             up.close()
-            return False  # framing broke after the head went out: cut the agent connection
+            return Outcome.CLOSE  # framing broke after the head went out: cut the agent
         except BaseException:
             up.close()
             raise
-        if resp.keep_alive and mode != "close":
+        if upstream_keep_alive(resp, out.mode):
             self._pool.give(up)
         else:
             up.close()
-        return keep
+        return Outcome.REUSABLE if out.keep_alive else Outcome.CLOSE
 
     # -- CONNECT ---------------------------------------------------------------------
 
     async def _connect(self, agent: Conn, req: RequestHead) -> None:
         host, port = req.host, req.port or 443
         self.counters.connects += 1
-        policy = self._policy()
-        dest = (host, port)
+        try:
+            d = decide_connect(
+                self._policy(), host=host, port=port, can_intercept=self._interceptor is not None
+            )
+        except ProxyError as exc:
+            self._deny_connect(agent, exc, host, port)
+            return
+        if d.intercept:
+            await self._intercept(agent, host, port)
+        else:
+            assert d.endpoint is not None
+            await self._tunnel(agent, host, port, d.endpoint)
+
+    async def _tunnel(self, agent: Conn, host: str, port: int, endpoint: Endpoint) -> None:
+        """A raw byte tunnel; it holds its upstream connection, and a slot, for its life."""
         held = False
         try:
-            if port in CONTROL_PLANE_PORTS:
-                raise ProxyError(errors.SSRF_DENIED, f"port {port} is a control-plane port")
-            if not policy.declares(host, port):
-                raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
-            endpoint = policy.match_endpoint(host, port, "/")
-            skip = endpoint is not None and endpoint.tls == "skip"
-            if connect_needs_inspection(policy, host, port) and not skip:
-                if self._interceptor is None:
-                    raise ProxyError(
-                        errors.POLICY_DENIED,
-                        f"{host}:{port} needs request inspection but interception is off",
-                    )
-                await self._intercept(agent, host, port)
-                return
-            if endpoint is None:
-                raise ProxyError(
-                    errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only"
-                )
             addr = await resolve_checked(self._resolver, host, port, endpoint.allowed_ips)
-            # A tunnel holds its upstream connection for its whole life: it takes a slot.
-            held = self._slots.try_acquire(dest) or await self._slots.acquire(
-                dest, self.limits.destination_wait
-            )
-            if not held:
-                self.counters.busy += 1
-                raise ProxyError(
-                    errors.UPSTREAM_BUSY, f"{host}:{port}: too many concurrent upstream connections"
-                )
+            await self._take_slot(host, port)
+            held = True
             up = await open_upstream(
                 ("tcp", host, port), addr, tls=None, timeout=self.limits.connect_timeout
             )
         except BaseException as exc:
             if held:
-                self._slots.release(dest)
+                self._slots.release((host, port))
             if not isinstance(exc, ProxyError):
                 raise
-            self._deny(
-                agent.ch,
-                exc,
-                method="CONNECT",
-                scheme="tcp",
-                host=host,
-                port=port,
-                path="",
-                close=True,
-            )
+            self._deny_connect(agent, exc, host, port)
             return
         try:
             self.counters.tunnels += 1
             agent.ch.write(_CONNECT_OK)
             await self._splice(agent, up)
         finally:
-            self._slots.release(dest)
+            self._slots.release((host, port))
 
     async def _splice(self, agent: Conn, up: Upstream) -> None:
         """Relay raw bytes both ways until both sides are done or the tunnel idles out."""
@@ -794,7 +759,7 @@ class ProxyServer:
             self.counters.timeouts += 1
             return
         if agent.buf[0] != 0x16:  # not a TLS handshake record: plain HTTP in the tunnel
-            await self._serve(agent, Tunnel("http", host, port))
+            await self._serve(agent, Target("http", host, port))
             return
         try:
             ctx = self._interceptor.server_context(host)
@@ -811,7 +776,7 @@ class ProxyServer:
             return
         inner = Conn(tls)
         try:
-            await self._serve(inner, Tunnel("https", host, port))
+            await self._serve(inner, Target("https", host, port))
         finally:
             inner.release()
             with contextlib.suppress(Exception):

@@ -59,7 +59,7 @@ async def resolve_checked(
 class Upstream:
     """One upstream connection: its buffered reader and the address it was checked for."""
 
-    __slots__ = ("addr", "ch", "checked_for", "conn", "idle_since", "key", "reused")
+    __slots__ = ("addr", "ch", "checked_for", "conn", "idle_since", "key")
 
     def __init__(self, key: PoolKey, addr: IPAddress, ch: Channel) -> None:
         self.key = key
@@ -67,7 +67,6 @@ class Upstream:
         self.ch = ch  # a PlainChannel, or a TlsChannel over one for https
         self.conn = Conn(ch)
         self.idle_since = 0.0
-        self.reused = False
         # The allowed_ips tuple ``addr`` was last admitted under: the SSRF check is a pure
         # function of (addr, port, networks), so a reuse under the same tuple skips it.
         self.checked_for: tuple[IPNetwork, ...] | None = None
@@ -141,7 +140,6 @@ class Pool:
         while dq:
             up = dq.pop()  # most recently used: the likeliest to be alive
             if now - up.idle_since < self._max_age and up.ch.usable() and not up.conn.buf:
-                up.reused = True
                 return up
             up.close()
         return None
