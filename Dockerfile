@@ -53,7 +53,11 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY supervisor ./supervisor
-RUN pip wheel --no-cache-dir . -w /wheels
+# openshell-init, PID 1 of the agent's namespace: static, so it loads nothing at exec; the
+# wheel carries it as package data.
+RUN gcc -O2 -static -s -Wall -Wextra -Werror \
+      -o supervisor/sandbox/openshell-init supervisor/sandbox/openshell-init.c \
+ && pip wheel --no-cache-dir . -w /wheels
 
 # ---- runtime: no compiler, no headers, only the shared libraries the wheels link ----
 FROM ${PYTHON_IMAGE} AS runtime
@@ -76,6 +80,7 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels openshell-supervi
  && rm -rf /wheels \
  && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
  && test -f "$site/supervisor/__init__.py" \
+ && test -x "$site/supervisor/sandbox/openshell-init" \
  && python -m compileall -q "$site/supervisor"
 
 # The agent's identity: nobody:nogroup (65534), the supervisor's default --user. Fail the

@@ -10,6 +10,12 @@ PYTEST_ARGS ?=
 FUZZ_SECONDS ?= 60
 SOAK_MINUTES ?= 10
 
+# PID 1 of the agent's namespace (supervisor/sandbox/openshell-init.c): a static binary,
+# shipped beside the package (package data; the Dockerfile's builder compiles it too).
+INIT    := supervisor/sandbox/openshell-init
+CC      ?= gcc
+INIT_CFLAGS := -O2 -static -s -Wall -Wextra -Werror
+
 .PHONY: all install test lint typecheck unit e2e demo bench fuzz soak clean
 
 all: test
@@ -26,7 +32,10 @@ $(STAMP): pyproject.toml scripts/bootstrap-system.sh
 	$(BIN)/python -m compileall -q supervisor
 	touch $(STAMP)
 
-install: $(STAMP)
+$(INIT): $(INIT).c
+	$(CC) $(INIT_CFLAGS) -o $@ $<
+
+install: $(STAMP) $(INIT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check supervisor tests integration
@@ -35,20 +44,20 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Unit, property and privileged tests of the parts (tests/): no end-to-end run.
-unit: $(STAMP)
+unit: $(STAMP) $(INIT)
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 
 # The real `run` end to end with the development servers, and the compressed soak
 # (integration/).
-e2e: $(STAMP)
+e2e: $(STAMP) $(INIT)
 	$(BIN)/pytest integration $(PYTEST_ARGS)
 
 test: lint typecheck unit e2e
 
-demo: $(STAMP)
+demo: $(STAMP) $(INIT)
 	$(BIN)/openshell-supervisor demo
 
-bench: $(STAMP)
+bench: $(STAMP) $(INIT)
 	scripts/bootstrap-system.sh bench
 	$(BIN)/python -m integration.bench.run
 
@@ -59,8 +68,9 @@ fuzz: $(STAMP)
 	$(BIN)/python -m fuzz.run --target all --seconds $(FUZZ_SECONDS)
 
 # Mixed traffic with injected faults for SOAK_MINUTES; exits non-zero if a target is missed.
-soak: $(STAMP)
+soak: $(STAMP) $(INIT)
 	$(BIN)/python -m integration.soak.run --minutes $(SOAK_MINUTES)
 
 clean:
+	rm -f $(INIT)
 	rm -rf $(VENV) .venv-bench .pytest_cache .mypy_cache .ruff_cache .hypothesis

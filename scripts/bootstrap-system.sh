@@ -11,7 +11,7 @@ need() { dpkg -s "$1" >/dev/null 2>&1 || pkgs+=("$1"); }
 need_cmd() { command -v "$1" >/dev/null 2>&1 || pkgs+=("$2"); }
 for w in "${want[@]}"; do
   case "$w" in
-    build) need libcap-dev; need gcc; need python3-venv ;;  # python-prctl compiles against libcap
+    build) need libcap-dev; need gcc; need libc6-dev; need python3-venv ;;  # python-prctl compiles against libcap; openshell-init is a static C binary (libc.a)
     test)  need curl; need_cmd node nodejs; need_cmd npm npm; need iproute2; need openssl; need libseccomp2 ;;  # curl/node agents, seccomp tests
     bench) need nginx; need tinyproxy; need wrk; need apache2-utils ;;
     *) echo "unknown set: $w" >&2; exit 2 ;;

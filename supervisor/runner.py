@@ -25,13 +25,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.sandbox import linux
+from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment
-from supervisor.sandbox.init import InitSpec
 from supervisor.sandbox.mountns import create_sanitized_mount_namespace
 from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
 from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
 from supervisor.sandbox.socket_path import SocketPath, resolve_socket_path
-from supervisor.sandbox.spawn import InitProcess, spawn_init
+from supervisor.sandbox.spawn import InitProcess, find_init, spawn_init
 from supervisor.settings import RunSettings, SetupError
 
 if TYPE_CHECKING:  # imported lazily at run time (start-up cost)
@@ -290,6 +290,7 @@ def run_supervisor(
             default_workdir=os.getcwd(),
             mount_ns_fd=mount_ns.fd,
             net_ns_fd=network.ns_fd,
+            init_path=find_init(),
         )
         # Blocked across fork so a signal arriving now is forwarded once handlers exist.
         if threading.active_count() > 1:

@@ -1,6 +1,6 @@
 """The agent's seccomp filter: allow by default, refuse what an agent never needs.
 
-Installed by the sandbox init after no_new_privs and before it forks the agent, so the
+Installed by the sandbox's child after no_new_privs and before it execs the init, so the
 agent (and everything it runs) inherits it from its first instruction, and the init runs
 under it too. The refused calls are kernel attack surface or ways out of the sandbox's
 namespaces: mounting, namespaces (user namespaces in particular, which would hand the

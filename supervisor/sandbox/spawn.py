@@ -1,11 +1,11 @@
 """Fork the sandbox init into a new PID namespace (supervisor side).
 
 The supervisor unshares CLONE_NEWPID (which only affects its future children), forks the
-init (PID 1 of the new namespace, still a direct child so it can be waited for), and then
-setns()es its pid_for_children back, so later forks stay in the supervisor's namespace.
-Call it while single-threaded and before any secret is in memory: the init is a copy of
-the supervisor at this moment. The agent starts only when ``InitProcess.start`` sends the
-go with its environment.
+child that becomes PID 1 of the new namespace (still a direct child so it can be waited
+for), and then setns()es its pid_for_children back, so later forks stay in the
+supervisor's namespace. Call it before any secret is in memory: until the child execs
+openshell-init (supervisor/sandbox/child.py) it is a copy of the supervisor. The agent
+starts only when ``InitProcess.start`` sends the go with its environment.
 """
 
 from __future__ import annotations
@@ -17,11 +17,28 @@ import signal
 from dataclasses import dataclass
 
 from supervisor.sandbox import linux
-from supervisor.sandbox.init import InitSpec, run_init
+from supervisor.sandbox.child import InitSpec, run_child
 from supervisor.sandbox.protocol import EXIT_SETUP, InitReport, parse_report
 from supervisor.settings import SetupError
 
 STEP = "pid namespace"
+INIT_NAME = "openshell-init"
+
+
+def find_init() -> str:
+    """The openshell-init executable shipped beside this module (built by ``make install``
+    and the Dockerfile's builder from openshell-init.c)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), INIT_NAME)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SetupError(
+            "init", f"{path}: {exc.strerror} (build it: make install, or "
+            f"gcc -O2 -static -o {path} {path}.c)"
+        ) from None
+    if not st.st_mode & 0o001:
+        raise SetupError("init", f"{path} is not executable by the agent (mode {st.st_mode:o})")
+    return path
 
 
 @dataclass
@@ -83,7 +100,7 @@ def spawn_init(spec: InitSpec) -> InitProcess:
             try:
                 os.close(go_w)
                 os.close(status_r)
-                code = run_init(spec, go_r, status_w)
+                code = run_child(spec, go_r, status_w)
             finally:
                 os._exit(code)
         try:

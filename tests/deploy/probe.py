@@ -230,7 +230,7 @@ def _no_new_privs() -> None:
 
 
 def _init(log: _Log, sanitized: int, agent_net: int) -> None:
-    """PID 1 of the new PID namespace: the sandbox's init (supervisor/sandbox/init.py)."""
+    """PID 1 of the new PID namespace: the sandbox's init (supervisor/sandbox/child.py, then openshell-init)."""
     log.steps(
         [
             ("init: setsid", os.setsid),

@@ -1,35 +1,42 @@
-"""The sandbox's minimal init: PID 1 of the agent's PID namespace (ARCHITECTURE.md 3.4).
+"""The forked child that becomes the sandbox's PID 1 (ARCHITECTURE.md 3.1 and 3.4).
 
-Runs in the process the supervisor forked before any secret is in memory. It starts a
-session of its own (no controlling terminal), enters the sanitized mount and the network
-namespaces, mounts a fresh /proc and /sys, drops every privilege (same uid as the agent,
-no capabilities, non-dumpable), loads the agent's seccomp filter, waits for the
-supervisor's go with the agent's environment, forks and execs the agent, forwards signals
-to it, reaps orphans, and exits with the agent's status.
+The supervisor forks this child into the new PID namespace before any secret is in its
+memory. In order, the child:
 
-A PID-namespace init cannot die of a signal it sends itself with the default disposition,
-so death by signal N is reported as exit code 128+N (and the raw status over the status
-pipe); the supervisor exits with that same code.
+1. leaves the operator's terminal (a session of its own) and closes inherited fds;
+2. joins the sanitized mount namespace and the agent's network namespace, then a mount
+   and IPC namespace of its own with a fresh /proc and /sys;
+3. drops its identity and every capability (the agent's uid, no_new_privs, non-dumpable);
+4. (Landlock goes here: after the drop, before seccomp);
+5. loads the agent's seccomp filter;
+6. waits for the supervisor's go on the go pipe (the agent's environment, once the
+   per-run CA exists) and enters the working directory;
+7. execs ``openshell-init`` (supervisor/sandbox/openshell-init.c) with an empty
+   environment and argv ``["openshell-init"]``: PID 1 holds nothing of the supervisor
+   (no environment block, argv or heap). It forks and execs the agent, forwards signals,
+   reaps orphans and reports on the status pipe.
+
+Every failure before the exec is reported on the status pipe as a setup step (125).
+Python is used only up to the exec; nothing here runs while the agent does.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import signal
 import stat
 from dataclasses import dataclass
 
 from supervisor.sandbox import agentfs, linux
 from supervisor.sandbox.privileges import PrivilegeError, drop_privileges
 from supervisor.sandbox.protocol import (
-    EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     EXIT_SETUP,
-    FORWARDED_SIGNALS,
-    exit_code_of,
+    INIT_ARGV,
+    INIT_SPEC_FD,
+    INIT_STATUS_FD,
+    encode_launch_spec,
     write_message,
 )
 from supervisor.sandbox.seccomp import SeccompSetupError, install_agent_filter
@@ -45,6 +52,7 @@ class InitSpec:
     default_workdir: str  # the supervisor's cwd, "/" if the agent cannot enter it
     mount_ns_fd: int
     net_ns_fd: int | None
+    init_path: str  # the openshell-init executable (checked by the supervisor)
 
 
 class _SetupFailure(Exception):
@@ -52,21 +60,6 @@ class _SetupFailure(Exception):
         super().__init__(f"{step}: {reason}")
         self.step = step
         self.reason = reason
-
-
-class _Forwarder:
-    """Signal handler: forward to the agent, or hold until it exists."""
-
-    def __init__(self) -> None:
-        self.agent_pid: int | None = None
-        self.pending: list[int] = []
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        if self.agent_pid is None:
-            self.pending.append(signum)
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.agent_pid, signum)
 
 
 def _close_fds_except(keep: set[int]) -> None:
@@ -118,6 +111,20 @@ def _enter_namespaces(spec: InitSpec) -> None:
                 os.write(2, f"openshell-supervisor: warning: {warning}\n".encode())
 
 
+def _drop_identity(spec: InitSpec) -> None:
+    try:
+        drop_privileges(spec.uid, spec.gid, spec.groups)
+    except (OSError, PrivilegeError) as exc:
+        raise _SetupFailure("privileges", str(exc)) from exc
+
+
+def _install_seccomp() -> None:
+    try:
+        install_agent_filter()  # inherited by the init and the agent from their first instruction
+    except SeccompSetupError as exc:
+        raise _SetupFailure("seccomp", str(exc)) from exc
+
+
 def _read_go(fd: int) -> dict[str, str] | None:
     chunks = []
     while True:
@@ -167,77 +174,43 @@ def resolve_command(name: str, path_var: str | None) -> str | None:
     return first_file
 
 
-def _exec_agent(command: tuple[str, ...], env: dict[str, str], err_fd: int) -> None:
-    """In the forked agent: restore default signal handling and exec; never returns."""
+class _NotFound(Exception):
+    pass
+
+
+def _move_fd(fd: int, target: int) -> None:
+    """Make ``target`` a copy of ``fd`` that survives exec."""
+    if fd != target:
+        os.dup2(fd, target, inheritable=True)
+    else:
+        os.set_inheritable(fd, True)
+
+
+def _exec_init(spec: InitSpec, env: dict[str, str], status_fd: int) -> None:
+    """Replace this process by openshell-init; returns only by raising."""
+    path = resolve_command(spec.command[0], env.get("PATH"))
+    if path is None:
+        raise _NotFound
+    launch = os.memfd_create("openshell-init-spec", os.MFD_CLOEXEC)
+    data = encode_launch_spec(path, spec.command, env)
+    while data:
+        data = data[os.write(launch, data) :]
+    # Out of the way of fds 3 and 4 first, then into place (dup2 leaves them inheritable).
+    high_launch = os.dup(launch) if launch in (INIT_SPEC_FD, INIT_STATUS_FD) else launch
+    high_status = os.dup(status_fd) if status_fd == INIT_SPEC_FD else status_fd
+    _move_fd(high_launch, INIT_SPEC_FD)
+    _move_fd(high_status, INIT_STATUS_FD)
     try:
-        for sig in signal.valid_signals():
-            if sig not in (signal.SIGKILL, signal.SIGSTOP):
-                with contextlib.suppress(OSError, ValueError):
-                    signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, set())
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        path = resolve_command(command[0], env.get("PATH"))
-        if path is None:
-            raise FileNotFoundError(errno.ENOENT, "not found")
-        os.execve(path, list(command), env)  # noqa: S606 - argv, no shell
+        os.execve(spec.init_path, list(INIT_ARGV), {})  # noqa: S606 - argv, no shell
     except OSError as exc:
-        not_found = exc.errno in (errno.ENOENT, errno.ENOTDIR)
-        code = EXIT_NOT_FOUND if not_found else EXIT_NOT_EXECUTABLE
-        reason = "command not found" if not_found else f"cannot execute: {exc.strerror}"
-        try:
-            os.write(err_fd, json.dumps({"code": code, "reason": reason}).encode())
-        finally:
-            os._exit(code)
-    finally:
-        os._exit(EXIT_NOT_EXECUTABLE)
+        raise _SetupFailure("init", f"cannot execute {spec.init_path}: {exc.strerror}") from exc
 
 
-def _spawn_agent(spec: InitSpec, env: dict[str, str], forwarder: _Forwarder) -> int:
-    err_r, err_w = os.pipe()  # both O_CLOEXEC: EOF on successful exec
-    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
-    pid = os.fork()
-    if pid == 0:
-        os.close(err_r)
-        _exec_agent(spec.command, env, err_w)
-    forwarder.agent_pid = pid
-    os.close(err_w)
-    for signum in forwarder.pending:
-        forwarder(signum, None)
-    forwarder.pending.clear()
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
-    with os.fdopen(err_r, "rb") as err:
-        failure = err.read()
-    if failure:
-        raise _ExecFailure(json.loads(failure))
-    return pid
+def run_child(spec: InitSpec, go_fd: int, status_fd: int) -> int:
+    """Body of the forked child; returns an exit code only when it could not exec the init.
 
-
-class _ExecFailure(Exception):
-    def __init__(self, info: dict[str, object]) -> None:
-        super().__init__(str(info.get("reason", "")))
-        code = info.get("code", EXIT_NOT_EXECUTABLE)
-        self.code = code if isinstance(code, int) else EXIT_NOT_EXECUTABLE
-        self.reason = str(info.get("reason", ""))
-
-
-def _wait_for(agent_pid: int) -> int:
-    """Reap every child (orphans are re-parented to us) until the agent exits."""
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 0
-        if pid == agent_pid:
-            return status
-
-
-def run_init(spec: InitSpec, go_fd: int, status_fd: int) -> int:
-    """Body of the init process; returns its exit code. Called right after fork."""
-    os.environ.clear()  # the supervisor's variables have no business here
-    forwarder = _Forwarder()
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forwarder)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
+    The supervisor blocked the forwarded signals across the fork; they stay blocked (and
+    pending) through the exec, and openshell-init forwards them once the agent exists."""
     keep = {0, 1, 2, go_fd, status_fd, spec.mount_ns_fd}
     if spec.net_ns_fd is not None:
         keep.add(spec.net_ns_fd)
@@ -245,25 +218,18 @@ def run_init(spec: InitSpec, go_fd: int, status_fd: int) -> int:
         _close_fds_except(keep)
         _leave_terminal()
         _enter_namespaces(spec)
-        try:
-            drop_privileges(spec.uid, spec.gid, spec.groups)
-        except (OSError, PrivilegeError) as exc:
-            raise _SetupFailure("privileges", str(exc)) from exc
-        try:
-            install_agent_filter()  # inherited by the agent from its first instruction
-        except SeccompSetupError as exc:
-            raise _SetupFailure("seccomp", str(exc)) from exc
+        _drop_identity(spec)
+        _install_seccomp()
         env = _read_go(go_fd)
         if env is None:
             return EXIT_SETUP  # the supervisor gave up before starting the agent
         _enter_workdir(spec)
-        agent_pid = _spawn_agent(spec, env, forwarder)
+        _exec_init(spec, env, status_fd)
     except _SetupFailure as exc:
         write_message(status_fd, {"kind": "setup", "step": exc.step, "reason": exc.reason})
         return EXIT_SETUP
-    except _ExecFailure as exc:
-        write_message(status_fd, {"kind": "exec", "code": exc.code, "reason": exc.reason})
-        return exc.code
-    status = _wait_for(agent_pid)
-    write_message(status_fd, {"kind": "exit", "status": status})
-    return exit_code_of(status)
+    except _NotFound:
+        write_message(status_fd, {"kind": "exec", "code": EXIT_NOT_FOUND,
+                                  "reason": "command not found"})
+        return EXIT_NOT_FOUND
+    return EXIT_SETUP  # not reached: _exec_init either execs or raises

@@ -1,0 +1,84 @@
+"""PID 1 of the agent's namespace is a fresh program (issue 12 item 6, root).
+
+The attack: the sandbox's init used to be a fork of the supervisor, so its memory held the
+supervisor's environment block (``OPENSHELL_*`` secrets, the Workload API address) and its
+argv showed the supervisor's whole command line. Root on the host reads
+``/proc/<init>/environ`` and ``/proc/<init>/mem``; the agent reads ``/proc/1/cmdline``.
+The init must now be an exec'd program: empty environment, short argv, none of the
+supervisor's bytes in its memory. 126/127/128+N and orphan reaping are proven by
+test_sandbox_run.py, which runs against the same init.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import FAKE_RUN, PY, REPO, clean_env
+
+pytestmark = pytest.mark.privileged
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
+
+
+def _memory_contains(pid: int, needle: bytes) -> bool:
+    """Scan every readable mapping of ``pid`` (as root) for ``needle``."""
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def test_init_holds_nothing_of_the_supervisor(agent_dir: Path) -> None:
+    canary = "canary-" + secrets.token_hex(12)
+    ready = agent_dir / "ready"
+    cmdline_out = agent_dir / "cmdline"
+    agent = (
+        f"cat /proc/1/cmdline > {cmdline_out}; touch {ready}; exec sleep 30"
+    )
+    env = clean_env(OPENSHELL_SANDBOX_TOKEN=canary, SPIFFE_ENDPOINT_SOCKET=f"unix:///run/{canary}")
+    proc = subprocess.Popen(
+        [PY, str(FAKE_RUN), "--log", f"/nonexistent/{canary}", "--", "/bin/sh", "-c", agent],
+        env=env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the agent never started"
+            time.sleep(0.02)
+        (init,) = _children(proc.pid)
+        environ = Path(f"/proc/{init}/environ").read_bytes()
+        cmdline = Path(f"/proc/{init}/cmdline").read_bytes()
+        in_memory = _memory_contains(init, canary.encode())
+        supervisor_has_it = _memory_contains(proc.pid, canary.encode())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    assert supervisor_has_it  # control: the scan finds the canary where it is
+    assert environ == b"", environ[:200]
+    assert cmdline == b"openshell-init\0", cmdline[:200]
+    assert not in_memory, "the supervisor's environment or argv is in the init's memory"
+    # The agent sees the same short command line as PID 1.
+    assert cmdline_out.read_bytes() == b"openshell-init\0"

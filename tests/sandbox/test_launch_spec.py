@@ -1,0 +1,109 @@
+"""openshell-init's launch spec: encoded by the child, parsed by the C init (no root needed).
+
+The property tests run the real binary as an ordinary process (fd 3 = the spec, fd 4 = the
+status pipe) and check that what the agent receives is exactly what was encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.sandbox.protocol import (
+    INIT_ARGV,
+    INIT_SPEC_FD,
+    INIT_STATUS_FD,
+    encode_launch_spec,
+    parse_report,
+)
+from supervisor.sandbox.spawn import find_init
+
+# Strings the kernel can pass: no NUL; anything else, including newlines and non-UTF-8.
+ARG = st.binary(max_size=40).filter(lambda b: b"\0" not in b).map(
+    lambda b: b.decode("utf-8", "surrogateescape")
+)
+NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
+
+
+def _run_init(spec: bytes) -> tuple[int, bytes, list[dict[str, object]]]:
+    """Run openshell-init with ``spec``; return (exit code, stdout, status messages)."""
+    launch = os.memfd_create("spec", 0)
+    os.write(launch, spec)
+    status_r, status_w = os.pipe()
+
+    def fds() -> None:
+        os.dup2(launch, INIT_SPEC_FD)
+        os.dup2(status_w, INIT_STATUS_FD)
+
+    try:
+        result = subprocess.run(
+            list(INIT_ARGV), executable=find_init(), env={}, capture_output=True, timeout=10,
+            preexec_fn=fds, close_fds=False,
+        )
+    finally:
+        os.close(launch)
+        os.close(status_w)
+    with os.fdopen(status_r, "rb") as f:
+        lines = [json.loads(line) for line in f.read().splitlines()]
+    return result.returncode, result.stdout, lines
+
+
+@settings(max_examples=25, deadline=None)
+@given(args=st.lists(ARG, min_size=1, max_size=6), env=st.dictionaries(NAME, ARG, max_size=6))
+def test_agent_gets_exactly_the_encoded_argv_and_environment(
+    args: list[str], env: dict[str, str]
+) -> None:
+    code, out, status = _run_init(
+        encode_launch_spec("/usr/bin/printf", ("printf", "%s\\0", *args), env)
+    )
+    assert code == 0 and status[-1] == {"kind": "exit", "status": 0}
+    assert out.split(b"\0")[:-1] == [a.encode("utf-8", "surrogateescape") for a in args]
+    code, out, _ = _run_init(encode_launch_spec("/usr/bin/env", ("env", "-0"), env))
+    assert code == 0
+    entries = [e.encode("utf-8", "surrogateescape") for e in (f"{k}={v}" for k, v in env.items())]
+    assert out.split(b"\0")[:-1] == entries
+
+
+@settings(max_examples=50, deadline=None)
+@given(spec=st.binary(max_size=64))
+def test_garbage_spec_is_a_setup_failure_never_an_exec(spec: bytes) -> None:
+    if spec.startswith(b"2 0\n") or spec.count(b"\0") >= 2:
+        return  # may be a valid spec
+    code, _, status = _run_init(spec)
+    assert code == 125
+    assert status == [{"kind": "setup", "step": "init", "reason": "unreadable launch spec"}]
+
+
+def test_exec_failures_are_126_and_127_with_errno(tmp_path: Path) -> None:
+    code, _, status = _run_init(encode_launch_spec("/nonexistent", ("x",), {}))
+    assert code == 127 and status == [{"kind": "exec", "code": 127, "errno": 2}]
+    report = parse_report(json.dumps(status[0]).encode())
+    assert (report.exec_code, report.exec_reason) == (127, "command not found")
+    script = tmp_path / "agent.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    code, _, status = _run_init(encode_launch_spec(str(script), ("x",), {}))
+    assert code == 126 and status == [{"kind": "exec", "code": 126, "errno": 13}]
+    report = parse_report(json.dumps(status[0]).encode())
+    assert report.exec_reason == "cannot execute: Permission denied"
+
+
+def test_death_by_signal_is_128_plus_n() -> None:
+    code, _, status = _run_init(encode_launch_spec("/bin/sh", ("sh", "-c", "kill -TERM $$"), {}))
+    assert code == 143 and status == [{"kind": "exit", "status": 15}]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"), [((), {}), (("a\0b",), {}), (("x",), {"A=B": "c"}), (("x",), {"A": "\0"})]
+)
+def test_encoder_refuses_what_exec_cannot_carry(
+    argv: tuple[str, ...], env: dict[str, str]
+) -> None:
+    with pytest.raises(ValueError):
+        encode_launch_spec("/bin/true", argv, env)
