@@ -164,5 +164,8 @@ class PolicyTable:
 
 
 def _enforces_access(endpoint: Endpoint) -> bool:
-    # Same rule as the proxy's per-request check: only 'enforce' with a method limit.
-    return endpoint.access != "full" and endpoint.enforcement == "enforce"
+    # Same rule as the proxy's per-request check: only 'enforce' with a method limit,
+    # or rules the proxy must see each request for.
+    if endpoint.rules is not None or endpoint.deny_rules:
+        return True
+    return endpoint.access not in (None, "full") and endpoint.enforcement == "enforce"

@@ -13,9 +13,14 @@ from typing import Literal
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-AuthStyle = Literal["bearer", "header"]
+AuthStyle = Literal["bearer", "header", "basic", "path", "query"]
 Access = Literal["read-only", "read-write", "full"]
 Enforcement = Literal["enforce", "audit"]
+# L7 protocols whose requests are inspected one by one (DESIGN.md 10.1); an endpoint
+# without one (or with the explicit L4 spelling 'tcp', stored as None) is a tunnel.
+INSPECTED_PROTOCOLS = ("rest", "websocket", "graphql", "json-rpc", "mcp")
+CredentialSigning = Literal["sigv4", "sigv4:body", "sigv4:no_body"]
+DEFAULT_INSPECT_BODY_BYTES = 64 * 1024  # graphql_max_body_bytes / mcp / json_rpc default
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 JWT_SPIFFE = "urn:ietf:params:oauth:client-assertion-type:jwt-spiffe"
@@ -53,12 +58,67 @@ class TokenGrant:
 
 @dataclass(frozen=True, slots=True)
 class Credential:
+    """A token-grant credential (``token_grant`` set: the proxy injects a header) or a
+    static one (``token_grant`` None: DESIGN.md 10.2; its runtime lives in the
+    static-credential engine). ``auth_style``/``header_name``/``query_param``/
+    ``path_template`` are placement metadata for static credentials (validated as
+    OpenShell does) and the injection style for token grants (bearer/header only)."""
+
     name: str
     description: str
     required: bool
     auth_style: AuthStyle
     header_name: str
     token_grant: TokenGrant | None
+    env_vars: tuple[str, ...] = ()  # static: variables holding the value, in order
+    query_param: str | None = None  # auth_style 'query'
+    path_template: str | None = None  # auth_style 'path': contains '{credential}' once
+    has_refresh: bool = False  # gateway-only 'refresh' block present (no effect here)
+
+    @property
+    def is_static(self) -> bool:
+        return self.token_grant is None
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatcher:
+    """A query/params/tool matcher: one glob (``tag: "v1.*"``) or ``{any: [...]}``."""
+
+    globs: tuple[str, ...]  # matches when any glob matches
+
+
+@dataclass(frozen=True, slots=True)
+class L7Rule:
+    """One allow rule (the ``allow`` object of a ``rules`` entry) or one deny rule.
+
+    REST/WebSocket use method/path/query; GraphQL operation_type/operation_name/fields;
+    JSON-RPC method; MCP method and tool (``tool`` or ``params.name``). ``None`` = the
+    field was not given (matches anything where that is allowed).
+    """
+
+    method: str | None = None  # REST/WebSocket: upper-case; JSON-RPC/MCP: as written
+    path: str | None = None  # glob, '/' separated; '**' = any path
+    query: tuple[tuple[str, ValueMatcher], ...] = ()  # decoded name → matcher
+    operation_type: str | None = None  # query | mutation | subscription | '*'
+    operation_name: str | None = None  # glob
+    fields: tuple[str, ...] = ()  # root-field globs
+    tool: ValueMatcher | None = None  # MCP tools/call params.name
+
+
+@dataclass(frozen=True, slots=True)
+class GraphqlOperation:
+    """A registered persisted query: what the hash or saved-query id stands for."""
+
+    operation_type: str
+    operation_name: str | None = None
+    fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class McpOptions:
+    strict_tool_names: bool = True
+    allow_all_known_mcp_methods: bool = False
+    max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +126,34 @@ class Endpoint:
     host: str  # lower-case, trailing dot removed; may contain '*' / '**' labels
     ports: tuple[int, ...]
     path: str | None  # glob; None = any path
-    protocol: str
+    protocol: str | None  # one of INSPECTED_PROTOCOLS; None = L4 (no protocol / 'tcp')
     tls: str  # "skip" = never intercept; anything else = intercept when needed
-    access: Access
+    access: Access | None  # None = not given
     enforcement: Enforcement
     allowed_ips: tuple[IPNetwork, ...]
+    rules: tuple[L7Rule, ...] | None = None  # explicit allow rules (exclusive with access)
+    deny_rules: tuple[L7Rule, ...] = ()
+    allow_encoded_slash: bool = False
+    websocket_credential_rewrite: bool = False
+    request_body_credential_rewrite: bool = False
+    allow_uninspected_credentials: bool = False
+    credential_signing: CredentialSigning | None = None
+    signing_service: str | None = None
+    signing_region: str | None = None
+    persisted_queries: Literal["deny", "allow_registered"] = "deny"
+    graphql_persisted_queries: tuple[tuple[str, GraphqlOperation], ...] = ()
+    graphql_max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
+    json_rpc_max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
+    mcp: McpOptions = McpOptions()
+
+    @property
+    def inspected(self) -> bool:
+        """Declared with an inspected protocol and not opted out of TLS interception."""
+        return self.protocol is not None and self.tls != "skip"
 
     def allows_method(self, method: str) -> bool:
-        allowed = ACCESS_METHODS[self.access]
+        """The ``access`` preset's method set (no preset = no method limit)."""
+        allowed = ACCESS_METHODS[self.access] if self.access is not None else None
         return allowed is None or method in allowed
 
 
@@ -87,6 +167,11 @@ class Profile:
     endpoints: tuple[Endpoint, ...]
     binaries: tuple[str, ...]
     source: str  # file the profile came from (for diagnostics)
+    # Gateway-side metadata (DESIGN.md 10.1): accepted and type-checked, no effect here.
+    inference_capable: bool = False
+    discovery_credentials: tuple[str, ...] = ()
+    resource_version: int | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

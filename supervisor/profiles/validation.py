@@ -66,6 +66,16 @@ def check_text(value: str) -> str | None:
     return "must not contain control characters" if _CTL.search(value) else None
 
 
+_CTL_NOT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def check_multiline_text(value: str) -> str | None:
+    """Descriptions may span lines (OpenShell's are YAML block scalars); no other CTLs."""
+    if _CTL_NOT_NEWLINE.search(value.replace("\r\n", "\n")):
+        return "must not contain control characters other than line breaks and tabs"
+    return None
+
+
 def check_token_endpoint(url: str) -> str | None:
     """Absolute https URL; http only for loopback and Kubernetes service hosts."""
     if _CTL.search(url) or any(c.isspace() for c in url):

@@ -48,6 +48,8 @@ def decide(
         if policy.declares(host, port):
             raise ProxyError(errors.POLICY_DENIED, f"path not declared for {host}:{port}")
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
+    if not_yet_enforced(endpoint):
+        raise ProxyError(errors.POLICY_DENIED, "endpoint rules are not enforced yet")
     violation = None
     if not endpoint.allows_method(method):
         violation = f"method {method} not allowed by access {endpoint.access}"
@@ -92,6 +94,15 @@ def decide_connect(
     if endpoint is None:
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only")
     return ConnectDecision(False, endpoint)
+
+
+def not_yet_enforced(endpoint: Endpoint) -> bool:
+    """Rules this proxy cannot decide yet: refused, never over-granted (fail closed)."""
+    return (
+        endpoint.rules is not None
+        or bool(endpoint.deny_rules)
+        or endpoint.protocol in ("graphql", "json-rpc", "mcp")
+    )
 
 
 def credential_header(binding: Binding, token: str) -> tuple[str, str]:

@@ -41,4 +41,4 @@ def connect_needs_inspection(policy: RoutePolicy, host: str, port: int) -> bool:
         return True  # declared only for some paths: paths can only be checked inside
     if policy.match_binding(host, port, "/") is not None:
         return True
-    return endpoint.access != "full"
+    return endpoint.access not in (None, "full")

@@ -180,7 +180,7 @@ def test_wrong_types(tmp_path: Path, doc: object, field: str) -> None:
 
 def test_all_diagnostics_collected(tmp_path: Path) -> None:
     doc = base(colour="red", endpoints=[{"host": "a.example.com", "port": 0}],
-               credentials=[{"name": "c", "auth_style": "basic"}])
+               credentials=[{"name": "c", "auth_style": "digest"}])
     diags = errors(tmp_path, doc)
     assert {"colour", "endpoints[0].port", "credentials[0].auth_style"} <= set(fields(diags))
 
