@@ -19,6 +19,12 @@ MITM_ADDON = f'''
 from mitmproxy import http
 
 
+def requestheaders(flow: http.HTTPFlow) -> None:
+    # Streamed (large) bodies: the request hook runs after the body went upstream, too
+    # late for a header; this one runs before anything is sent.
+    flow.request.headers["Authorization"] = "Bearer {BENCH_TOKEN}"
+
+
 def request(flow: http.HTTPFlow) -> None:
     flow.request.headers["Authorization"] = "Bearer {BENCH_TOKEN}"
 '''
@@ -87,6 +93,9 @@ def mitmdump_service(bench_python: Path, work: Path, log_dir: Path, upstream_ca:
         "--set", f"confdir={confdir}",
         "--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}",
         "--set", "flow_detail=0",
+        # Stream bodies over 1 MiB instead of buffering them (the addon only sets a
+        # header): without it a 1 GiB transfer sits in mitmproxy's memory first.
+        "--set", "stream_large_bodies=1m",
         "-s", str(addon),
     ]  # fmt: skip
     return Service("mitmproxy", argv, log_dir, ports=[port], ready_timeout=60.0)

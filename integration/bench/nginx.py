@@ -17,10 +17,13 @@ class Upstream:
     bound_port: int  # HTTP, needs a bearer token; our profile binds a credential here
     plain_port: int  # HTTP, open; declared without credentials ("no binding")
     tls_port: int  # HTTPS (bench CA), needs a bearer token; bound, intercepted by our proxy
+    tunnel_port: int = 0  # HTTPS, needs a bearer token; declared `tls: skip`: CONNECT tunnels
+    bulk_dir: Path | None = None  # served under /bulk/ by every server (sendfile)
 
 
 def nginx_config(prefix: Path, up: Upstream, pki: BenchPKI) -> str:
-    """One worker (2 cores are shared with the load generator and the proxy under test)."""
+    """One worker (2 cores are shared with the load generator and the proxy under test);
+    enough connections for the idle keep-alive leg (1,000 through the proxy)."""
     server = """
     server {{
         listen {addr};
@@ -29,6 +32,7 @@ def nginx_config(prefix: Path, up: Upstream, pki: BenchPKI) -> str:
             {check}
             return 200 "{body}";
         }}
+        {bulk}
     }}"""
     # Bound servers answer 401 without a bearer token, so a proxy that fails to inject
     # shows up as errors (an invalid result), not as a fast benchmark.
@@ -38,22 +42,32 @@ def nginx_config(prefix: Path, up: Upstream, pki: BenchPKI) -> str:
         "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:bench:1m;"
     )
     body = BODY.replace("\n", "\\n")
+
+    def bulk(guard: str) -> str:
+        return "" if up.bulk_dir is None else f"location /bulk/ {{ {guard} alias {up.bulk_dir}/; }}"
+
+    listen = [
+        (f"{LOOPBACK}:{up.bound_port}", "", check),
+        (f"{LOOPBACK}:{up.plain_port}", "", ""),
+        (f"{LOOPBACK}:{up.tls_port} ssl", tls, check),
+    ]
+    if up.tunnel_port:
+        listen.append((f"{LOOPBACK}:{up.tunnel_port} ssl", tls, check))
     servers = "".join(
-        [
-            server.format(addr=f"{LOOPBACK}:{up.bound_port}", tls="", check=check, body=body),
-            server.format(addr=f"{LOOPBACK}:{up.plain_port}", tls="", check="", body=body),
-            server.format(addr=f"{LOOPBACK}:{up.tls_port} ssl", tls=tls, check=check, body=body),
-        ]
+        server.format(addr=addr, tls=t, check=c, body=body, bulk=bulk(c)) for addr, t, c in listen
     )
     return f"""
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile 8192;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
+events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    sendfile on;
+    tcp_nopush on;
     default_type text/plain;
     keepalive_requests 10000000;
     keepalive_timeout 120s;
@@ -71,10 +85,12 @@ def nginx_service(work: Path, log_dir: Path, pki: BenchPKI) -> tuple[Service, Up
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     prefix = work / "nginx"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
-    up = Upstream(free_port(), free_port(), free_port())
+    bulk_dir = work / "bulk"
+    bulk_dir.mkdir(exist_ok=True)
+    up = Upstream(free_port(), free_port(), free_port(), free_port(), bulk_dir)
     conf = prefix / "nginx.conf"
     conf.write_text(nginx_config(prefix, up, pki))
     # -e: nginx >= 1.19.5 opens this instead of the compiled-in /var/log path at start.
     argv = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
-    ports = (up.bound_port, up.plain_port, up.tls_port)
+    ports = (up.bound_port, up.plain_port, up.tls_port, up.tunnel_port)
     return Service("nginx", argv, log_dir, ports=ports), up

@@ -16,21 +16,24 @@ from pathlib import Path
 
 from integration.bench import metrics
 from integration.bench.certs import BenchPKI
+from integration.bench.conns import first_request
+from integration.bench.conns import idle_connections as idle_connections_rss
 from integration.bench.harness import ROOT, Bench, console
+from integration.bench.legs import StreamPorts
 from integration.bench.nginx import Upstream
 from integration.bench.procs import LOOPBACK, free_port
 from integration.bench.rss import RssSampler, vmrss_kib
 from integration.bench.runner_io import Runner
-from integration.bench.startup import time_command
+from integration.bench.startup import time_commands
 from integration.bench.tlsload import parse_head
 
 SVID_AUDIENCE = "bench-token-issuer"
 COLD_REQUESTS = 100
 
-PROFILE_TEMPLATE = """\
+BOUND_PROFILE_HEAD = """\
 - id: bench-bound
-  display_name: Bench upstream with a token grant
-  description: nginx on loopback; every request gets a bearer token from the dev issuer
+  display_name: Bench upstreams with a token grant
+  description: nginx and the stream server on loopback; every request gets a bearer token
   category: other
   credentials:
     - name: access_token
@@ -45,45 +48,53 @@ PROFILE_TEMPLATE = """\
         client_assertion_type: urn:ietf:params:oauth:client-assertion-type:jwt-bearer
         scopes: [bench]
   endpoints:
-    - host: 127.0.0.1
-      port: {bound_port}
-      protocol: rest
-      tls: none
-      access: read-only
-      enforcement: enforce
-      allowed_ips: [127.0.0.0/8]
-    - host: 127.0.0.1
-      port: {tls_port}
-      protocol: rest
-      access: read-only
-      enforcement: enforce
-      allowed_ips: [127.0.0.0/8]
+"""
+OPEN_PROFILE_HEAD = """\
 - id: bench-open
-  display_name: Bench upstream without credentials
-  description: nginx on loopback, reachable, nothing injected
+  display_name: Bench upstreams without credentials
+  description: reachable on loopback, nothing injected; TLS ones are tunnelled (tls skip)
   category: other
   credentials: []
   endpoints:
-    - host: 127.0.0.1
-      port: {plain_port}
-      protocol: rest
-      tls: skip
-      access: read-only
-      enforcement: enforce
-      allowed_ips: [127.0.0.0/8]
 """
 
 
-def write_profile(path: Path, up: Upstream, token_url: str) -> Path:
-    path.write_text(
-        PROFILE_TEMPLATE.format(
-            token_url=token_url,
-            svid_audience=SVID_AUDIENCE,
-            bound_port=up.bound_port,
-            tls_port=up.tls_port,
-            plain_port=up.plain_port,
-        )
+def _endpoint(port: int, tls: str | None, access: str = "read-only") -> str:
+    """One loopback endpoint; ``tls`` None: the default (intercepted when bound)."""
+    tls_line = "" if tls is None else f"      tls: {tls}\n"
+    return (
+        f"    - host: 127.0.0.1\n      port: {port}\n      protocol: rest\n{tls_line}"
+        f"      access: {access}\n      enforcement: enforce\n      allowed_ips: [127.0.0.0/8]\n"
     )
+
+
+def profile_text(
+    up: Upstream, token_url: str, streams: StreamPorts | None = None, intercept: bool = True
+) -> str:
+    """Bound: nginx's bound HTTP and TLS (intercepted) servers and the stream server's plain
+    and TLS listeners. Open: nginx's plain server and the tunnelled (``tls: skip``) TLS
+    servers. ``intercept=False``: the open profile alone, nothing a CONNECT could be
+    intercepted for (every endpoint not ``tls: skip`` is interceptable), for start-up."""
+    opened = [_endpoint(up.plain_port, "skip")]
+    if up.tunnel_port:
+        opened.append(_endpoint(up.tunnel_port, "skip"))
+    if streams is not None:
+        opened.append(_endpoint(streams.tunnel, "skip", "read-write"))
+    if not intercept:
+        return OPEN_PROFILE_HEAD + "".join(opened)
+    bound = [_endpoint(up.bound_port, "none"), _endpoint(up.tls_port, None)]
+    if streams is not None:
+        bound += [_endpoint(streams.plain, "none", "read-write"),
+                  _endpoint(streams.tls, None, "read-write")]  # fmt: skip
+    head = BOUND_PROFILE_HEAD.format(token_url=token_url, svid_audience=SVID_AUDIENCE)
+    return head + "".join(bound) + OPEN_PROFILE_HEAD + "".join(opened)
+
+
+def write_profile(
+    path: Path, up: Upstream, token_url: str, streams: StreamPorts | None = None,
+    intercept: bool = True,
+) -> Path:  # fmt: skip
+    path.write_text(profile_text(up, token_url, streams, intercept))
     return path
 
 
@@ -134,18 +145,25 @@ class OurProxy:
         self.devenv: Runner | None = None
         self.proxy: Runner | None = None
         self.profile: Path | None = None
+        self.plain_profile: Path | None = None  # nothing to intercept (start-up)
         self.rss: RssSampler | None = None
         self.idle_kib: int | None = None
+        self.port: int | None = None  # where the proxy listens, once it serves
+        self.ca: Path | None = None  # its sandbox CA bundle
+        self._rss_mark = 0
 
     @classmethod
     def start(
-        cls, bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI
-    ) -> OurProxy:
+        cls, bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI,
+        streams: StreamPorts | None = None,
+    ) -> OurProxy:  # fmt: skip
         ours = cls(bench, up, pki)
         with bench.component("dev Workload API + token issuer"):
             ours.devenv = stack.enter_context(ours._devenv_runner())
-            ours.profile = write_profile(
-                bench.work / "bench-profile.yaml", up, ours.devenv.ready["token_url"]
+            token_url = ours.devenv.ready["token_url"]
+            ours.profile = write_profile(bench.work / "bench-profile.yaml", up, token_url, streams)
+            ours.plain_profile = write_profile(
+                bench.work / "bench-profile-plain.yaml", up, token_url, streams, intercept=False
             )
         if ours.devenv is None:
             bench.report.unavailable["our proxy"] = "needs the dev Workload API and token issuer"
@@ -162,6 +180,7 @@ class OurProxy:
             ca = proxy.ready.get("sandbox_ca")
             if not ca:
                 raise RuntimeError("the proxy reported no sandbox CA (interception off?)")
+            ours.port, ours.ca = port, Path(ca)
             bench.add_https(metrics.OURS_TLS, port, up.tls_port, True, Path(ca))
         return ours
 
@@ -202,8 +221,8 @@ class OurProxy:
             f"cold burst of {COLD_REQUESTS}: statuses {statuses}, issuer counters {grants}"
         )
 
-    def finish(self) -> None:
-        """After the loads: record memory, then time start-up on the now idle machine."""
+    def loads_done(self) -> None:
+        """After the req/s loads: their RSS is the target's; later legs are context."""
         if self.rss is not None:
             idle_mib = self.idle_kib / 1024 if self.idle_kib is not None else None
             self.bench.report.rss = {
@@ -212,10 +231,39 @@ class OurProxy:
                 "samples": len(self.rss.samples_kib),
                 "idle_mib": idle_mib,
             }
-        if self.profile is None:
+            self._rss_mark = len(self.rss.samples_kib)
+
+    def bulk_done(self) -> None:
+        if self.rss is not None:
+            since = self.rss.samples_kib[self._rss_mark :]
+            self.bench.report.bulk_rss_max_mib = max(since) / 1024 if since else None
+
+    def connection_costs(self, idle_connections: int, first_requests: int) -> None:
+        """Idle keep-alive connections' memory, then a cold connection's first request."""
+        if self.proxy is None or self.port is None:
+            return
+        status = Path(f"/proc/{self.proxy.pid}/status")
+
+        def rss_kib() -> int:
+            return vmrss_kib(status.read_text()) or 0
+
+        port = self.port
+        with self.bench.component(f"{idle_connections} idle connections"):
+            idle = idle_connections_rss(port, self.up.bound_port, idle_connections, rss_kib)
+            self.bench.report.idle = idle
+            console.print(f"idle connections: +{idle.cost_mib:.1f} MiB for {idle.connections} "
+                          f"({idle.answered} answered 200)")  # fmt: skip
+        with self.bench.component("first request on a cold connection"):
+            first = first_request(port, self.up.bound_port, True, first_requests)
+            self.bench.report.first = first
+            console.print(f"first request: +{first.added_ms:.3f} ms over a warm connection")
+
+    def startup(self) -> None:
+        """Time start-up (after the loads, on a machine the bench no longer loads)."""
+        if self.profile is None or self.plain_profile is None:
             return
         with self.bench.component("start-up"):
-            _startup_phase(self.bench, self.profile, self.socket_addr)
+            _startup_phase(self.bench, self.plain_profile, self.profile, self.socket_addr)
 
 
 def precompile() -> str:
@@ -233,21 +281,24 @@ def precompile() -> str:
     return "compiled with compileall before timing"
 
 
-def _startup_phase(bench: Bench, profile: Path, socket_addr: str) -> None:
+def _startup_phase(bench: Bench, plain: Path, intercepting: Path, socket_addr: str) -> None:
     runs = bench.args.startup_runs
     bench.report.config["bytecode"] = precompile()
-    for label, argv, shown in (
-        ("python", [sys.executable, "-c", "pass"], "python -c pass (the supervisor's python)"),
+    commands = [
+        (metrics.STARTUP_PYTHON, [sys.executable, "-c", "pass"],
+         "python3 -c pass (the supervisor's interpreter)"),
         ("unshare", ["unshare", "-m", "-n", "-p", "-f", "--mount-proc", "/bin/true"],
          "unshare -m -n -p -f --mount-proc /bin/true"),
         # Only the CLI's imports: separates interpreter + import cost from sandbox set-up.
         ("cli", [str(supervisor_exe()), "--version"], "openshell-supervisor --version"),
-        ("run", supervisor_run_argv(profile, socket_addr, ["/bin/true"]),
-         "openshell-supervisor run --profile bench.yaml --spiffe-socket S -- /bin/true"),
-    ):  # fmt: skip
-        sample = time_command(label, argv, runs, shown)
+        (metrics.STARTUP_PLAIN, supervisor_run_argv(plain, socket_addr, ["/bin/true"]),
+         "run -- /bin/true, nothing to intercept (tunnels only)"),
+        (metrics.STARTUP_INTERCEPT, supervisor_run_argv(intercepting, socket_addr, ["/bin/true"]),
+         "run -- /bin/true, an interceptable endpoint (per-run CA)"),
+    ]  # fmt: skip
+    for sample in time_commands(commands, runs):
         bench.report.startup.append(sample)
         shown = f"{sample.median_ms:.1f} ms" if sample.median_ms is not None else sample.error
-        console.print(f"{label:<8} median {shown}")
+        console.print(f"{sample.label:<14} median {shown}")
         if sample.error:
-            bench.report.unavailable[f"start-up {label}"] = sample.error
+            bench.report.unavailable[f"start-up {sample.label}"] = sample.error

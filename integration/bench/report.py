@@ -12,8 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from integration.bench import metrics
-from integration.bench.metrics import Target
+from integration.bench.bulk import DIRECTIONS, BulkResult, bulk_ratio, find_bulk
+from integration.bench.conns import FirstRequestResult, IdleResult
+from integration.bench.metrics import Measured, Target
 from integration.bench.startup import StartupSample
+from integration.bench.stats import median
+from integration.bench.streams import StreamResult, added_ms
 from integration.bench.wrk import LoadResult
 
 
@@ -27,26 +31,35 @@ class BenchReport:
     rss: dict[str, Any] = field(default_factory=dict)  # our proxy's process
     rss_baselines: dict[str, float | None] = field(default_factory=dict)  # max MiB, by target
     grants: dict[str, Any] = field(default_factory=dict)
+    bulk: list[BulkResult] = field(default_factory=list)
+    bulk_rss_max_mib: float | None = None  # our proxy during the bulk legs (context)
+    streams: list[StreamResult] = field(default_factory=list)
+    idle: IdleResult | None = None
+    first: FirstRequestResult | None = None
     unavailable: dict[str, str] = field(default_factory=dict)  # component -> why
     elapsed_s: float = 0.0
 
-    def startup_over_python_ms(self) -> float | None:
-        by_label = {s.label: s.median_ms for s in self.startup}
-        run, py = by_label.get("run"), by_label.get("python")
-        return None if run is None or py is None else run - py
+    def startup_medians(self) -> dict[str, float]:
+        return {s.label: s.median_ms for s in self.startup if s.median_ms is not None}
 
-    def targets(self) -> list[Target]:
+    def measured(self) -> Measured:
         grants = self.grants.get("issued")
         statuses = self.grants.get("statuses", {})
-        answered = statuses.get("200", 0) if isinstance(statuses, dict) else 0
-        return metrics.evaluate_targets(
-            self.http,
-            self.startup_over_python_ms(),
-            self.rss.get("max_mib"),
-            grants if isinstance(grants, int) else None,
-            cold_answered=answered,
+        return Measured(
+            http=self.http,
+            startup_ms=self.startup_medians(),
+            rss_load_mib=self.rss.get("max_mib"),
+            cold_grants=grants if isinstance(grants, int) else None,
+            cold_answered=statuses.get("200", 0) if isinstance(statuses, dict) else 0,
             cold_requests=int(self.grants.get("requests", 0)),
+            bulk=self.bulk,
+            streams=self.streams,
+            idle=self.idle,
+            first=self.first,
         )
+
+    def targets(self) -> list[Target]:
+        return metrics.evaluate_targets(self.measured())
 
     def to_json(self) -> dict[str, Any]:
         conns = self.config.get("connections", [1, 32])
@@ -56,7 +69,24 @@ class BenchReport:
             "http": [dataclasses.asdict(r) for r in self.http],
             "https": [dataclasses.asdict(r) for r in self.https],
             "startup": [{**dataclasses.asdict(s), "median_ms": s.median_ms} for s in self.startup],
-            "startup_over_python_ms": self.startup_over_python_ms(),
+            "startup_over_python_ms": {
+                label: metrics.over_python(self.startup_medians(), label)
+                for label in (metrics.STARTUP_PLAIN, metrics.STARTUP_INTERCEPT)
+            },
+            "bulk": [{**dataclasses.asdict(b), "gbps": b.gbps} for b in self.bulk],
+            "bulk_rss_max_mib": self.bulk_rss_max_mib,
+            "streams": [
+                {**dataclasses.asdict(s), "median_p50_us": s.median_p50_us,
+                 "median_p99_us": s.median_p99_us}
+                for s in self.streams
+            ],
+            "idle_connections": None if self.idle is None else {
+                **dataclasses.asdict(self.idle), "cost_mib": self.idle.cost_mib,
+                "per_connection_kib": self.idle.per_connection_kib,
+            },
+            "first_request": None if self.first is None else {
+                **dataclasses.asdict(self.first), "added_ms": self.first.added_ms,
+            },
             "rss": self.rss,
             "rss_baselines_max_mib": self.rss_baselines,
             "grants": self.grants,
@@ -118,6 +148,81 @@ def _load_table(title: str, results: list[LoadResult], base: str, ours: str) -> 
     return table
 
 
+def _bulk_table(report: BenchReport) -> Table:
+    size = report.bulk[0].size if report.bulk else 0
+    table = Table(
+        title=f"Bulk, one {size / 2**30:g} GiB transfer per round, client: curl; median GB/s "
+        "(10^9 B/s) of the rounds; ratios of ours to the group's baseline and ceiling",
+        title_justify="left",
+    )  # fmt: skip
+    for col in ("leg", "download", "upload", "rounds", "note"):
+        table.add_column(col, justify="left" if col in ("leg", "note") else "right")
+    legs = list(dict.fromkeys(b.leg for b in report.bulk))
+    notes = {
+        ours: f"vs {base}: " + " / ".join(
+            metrics._fmt(bulk_ratio(report.bulk, ours, base, d), "x") for d in DIRECTIONS
+        ) + f"; vs {ceiling}: " + " / ".join(
+            metrics._fmt(bulk_ratio(report.bulk, ours, ceiling, d), "x") for d in DIRECTIONS
+        )
+        for ours, base, ceiling, _ in metrics.BULK_GROUPS
+    }  # fmt: skip
+    for leg in legs:
+        cells = [find_bulk(report.bulk, leg, d) for d in DIRECTIONS]
+        shown = [
+            "-" if c is None else (f"failed: {c.error[:60]}" if c.error else
+                                   metrics._fmt(c.gbps, ""))
+            for c in cells
+        ]  # fmt: skip
+        rounds = "/".join(str(len(c.seconds)) for c in cells if c is not None)
+        table.add_row(leg, *shown, rounds, notes.get(leg, ""))
+    return table
+
+
+def _stream_table(report: BenchReport) -> Table:
+    table = Table(
+        title="Streams: latency per server-sent event (server stamp to receipt) and per "
+        "WebSocket message round trip; medians of the rounds' p50/p99, ms",
+        title_justify="left",
+    )  # fmt: skip
+    for col in ("kind", "leg", "p50", "p99", "+p50", "+p99", "samples"):
+        table.add_column(col, justify="left" if col in ("kind", "leg") else "right")
+    bases = dict(metrics.STREAM_PAIRS)
+    for r in report.streams:
+        if r.error:
+            table.add_row(r.kind, r.leg, r.error, "", "", "", "", style="yellow")
+            continue
+        base = bases.get(r.leg)
+        added = ["-" if base is None else metrics._fmt(added_ms(report.streams, r.leg, base,
+                 r.kind, k), "", 3) for k in ("p50", "p99")]  # fmt: skip
+        p50, p99 = r.median_p50_us, r.median_p99_us
+        table.add_row(
+            r.kind, r.leg, metrics._fmt(None if p50 is None else p50 / 1000, "", 3),
+            metrics._fmt(None if p99 is None else p99 / 1000, "", 3), *added, str(r.samples),
+        )  # fmt: skip
+    return table
+
+
+def _connections_lines(report: BenchReport) -> list[str]:
+    lines = []
+    if report.idle is not None:
+        i = report.idle
+        lines.append(
+            f"idle keep-alive connections: {i.connections} open ({i.answered} answered 200): "
+            f"RSS {i.before_kib / 1024:.1f} -> {i.idle_kib / 1024:.1f} MiB "
+            f"(+{i.cost_mib:.1f} MiB, {i.per_connection_kib:.1f} KiB each), "
+            f"{i.after_close_kib / 1024:.1f} MiB after closing them"
+        )
+    if report.first is not None:
+        f = report.first
+        lines.append(
+            f"first request on a fresh connection: median {median(f.cold_ms):.3f} ms, on a "
+            f"warm one {median(f.warm_ms):.3f} ms (+{f.added_ms:.3f} ms; {len(f.cold_ms)} each)"
+        )
+    if report.bulk_rss_max_mib is not None:
+        lines.append(f"our proxy's RSS during the bulk legs: max {report.bulk_rss_max_mib:.1f} MiB")
+    return lines
+
+
 def render(report: BenchReport, console: Console | None = None) -> None:
     console = console or Console()
     if report.http:
@@ -135,8 +240,14 @@ def render(report: BenchReport, console: Console | None = None) -> None:
             " compare only within this table)",
             report.https, metrics.DIRECT_TLS, metrics.OURS_TLS,
         ))  # fmt: skip
+    if report.bulk:
+        console.print(_bulk_table(report))
+    if report.streams:
+        console.print(_stream_table(report))
+    for line in _connections_lines(report):
+        console.print(line)
     if report.startup:
-        table = Table(title="Start-up (median of runs)", title_justify="left")
+        table = Table(title="Start-up (median of interleaved runs)", title_justify="left")
         for col in ("command", "median ms", "min ms", "max ms", "runs"):
             table.add_column(col, justify="left" if col == "command" else "right")
         for s in report.startup:
@@ -155,7 +266,7 @@ def render(report: BenchReport, console: Console | None = None) -> None:
         if report.rss:
             idle, peak = report.rss.get("idle_mib"), report.rss.get("max_mib")
             table.add_row(
-                "ours (start_services, after one grant)",
+                "ours (start_services, after one grant; max during the req/s loads)",
                 "-" if idle is None else f"{idle:.1f}", "-" if peak is None else f"{peak:.1f}",
             )  # fmt: skip
         for name, peak in report.rss_baselines.items():

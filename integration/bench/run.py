@@ -1,9 +1,12 @@
 """`make bench`: measure our proxy against nginx direct, tinyproxy and mitmproxy, in one run.
 
-Everything listens on 127.0.0.1. Writes bench-results/bench.json and bench-results/latency.png
-and prints tables plus which performance targets are met. A component that cannot run (a
-missing tool, our proxy not importable) is reported as "not available: <why>" and the rest
-of the run goes on.
+Phases, each interleaving its legs over rounds: req/s and latency under load (wrk and a
+Python TLS client); bulk transfers (curl, a large download and upload per leg); stream
+latency (server-sent events, WebSocket round trips); per-connection memory and first-request
+cost; start-up of `run`. Everything listens on 127.0.0.1. Writes bench-results/bench.json
+and bench-results/latency.png and prints tables plus every target as MET/MISSED. A
+component that cannot run (a missing tool, our proxy not importable) is reported as "not
+available: <why>" and the rest of the run goes on.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ from integration.bench.baselines import (
     mitmdump_service,
     tinyproxy_service,
 )
+from integration.bench.bulk import create_payload, run_bulk
 from integration.bench.certs import BenchPKI, make_pki
 from integration.bench.harness import ROOT, Bench, console
+from integration.bench.legs import PAYLOAD_NAME, Endpoints, StreamPorts, bulk_legs, stream_legs
 from integration.bench.nginx import Upstream, nginx_service
 from integration.bench.ours import OurProxy
 from integration.bench.procs import tool_version
 from integration.bench.report import render
 from integration.bench.rss import RssSampler
+from integration.bench.runner_io import Runner
+from integration.bench.streams import run_streams
 
 
 def versions(bench_python: Path | None) -> dict[str, str]:
@@ -47,7 +54,7 @@ def versions(bench_python: Path | None) -> dict[str, str]:
 
 
 def start_baselines(
-    bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI
+    bench: Bench, stack: contextlib.ExitStack, up: Upstream, pki: BenchPKI, ep: Endpoints
 ) -> list[tuple[str, RssSampler]]:
     """Plan nginx direct, tinyproxy and mitmproxy; start the proxies (they idle until used)."""
     bench.add_http(metrics.DIRECT, up.bound_port, up.bound_port, False, client_auth=True)
@@ -60,6 +67,7 @@ def start_baselines(
         samplers.append((metrics.TINYPROXY, stack.enter_context(RssSampler(tp.pid))))
         # tinyproxy cannot inject: the client sends the header, tinyproxy forwards it.
         bench.add_http(metrics.TINYPROXY, tp.port, up.bound_port, True, client_auth=True)
+        ep.tinyproxy = tp.port
     with bench.component("mitmproxy"):
         bench.bench_python = ensure_bench_venv(ROOT, bench.logs)
         mitm = stack.enter_context(
@@ -68,7 +76,49 @@ def start_baselines(
         samplers.append((metrics.MITMPROXY, stack.enter_context(RssSampler(mitm.pid))))
         bench.add_http(metrics.MITMPROXY, mitm.port, up.bound_port, via_proxy=True)
         bench.add_https(metrics.MITMPROXY_TLS, mitm.port, up.tls_port, True, mitm_ca(bench.work))
+        ep.mitmproxy, ep.mitm_ca = mitm.port, mitm_ca(bench.work)
     return samplers
+
+
+def start_stream_server(bench: Bench, stack: contextlib.ExitStack, pki: BenchPKI) -> StreamPorts:
+    """The upload sink and the SSE/WebSocket upstream (its own process)."""
+    runner = Runner(
+        "stream-server",
+        [sys.executable, "-m", "integration.bench.stream_server", "--cert", str(pki.server_cert),
+         "--key", str(pki.server_key), "--listen", "plain", "--listen", "tls", "--listen", "tls"],
+        bench.logs, ROOT,
+    )  # fmt: skip
+    ports = stack.enter_context(runner).ready["ports"]
+    return StreamPorts(*(int(p) for p in ports))
+
+
+def run_bulk_phase(bench: Bench, ep: Endpoints) -> None:
+    args = bench.args
+    size = args.bulk_mib * 2**20
+    legs = bulk_legs(ep)
+    console.rule(f"bulk: {len(legs)} legs x 2 directions x {args.bulk_rounds} rounds x "
+                 f"{args.bulk_mib} MiB")  # fmt: skip
+    with bench.component("bulk", rule=False):
+        payload = create_payload((ep.up.bulk_dir or bench.work / "bulk") / PAYLOAD_NAME, size)
+        bench.report.bulk = run_bulk(legs, payload, size, args.bulk_rounds)
+        for cell in bench.report.bulk:
+            if cell.error:
+                bench.report.unavailable[f"bulk {cell.leg} {cell.direction}"] = cell.error
+
+
+def run_stream_phase(bench: Bench, ep: Endpoints) -> None:
+    args = bench.args
+    legs = stream_legs(ep)
+    console.rule(f"streams: {len(legs)} legs x (SSE, WebSocket) x {args.stream_rounds} rounds x "
+                 f"{args.stream_messages} messages")  # fmt: skip
+    with bench.component("streams", rule=False):
+        bench.report.streams = run_streams(
+            legs, args.stream_rounds, args.stream_messages, args.stream_interval_us
+        )
+        for cell in bench.report.streams:
+            if cell.error:
+                why = cell.error.removeprefix("not available: ")
+                bench.report.unavailable[f"{cell.kind} {cell.leg}"] = why
 
 
 def plot(bench: Bench, json_path: Path) -> None:
@@ -99,7 +149,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1, 32],
         help="comma-separated keep-alive connection counts",
     )
-    p.add_argument("--startup-runs", type=int, default=10, help="timed runs per command")
+    p.add_argument("--startup-runs", type=int, default=20, help="timed runs per command")
+    p.add_argument("--bulk-mib", type=int, default=1024, help="size of each bulk transfer")
+    p.add_argument("--bulk-rounds", type=int, default=3, help="interleaved bulk rounds")
+    p.add_argument("--stream-messages", type=int, default=1000,
+                   help="server-sent events / WebSocket round trips per leg and round")
+    p.add_argument("--stream-interval-us", type=int, default=2000,
+                   help="pause between server-sent events")
+    p.add_argument("--stream-rounds", type=int, default=3, help="interleaved stream rounds")
+    p.add_argument("--idle-connections", type=int, default=1000,
+                   help="idle keep-alive agent connections for the memory leg")
+    p.add_argument("--first-requests", type=int, default=200,
+                   help="fresh connections (and as many warm requests) for the first-request leg")
     p.add_argument("--out", type=Path, default=ROOT / "bench-results", help="results folder")
     p.add_argument("--only-ours", action="store_true", help="skip tinyproxy and mitmproxy")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -116,17 +177,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pki = make_pki(bench.work)
         nginx, up = nginx_service(bench.work, bench.logs, pki)
+        ep = Endpoints(up, pki.ca_cert)
         with contextlib.ExitStack() as stack:
             # Without nginx each load reports its own failure; start-up is still measured.
             with bench.component("nginx"):
                 stack.enter_context(nginx)
-            samplers = start_baselines(bench, stack, up, pki)
-            ours = OurProxy.start(bench, stack, up, pki)
+            samplers = start_baselines(bench, stack, up, pki, ep)
+            with bench.component("stream server"):
+                ep.streams = start_stream_server(bench, stack, pki)
+            ours = OurProxy.start(bench, stack, up, pki, ep.streams)
+            ep.ours, ep.ours_ca = ours.port, ours.ca
             bench.run_plan()
             for name, sampler in samplers:
                 bench.report.rss_baselines[name] = sampler.max_mib
-            if ours is not None:
-                ours.finish()
+            ours.loads_done()
+            run_bulk_phase(bench, ep)
+            ours.bulk_done()
+            run_stream_phase(bench, ep)
+            console.rule("connections")
+            ours.connection_costs(args.idle_connections, args.first_requests)
+            ours.startup()
     finally:
         bench.cleanup()
     report = bench.report

@@ -1,4 +1,5 @@
-"""Start-up cost: `openshell-supervisor run -- /bin/true` against two floors.
+"""Start-up cost: `openshell-supervisor run -- /bin/true` against two floors, with a profile
+that has nothing to intercept and with one that has an interceptable endpoint.
 
 Floors: the interpreter alone (``python -c pass``, same interpreter as the supervisor) and
 the namespaces alone (``unshare -m -n -p -f --mount-proc /bin/true``).
@@ -11,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from integration.bench.metrics import median
+from integration.bench.stats import median
 
 
 @dataclass
@@ -28,22 +29,35 @@ class StartupSample:
         return median(self.samples_ms) if self.samples_ms and not self.error else None
 
 
-def time_command(label: str, argv: Sequence[str], runs: int = 10, shown: str = "") -> StartupSample:
-    """Median wall time of ``runs`` runs after one untimed warm-up (page cache, pyc)."""
-    samples: list[float] = []
-    code = 0
-    error = ""
-    for i in range(runs + 1):
-        start = time.perf_counter()
-        proc = subprocess.run(
-            list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
-        )
-        elapsed = (time.perf_counter() - start) * 1000.0
-        code = proc.returncode
-        if code != 0:
-            lines = proc.stderr.decode(errors="replace").strip().splitlines()
-            error = lines[-1][:300] if lines else f"exit {code}"
-            break
-        if i > 0:
-            samples.append(elapsed)
-    return StartupSample(label, list(argv), samples, code, error, shown or " ".join(argv))
+def _run_once(argv: Sequence[str]) -> tuple[float, int, str]:
+    """(wall ms, exit code, last stderr line when it failed)."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
+    )
+    elapsed = (time.perf_counter() - start) * 1000.0
+    if proc.returncode == 0:
+        return elapsed, 0, ""
+    lines = proc.stderr.decode(errors="replace").strip().splitlines()
+    return elapsed, proc.returncode, lines[-1][:300] if lines else f"exit {proc.returncode}"
+
+
+def time_commands(
+    commands: Sequence[tuple[str, Sequence[str], str]], runs: int = 20
+) -> list[StartupSample]:
+    """Each (label, argv, shown) ``runs`` times, interleaved (one run of every command per
+    round, so a disturbance hits all alike), after one untimed warm-up round (page cache,
+    bytecode). A command that fails is dropped with its error."""
+    samples = [StartupSample(label, list(argv), [], 0, "", shown) for label, argv, shown in commands]
+    for round_no in range(runs + 1):
+        for sample in samples:
+            if sample.error:
+                continue
+            ms, code, error = _run_once(sample.argv)
+            sample.exit_code = code
+            if code != 0:
+                sample.error = error
+                sample.samples_ms.clear()
+            elif round_no > 0:
+                sample.samples_ms.append(ms)
+    return samples

@@ -7,8 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from integration.bench import metrics
+from integration.bench.bulk import DOWN, UP, BulkResult
+from integration.bench.conns import FirstRequestResult, IdleResult
 from integration.bench.rss import vmrss_kib
 from integration.bench.runner_io import parse_line
+from integration.bench.streams import SSE, WS, StreamResult
 from integration.bench.tlsload import parse_head, percentile, summarize
 from integration.bench.wrk import LoadResult
 
@@ -49,29 +52,96 @@ def test_ratios_and_added_latency() -> None:
     assert r["ours-inject-direct.p99_ms.c1"] == pytest.approx(0.72)
 
 
+def _bulk(leg: str, down_s: float, up_s: float, error: str = "") -> list[BulkResult]:
+    size = 2**30
+    return [
+        BulkResult(leg, DOWN, size, [down_s, down_s * 2, down_s * 0.9], error),
+        BulkResult(leg, UP, size, [up_s], error),
+    ]
+
+
+def _stream(leg: str, kind: str, p50: float, p99: float, error: str = "") -> StreamResult:
+    return StreamResult(leg, kind, [p50, p50 + 5, p50 - 5], [p99, p99 * 3, p99], 990, error)
+
+
+MEASURED = metrics.Measured(
+    http=HTTP,
+    startup_ms={"python": 20.0, "run": 65.0, "run-intercept": 110.0},
+    rss_load_mib=58.0,
+    cold_grants=1, cold_answered=100, cold_requests=100,
+    bulk=[
+        *_bulk(metrics.B_DIRECT_HTTP, 0.4, 0.5), *_bulk(metrics.B_TINY_FORWARD, 2.0, 2.0),
+        *_bulk(metrics.B_OURS_FORWARD, 0.9, 1.1), *_bulk(metrics.B_DIRECT_TLS, 1.0, 1.0),
+        *_bulk(metrics.B_TINY_CONNECT, 2.0, 2.0), *_bulk(metrics.B_OURS_CONNECT, 1.1, 1.1),
+        *_bulk(metrics.B_MITM_INTERCEPT, 3.0, 3.0), *_bulk(metrics.B_OURS_INTERCEPT, 2.0, 1.0),
+    ],
+    streams=[
+        _stream(metrics.B_DIRECT_HTTP, SSE, 100.0, 300.0),
+        _stream(metrics.B_OURS_FORWARD, SSE, 200.0, 1200.0),
+        _stream(metrics.B_DIRECT_TLS, SSE, 150.0, 400.0),
+        _stream(metrics.B_OURS_INTERCEPT, SSE, 250.0, 1600.0),
+        _stream(metrics.B_DIRECT_HTTP, WS, 30.0, 100.0),
+        _stream(metrics.B_OURS_FORWARD, WS, 0, 0, "not available: answered 400"),
+    ],
+    idle=IdleResult(1000, 1000, 50_000, 60_000, 52_000),
+    first=FirstRequestResult([0.5, 0.6, 0.7], [0.2, 0.25, 0.3]),
+)  # fmt: skip
+
+
 def test_targets() -> None:
-    targets = {
-        t.name: t
-        for t in metrics.evaluate_targets(
-            HTTP, 130.0, 60.0, 1, cold_answered=100, cold_requests=100
-        )
-    }
+    targets = {t.name: t for t in metrics.evaluate_targets(MEASURED)}
     assert targets["injecting req/s vs tinyproxy, 32 conns"].met is True
     assert targets["injecting req/s vs mitmproxy, 32 conns"].met is True
     assert targets["added p50 latency over direct, 1 conn"].met is True
     assert targets["added p99 latency over direct, 1 conn"].met is True
-    assert targets["`run -- /bin/true` over `python -c pass`"].met is False
-    assert targets["proxy process RSS under load (max)"].met is True
+    plain = targets["`run -- /bin/true` over `python -c pass`, nothing to intercept"]
+    assert (plain.value, plain.met) == ("45.0 ms", True)
+    icpt = targets["`run -- /bin/true` over `python -c pass`, an interceptable endpoint"]
+    assert (icpt.value, icpt.met) == ("90.0 ms", False)
+    assert targets["proxy process RSS under the req/s loads (max)"].met is True
     assert targets["grants for 100 concurrent cold requests"].met is True
+    # bulk: medians of the rounds (down: 0.4/0.9 s of 2.0 s), ratios to the baseline
+    fwd = targets["bulk download, forward path, token injected, vs tinyproxy-forward"]
+    assert (fwd.value, fwd.met) == ("2.22x", True)
+    assert "0.44x of direct-http" in fwd.detail
+    up = targets["bulk upload, forward path, token injected, vs tinyproxy-forward"]
+    assert (up.value, up.met) == ("1.82x", False)
+    assert targets["bulk upload, interception, token injected, vs mitmproxy-intercept"].met
+    assert not targets["bulk download, interception, token injected, vs mitmproxy-intercept"].met
+    # streams: added median p99 over the same transport's direct leg
+    sse = targets["sse added p99 per event, ours-forward over direct-http"]
+    assert (sse.value, sse.met) == ("0.900 ms", True)
+    assert not targets["sse added p99 per event, ours-intercept over direct-tls"].met
+    ws = targets["websocket added p99 per message round trip, ours-forward over direct-http"]
+    assert ws.met is None and "not available" in ws.detail
+    idle = targets["RSS cost of 1000 idle keep-alive connections"]
+    assert (idle.value, idle.met) == ("9.8 MiB", True)
+    first = targets["first request on a cold connection over a warm one"]
+    assert (first.value, first.met) == ("0.350 ms", True)
+
+
+def test_unanswered_idle_connections_measure_nothing() -> None:
+    m = metrics.Measured(idle=IdleResult(1000, 990, 50_000, 51_000, 50_000))
+    t = next(t for t in metrics.evaluate_targets(m) if t.name.startswith("RSS cost"))
+    assert t.met is None and "990/1000" in t.detail
 
 
 def test_invalid_results_are_not_measured() -> None:
     broken = [*HTTP[:4], result(metrics.OURS_INJECT, 32, 30_000, 100, 200, status=150_000)]
-    targets = metrics.evaluate_targets(broken, None, None, None)
+    targets = metrics.evaluate_targets(metrics.Measured(http=broken))
     assert all(t.met is None for t in targets)
-    assert metrics.evaluate_targets(HTTP, None, None, 3, 32, 100, 100)[-1].met is False
-    # one grant but failed requests: not met
-    assert metrics.evaluate_targets(HTTP, None, None, 1, 32, 60, 100)[-1].met is False
+    failed_bulk = metrics.Measured(bulk=[*_bulk(metrics.B_TINY_FORWARD, 1, 1),
+                                         *_bulk(metrics.B_OURS_FORWARD, 1, 1, "curl exited 7")])  # fmt: skip
+    t = next(t for t in metrics.evaluate_targets(failed_bulk) if t.name.startswith("bulk down"))
+    assert t.met is None and t.detail == "curl exited 7"
+
+    def grants(n: int, answered: int) -> bool | None:
+        m = metrics.Measured(cold_grants=n, cold_answered=answered, cold_requests=100)
+        return metrics.evaluate_targets(m)[-1].met
+
+    assert grants(3, 100) is False
+    assert grants(1, 60) is False  # one grant but failed requests: not met
+    assert grants(1, 100) is True
 
 
 def test_median() -> None:
