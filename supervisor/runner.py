@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from supervisor import run_inputs
 from supervisor.sandbox import linux
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment
@@ -155,6 +156,13 @@ class _Supervision:
         # Taken before loading, so a refused set is not retried until the files change.
         self.fingerprint = _profile_fingerprint(self.settings.profiles)
         try:
+            # The same check as at start: a file or directory that became writable by
+            # someone other than root since then is not read (ARCHITECTURE.md S11).
+            run_inputs.check_profiles(self.settings.profiles)
+        except SetupError as exc:
+            log.warning("profile reload (%s) refused, keeping the current set: %s", why, exc.reason)
+            return
+        try:
             profiles = self.loader(self.settings.profiles)
         except Exception as exc:
             for error in _profile_errors(exc):
@@ -271,6 +279,7 @@ def run_supervisor(
         linux.set_dumpable(False)
     except OSError as exc:
         raise SetupError("prctl", f"cannot make the supervisor non-dumpable: {exc}") from exc
+    settings, started_in = run_inputs.prepare(settings)
     profiles = _load_initial(loader, settings.profiles)
     sock_path: SocketPath | None = None
     if settings.spiffe_socket:
@@ -287,7 +296,7 @@ def run_supervisor(
             gid=settings.gid,
             groups=settings.supplementary_gids,
             workdir=settings.workdir,
-            default_workdir=os.getcwd(),
+            default_workdir=started_in,
             mount_ns_fd=mount_ns.fd,
             net_ns_fd=network.ns_fd,
             init_path=find_init(),

@@ -9,6 +9,7 @@ agent's seccomp filter impossible to load.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import socket
 import sys
 import threading
@@ -41,8 +42,10 @@ def load(paths: tuple[str, ...]) -> FakeProfiles:
 
 
 class FakeServices:
-    def __init__(self, sock: socket.socket, log: str | None, extra: dict[str, str]) -> None:
+    def __init__(self, sock: socket.socket, log: str | None, extra: dict[str, str],
+                 ca_bundle: str | None = None) -> None:
         self.extra_env = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", **extra}
+        self._ca_bundle = ca_bundle
         self._sock = sock
         self._log = log
         self._stopped = threading.Event()
@@ -81,6 +84,9 @@ class FakeServices:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join()
+        if self._ca_bundle is not None:  # what the TLS code would read now, after the agent ran
+            with open(self._ca_bundle, "rb") as f:
+                self._write(f"ca-bundle {hashlib.sha256(f.read()).hexdigest()}")
         self._write("stop")
 
 
@@ -92,6 +98,7 @@ def main() -> int:
     parser.add_argument("--network", default="isolated")
     parser.add_argument("--port", type=int, default=3128)
     parser.add_argument("--workdir")
+    parser.add_argument("--ca-bundle")
     parser.add_argument("--extra", action="append", default=[], help="NAME=VALUE for extra_env")
     parser.add_argument("--break-seccomp", action="store_true",
                         help="make libseccomp unloadable in the init (fail-closed test)")
@@ -112,12 +119,13 @@ def main() -> int:
         network=args.network,
         proxy_port=args.port,
         workdir=args.workdir,
+        ca_bundle=args.ca_bundle,
     )
     try:
         return run_supervisor(
             settings,
-            start_services=lambda _s, _p, sock: FakeServices(
-                sock, args.log, dict(e.split("=", 1) for e in args.extra)
+            start_services=lambda s, _p, sock: FakeServices(
+                sock, args.log, dict(e.split("=", 1) for e in args.extra), s.ca_bundle
             ),
             load_profiles=load,
         )

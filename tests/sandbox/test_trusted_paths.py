@@ -1,0 +1,211 @@
+"""Files that steer the supervisor cannot be the agent's (issue 12 item 2, root).
+
+The attack: profiles are re-read whenever their content changes, so a profile the agent can
+rewrite (an agent-writable directory such as the image's /workspace, or a relative
+``--profile`` resolved in one) hands it the policy and a token endpoint of its choosing,
+where the JWT-SVID is posted. Likewise a ``--ca-bundle`` read after the agent started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import FAKE_RUN, PY, REPO, clean_env, run_fake
+
+pytestmark = pytest.mark.privileged
+
+PEM = (
+    b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUB0g=\n-----END CERTIFICATE-----\n"
+)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def root_dir(tmp_path: Path) -> Path:
+    """A directory only root can write, on the way to which nothing else can write."""
+    directory = tmp_path / "etc"
+    directory.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    return directory
+
+
+def test_profile_in_an_agent_writable_directory_is_refused(agent_dir: Path) -> None:
+    profile = agent_dir / "profile.yaml"
+    profile.write_text("one\n")
+    marker = agent_dir / "ran"
+    result = run_fake("/bin/touch", str(marker), options=("--profile", str(profile)))
+    assert result.returncode == 125, result.stderr
+    assert f"--profile: {profile}: the directory {agent_dir} is" in result.stderr
+    assert not marker.exists()
+
+
+def test_relative_profile_is_resolved_where_run_started_and_checked(agent_dir: Path) -> None:
+    (agent_dir / "profile.yaml").write_text("one\n")
+    result = subprocess.run(
+        [PY, str(FAKE_RUN), "--profile", "profile.yaml", "--", "/bin/true"],
+        capture_output=True, text=True, timeout=30, env=clean_env(PYTHONPATH=str(REPO)),
+        cwd=str(agent_dir),
+    )
+    assert result.returncode == 125
+    assert f"--profile: {agent_dir}/profile.yaml: the directory {agent_dir}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "reason"),
+    [(65534, 0o644, "the file is owned by uid 65534"),
+     (0, 0o664, "the file is writable by its group (mode 0664)"),
+     (0, 0o646, "the file is writable by others (mode 0646)")],
+)
+def test_profile_file_anyone_but_root_can_write_is_refused(
+    root_dir: Path, owner: int, mode: int, reason: str
+) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    os.chown(profile, owner, owner)
+    profile.chmod(mode)
+    result = run_fake("/bin/true", options=("--profile", str(profile)))
+    assert result.returncode == 125
+    assert f"--profile: {profile}: {reason}" in result.stderr
+
+
+def test_symlink_through_an_agent_directory_is_refused(root_dir: Path, agent_dir: Path) -> None:
+    (agent_dir / "real.yaml").write_text("one\n")
+    os.symlink(agent_dir / "real.yaml", root_dir / "profile.yaml")
+    result = run_fake("/bin/true", options=("--profile", str(root_dir / "profile.yaml")))
+    assert result.returncode == 125
+    assert f"the directory {agent_dir} is" in result.stderr
+
+
+def test_sticky_tmp_is_fine_for_root_files(tmp_path: Path) -> None:
+    # /tmp is 1777: the profile at /tmp/<root-owned 0700 dir>/... is root's alone.
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("one\n")
+    result = run_fake("/bin/true", options=("--profile", str(profile)))
+    assert result.returncode == 0, result.stderr
+
+
+def test_configmap_style_read_only_mount_with_0777_directories_is_accepted(
+    tmp_path: Path,
+) -> None:
+    """A Kubernetes ConfigMap volume: a read-only mount, 0777 directories, files reached
+    through ..data symlinks, owned by someone else with a permissive mode."""
+    mnt = tmp_path / "profiles"
+    mnt.mkdir()
+    tmp_path.chmod(0o755)
+    script = f"""
+set -e
+mount -t tmpfs -o mode=0777 tmpfs {mnt}
+mkdir -m 0777 {mnt}/..2026_12_06
+printf 'one\\n' > {mnt}/..2026_12_06/profile.yaml
+chown 1000:1000 {mnt}/..2026_12_06/profile.yaml
+chmod 0666 {mnt}/..2026_12_06/profile.yaml
+ln -s ..2026_12_06 {mnt}/..data
+ln -s ..data/profile.yaml {mnt}/profile.yaml
+mount -o remount,ro {mnt}
+exec {PY} {FAKE_RUN} --profile {mnt}/profile.yaml -- /bin/true
+"""
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+    )
+    assert result.returncode == 0, result.stderr
+    # Control: the same tree left writable is refused.
+    writable = script.replace(f"mount -o remount,ro {mnt}\n", "")
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", writable],
+        capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+    )
+    assert result.returncode == 125
+    assert f"the directory {mnt} is writable by group and others" in result.stderr
+
+
+def test_reload_applies_the_same_check(root_dir: Path, agent_dir: Path, tmp_path: Path) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    log = tmp_path / "services.log"
+    ready = agent_dir / "ready"
+    proc = subprocess.Popen(
+        [PY, str(FAKE_RUN), "--profile", str(profile), "--log", str(log), "--",
+         "/bin/sh", "-c", f"touch {ready}; sleep 30 & wait"],
+        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(ready, proc)
+        assert os.readlink(f"/proc/{proc.pid}/cwd") == "/"  # nothing resolves elsewhere
+        profile.chmod(0o666)  # now anyone could have written this:
+        profile.write_text("two\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 143
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "reload" not in log.read_text()
+    assert (f"profile reload (SIGHUP) refused, keeping the current set: {profile}: "
+            "the file is writable by group and others (mode 0666)") in stderr
+
+
+def test_ca_bundle_in_an_agent_writable_directory_is_refused(
+    root_dir: Path, agent_dir: Path
+) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    bundle = agent_dir / "ca.pem"
+    bundle.write_bytes(PEM)
+    result = run_fake("/bin/true", options=("--profile", str(profile), "--ca-bundle", str(bundle)))
+    assert result.returncode == 125
+    assert f"--ca-bundle: {bundle}: the directory {agent_dir} is" in result.stderr
+
+
+def test_ca_bundle_is_read_before_the_agent_starts(
+    root_dir: Path, agent_dir: Path, tmp_path: Path
+) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    bundle = root_dir / "ca.pem"
+    bundle.write_bytes(PEM)
+    log = tmp_path / "services.log"
+    ready, go = agent_dir / "ready", agent_dir / "go"
+    proc = subprocess.Popen(
+        [PY, str(FAKE_RUN), "--profile", str(profile), "--ca-bundle", str(bundle),
+         "--log", str(log), "--", "/bin/sh", "-c",
+         f"touch {ready}; while [ ! -e {go} ]; do sleep 0.02; done"],
+        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(ready, proc)
+        bundle.write_bytes(PEM.replace(b"B0g=", b"XXX="))  # changed while the agent runs
+        go.touch()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert f"ca-bundle {hashlib.sha256(PEM).hexdigest()}" in log.read_text().splitlines()
+
+
+def test_ca_bundle_without_a_certificate_is_125(root_dir: Path) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    bundle = root_dir / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    result = run_fake("/bin/true", options=("--profile", str(profile), "--ca-bundle", str(bundle)))
+    assert result.returncode == 125
+    assert f"--ca-bundle: {bundle} holds no PEM certificate" in result.stderr
