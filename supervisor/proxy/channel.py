@@ -40,6 +40,8 @@ class Channel(Protocol):
 
     def close(self) -> None: ...
 
+    def write_eof(self) -> None: ...
+
     def usable(self) -> bool: ...
 
 
@@ -150,6 +152,14 @@ class TlsChannel:
             self._obj.unwrap()
         self._flush()
         self._raw.close()
+
+    def write_eof(self) -> None:
+        """TLS's half-close: close_notify, then the raw stream's write side ends. Reading
+        the peer's remaining data still works."""
+        with contextlib.suppress(ssl.SSLError):
+            self._obj.unwrap()
+        self._flush()
+        self._raw.write_eof()
 
     def usable(self) -> bool:
         return self._raw.usable()

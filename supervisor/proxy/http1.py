@@ -491,6 +491,59 @@ def serialize_head(start_line: str, headers: Headers) -> bytes:
     return "\r\n".join(parts).encode("latin-1")
 
 
+WEBSOCKET = "websocket"
+# Never relayed in a 101: they would describe a body or a hop that no longer exists.
+_SWITCH_DROP = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "keep-alive",
+        "te",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-connection",
+    }
+)
+
+
+def _field_values(headers: Headers, name: str) -> list[str]:
+    return [
+        item.strip(" \t").lower()
+        for n, v in headers
+        if n.lower() == name
+        for item in v.split(",")
+        if item.strip(" \t")
+    ]
+
+
+def requested_upgrade(req: RequestHead) -> str | None:
+    """``"websocket"`` when ``req`` is an RFC 6455 opening handshake the proxy relays
+    (a bodiless HTTP/1.1 GET with ``Connection: upgrade`` and ``Upgrade: websocket``);
+    None otherwise, and any other upgrade (h2c, TLS) is dropped like a hop-by-hop field."""
+    if req.method != "GET" or req.version != "HTTP/1.1" or req.has_body:
+        return None
+    if "upgrade" not in req.connection_tokens:
+        return None
+    return WEBSOCKET if _field_values(req.headers, "upgrade") == [WEBSOCKET] else None
+
+
+def switch_accepted(upgrade: str | None, resp: ResponseHead) -> bool:
+    """A 101 the proxy relays: it answers an upgrade the agent asked for, to that protocol."""
+    return (
+        upgrade is not None
+        and resp.status == 101
+        and "upgrade" in resp.connection_tokens
+        and _field_values(resp.headers, "upgrade") == [upgrade]
+    )
+
+
+def switch_response_head(resp: ResponseHead) -> bytes:
+    """The 101 for the agent as the upstream sent it (``Connection``, ``Upgrade`` and the
+    protocol's own fields such as ``Sec-WebSocket-Accept`` untouched)."""
+    headers = [(n, v) for n, v in resp.headers if n.lower() not in _SWITCH_DROP]
+    return serialize_head(f"HTTP/1.1 101 {resp.reason or 'Switching Protocols'}", headers)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentResponse:
     """What the proxy writes to the agent for a final response, and what follows it."""

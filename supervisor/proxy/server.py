@@ -69,6 +69,9 @@ from supervisor.proxy.http1 import (
     agent_response,
     parse_request_head,
     parse_response_head,
+    requested_upgrade,
+    switch_accepted,
+    switch_response_head,
     upstream_keep_alive,
 )
 from supervisor.proxy.policy import Interceptor, RoutePolicy
@@ -113,7 +116,8 @@ class Limits:
     held below what RLIMIT_NOFILE allows (two descriptors per connection plus headroom),
     so a flood cannot make ``accept`` fail for everyone. At most
     ``max_active_per_destination`` upstream connections per (host, port) are in use at
-    once (idle pooled ones do not count; CONNECT tunnels do); a request over the cap waits
+    once (idle pooled ones do not count; CONNECT tunnels and switched WebSocket connections
+    do, for their whole life); a request over the cap waits
     its turn up to ``destination_wait`` seconds, then gets ``503 upstream_busy``.
     """
 
@@ -123,6 +127,7 @@ class Limits:
     connect_timeout: float = 10.0
     response_timeout: float = 120.0  # upstream response head after the request was sent
     tunnel_idle_timeout: float = 300.0
+    upgraded_idle_timeout: float = 600.0  # a switched (WebSocket) connection, both ways
     max_idle_per_destination: int = 128
     pool_idle_seconds: float = 30.0
     close_grace: float = 5.0
@@ -149,6 +154,7 @@ class Counters:
     timeouts: int = 0
     refused_connections: int = 0  # over max_agent_connections
     busy: int = 0  # 503 upstream_busy
+    upgrades: int = 0  # exchanges switched to another protocol (WebSocket)
 
 
 class ProxyServer:
@@ -456,6 +462,7 @@ class ProxyServer:
             path=req.path,
             headers=req.headers,
         )
+        ex.upgrade = requested_upgrade(req)
         if d.audit_violation is not None:
             self._audit_exchange(
                 ex,
@@ -552,7 +559,9 @@ class ProxyServer:
         up = ex.upstream
         if head is None or up is None:
             return Outcome.CLOSE  # the agent stopped sending its body: nothing to answer
-        resp = await self._final_response(up, head)
+        resp = await self._final_response(ex, up, head)
+        if resp.status == 101:
+            return await self._switch(ex, up, resp)
         if ex.credential is not None and self._audit.enabled:
             self._audit_exchange(
                 ex,
@@ -608,13 +617,16 @@ class ProxyServer:
         else:
             await up.ch.drain()
 
-    async def _final_response(self, up: Upstream, head: bytes) -> ResponseHead:
-        """The final response head; interim (1xx) ones are dropped (we answered Expect)."""
+    async def _final_response(self, ex: Exchange, up: Upstream, head: bytes) -> ResponseHead:
+        """The final response head, or a 101 answering the agent's upgrade; other interim
+        (1xx) heads are dropped (we answered Expect ourselves)."""
         lim = self.limits
         try:
             resp = parse_response_head(head)
             while 100 <= resp.status < 200:
                 if resp.status == 101:
+                    if switch_accepted(ex.upgrade, resp):
+                        return resp
                     raise ParseError("unexpected protocol switch")
                 got = await up.conn.read_head(
                     lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
@@ -629,6 +641,24 @@ class ProxyServer:
                 errors.UPSTREAM_UNREACHABLE, f"invalid upstream response: {detail}"
             ) from None
         return resp
+
+    async def _switch(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
+        """The upstream switched protocols: its 101 goes to the agent as is, then the
+        connection is a two-way relay, still holding its slot, until either side is done."""
+        self.counters.upgrades += 1
+        self._audit_exchange(
+            ex,
+            allowed=True,
+            message=f"protocol switched to {ex.upgrade}",
+            status_code=101,
+            dst_ip=str(up.addr),
+        )
+        try:
+            ex.agent.ch.write(switch_response_head(resp))
+            await self._relay(ex.agent, up.conn, self.limits.upgraded_idle_timeout)
+        finally:
+            up.close()
+        return Outcome.SWITCHED
 
     async def _respond(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
         """Relay the response head and body to the agent; pool the upstream if it may."""
@@ -702,38 +732,39 @@ class ProxyServer:
         try:
             self.counters.tunnels += 1
             agent.ch.write(_CONNECT_OK)
-            await self._splice(agent, up)
+            await self._relay(agent, up.conn, self.limits.tunnel_idle_timeout)
         finally:
+            up.close()
             self._slots.release((host, port))
 
-    async def _splice(self, agent: Conn, up: Upstream) -> None:
-        """Relay raw bytes both ways until both sides are done or the tunnel idles out."""
+    async def _relay(self, agent: Conn, up: Conn, idle: float) -> None:
+        """Relay bytes both ways until both directions end or nothing moved for ``idle``
+        seconds. Bytes already read on either side go first; a direction whose source
+        ended is half-closed onward (over TLS: close_notify), the other keeps flowing."""
         loop = asyncio.get_running_loop()
         last = [loop.time()]
-        if agent.buf:
-            up.ch.write(bytes(agent.buf))
-            agent.buf.clear()
 
-        async def pump(src: Channel, dst: PlainChannel | Channel) -> None:
+        async def pump(src: Conn, dst: Channel) -> None:
             try:
+                if src.buf:
+                    dst.write(bytes(src.buf))
+                    src.buf.clear()
                 while True:
-                    data = await src.read(1 << 18)
+                    await dst.drain()
+                    data = await src.ch.read(1 << 18)
                     if not data:
                         break
                     last[0] = loop.time()
                     dst.write(data)
-                    await dst.drain()
             except (ConnectionError, OSError, ssl.SSLError):
                 pass
-            if isinstance(dst, PlainChannel):
-                with contextlib.suppress(OSError, RuntimeError):
-                    dst.write_eof()
+            with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
+                dst.write_eof()
 
         tasks = {
-            asyncio.create_task(pump(agent.ch, up.ch)),
-            asyncio.create_task(pump(up.ch, agent.ch)),
+            asyncio.create_task(pump(agent, up.ch)),
+            asyncio.create_task(pump(up, agent.ch)),
         }
-        idle = self.limits.tunnel_idle_timeout
         try:
             while tasks:
                 _done, tasks = await asyncio.wait(tasks, timeout=idle / 4)
@@ -743,7 +774,6 @@ class ProxyServer:
         finally:
             for t in tasks:
                 t.cancel()
-            up.close()
 
     async def _intercept(self, agent: Conn, host: str, port: int) -> None:
         assert self._interceptor is not None

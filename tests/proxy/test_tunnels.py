@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import socket
@@ -11,10 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.proxy.harness import (
     SECRET,
@@ -25,40 +20,7 @@ from tests.proxy.harness import (
     endpoint,
     recv_response,
 )
-
-
-def _cert(
-    tmp: Path, name: str, *, issuer: tuple[Any, Any] | None = None, ca: bool = False
-) -> tuple[Any, Any, Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    cpath, kpath = tmp / f"{name}.crt", tmp / f"{name}.key"
-    cpath.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kpath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, key, cpath, kpath
+from tests.proxy.tlscerts import make_pki
 
 
 class Interceptor:
@@ -72,16 +34,10 @@ class Interceptor:
 
 
 def _tls_env(tmp_path: Path, *, trust_upstream: bool) -> tuple[Env, Path, Interceptor]:
-    ca_cert, ca_key, ca_path, _ = _cert(tmp_path, "sandbox-ca", ca=True)
-    _, _, leaf_path, leaf_key = _cert(tmp_path, "leaf", issuer=(ca_cert, ca_key))
-    agent_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    agent_side.load_cert_chain(leaf_path, leaf_key)
-    up_ca, up_ca_key, up_ca_path, _ = _cert(tmp_path, "upstream-ca", ca=True)
-    _, _, up_leaf, up_key = _cert(tmp_path, "upstream", issuer=(up_ca, up_ca_key))
-    upstream_server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    upstream_server.load_cert_chain(up_leaf, up_key)
+    pki = make_pki(tmp_path)
+    agent_side, ca_path, upstream_server = pki.agent_side, pki.ca_path, pki.upstream_server
     upstream_client = ssl.create_default_context(
-        cafile=str(up_ca_path if trust_upstream else ca_path)
+        cafile=str(pki.upstream_ca_path if trust_upstream else ca_path)
     )
     upstream_client.set_alpn_protocols(["http/1.1"])
     interceptor = Interceptor(agent_side)
