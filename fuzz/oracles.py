@@ -48,6 +48,11 @@ def _require(ok: bool, what: str) -> None:
 _TOKEN68_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~+/-")
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _FORBIDDEN_IN_VALUE = frozenset("\r\n\0")
+_RFC6749_CODES = frozenset(
+    {"invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+     "unsupported_grant_type", "invalid_scope", "access_denied", "unsupported_response_type",
+     "server_error", "temporarily_unavailable"}
+)  # fmt: skip
 _ENCODED_SEPARATOR = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
 
 
@@ -230,3 +235,13 @@ def check_token_response(data: bytes, status: int = 200) -> None:
         _require(is_clean_text(value), "control character in a sanitized error field")
     err = error_for_status(status, data)
     _require(isinstance(err, GrantError) and is_clean_text(err.reason), "error_for_status text")
+    if not 300 <= status < 400:
+        # What the agent sees: the status, then at most a registered RFC 6749 code.
+        shown = err.reason.removeprefix(f"token endpoint answered {status}")
+        _require(shown != err.reason, "status missing from the agent's text")
+        code = fields.get("error")
+        _require(
+            shown == "" or (shown == f": {code}" and code in _RFC6749_CODES),
+            "issuer text (description or private code) shown to the agent",
+        )
+        _require(is_clean_text(err.audit_detail or ""), "control character in the audit text")

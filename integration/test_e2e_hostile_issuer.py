@@ -119,3 +119,43 @@ def test_workload_api_failure_fails_closed(devenv: DevEnv, run_agent: Any) -> No
     assert result["status"] == 502 and result["proxy_error"] == "token_grant_failed", result
     assert after["beta"] == before["beta"]
     assert after["issuer_requests"] == before["issuer_requests"]
+
+
+# The issuer's own words: they may name users, tenants or internal state.
+DESCRIPTION = "issuer-description-e2e-marker"
+
+
+@pytest.mark.parametrize(("status", "code", "shown"), [
+    (401, "invalid_client", True),  # RFC 6749 code: the agent may see it
+    (400, "tenant_e2e_private_code", False),  # not registered: audit log only
+])
+def test_issuer_error_text_reaches_the_audit_log_only(
+    devenv: DevEnv, run_agent: Any, status: int, code: str, shown: bool
+) -> None:
+    """Issue 12 item 3: the agent gets the step, the HTTP status and a registered OAuth
+    ``error`` code, on the first failure and again during the backoff; the sanitized
+    ``error_description`` goes to the audit log, never to the agent or stderr."""
+    with devenv.issuer.lock:
+        devenv.issuer.faults.status = status
+        devenv.issuer.faults.body = json.dumps(
+            {"error": code, "error_description": f"{DESCRIPTION}\r\nX-Evil: 1"}).encode()
+    run = run_agent([sys.executable, devenv.agent("urllib_agent.py"),
+                     devenv.alpha.url, devenv.alpha.url])
+    assert run.returncode == 0, run.explain()
+    results = run.report()
+    assert len(results) == 2
+    for result in results:
+        assert result["status"] == 502 and result["proxy_error"] == "token_grant_failed"
+        detail = result["body"]["detail"]
+        assert f"answered {status}" in detail, detail
+        assert (code in detail) == shown, detail
+    assert "backoff" in results[1]["body"]["detail"]
+    assert DESCRIPTION not in run.stdout and "X-Evil" not in run.stdout
+    assert DESCRIPTION not in run.stderr, "the issuer's text is for the audit log only"
+    if not shown:
+        assert code not in run.stdout
+    denied = [e for e in run.http_events() if e.get("action_id") == 2]
+    assert len(denied) == 2, run.audit_lines
+    for event in denied:
+        assert f"{DESCRIPTION}??X-Evil: 1" in event["status_detail"], event
+        assert code in event["status_detail"]

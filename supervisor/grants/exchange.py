@@ -2,7 +2,8 @@
 
 Everything here is pure: the HTTP client in ``http_client.py`` feeds bytes in and gets a
 ``TokenResponse`` or a ``GrantError`` out. Nothing of the issuer's body leaves this module
-except a validated token, its lifetime, and the sanitized ``error``/``error_description``.
+except a validated token, its lifetime, a registered OAuth ``error`` code (shown to the
+agent) and the sanitized ``error``/``error_description`` (audit log only).
 """
 
 from __future__ import annotations
@@ -22,6 +23,23 @@ MAX_ERROR_FIELD = 256
 
 # RFC 9110 token68; fullmatch only ('$' alone would accept a trailing newline).
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+# RFC 6749 sections 4.1.2.1 and 5.2: the codes the agent may see. Anything else an issuer
+# puts in ``error`` is its own vocabulary (tenant names, internal states): audit log only.
+RFC6749_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "unsupported_response_type",
+        "server_error",
+        "temporarily_unavailable",
+    }
+)
 
 STEP = "token_endpoint"
 RESPONSE_STEP = "response"
@@ -92,17 +110,25 @@ def sanitize_error_body(body: bytes) -> dict[str, str]:
 
 
 def error_for_status(status: int, body: bytes) -> GrantError:
-    """The GrantError for a non-2xx answer; 5xx and 429 may succeed later, 4xx will not."""
+    """The GrantError for a non-2xx answer; 5xx and 429 may succeed later, 4xx will not.
+
+    Its reason (shown to the agent) has the status and a registered ``error`` code only;
+    ``audit_detail`` adds the issuer's sanitized ``error`` and ``error_description``.
+    """
     if 300 <= status < 400:
         return GrantError(STEP, f"token endpoint answered {status} (redirects are not followed)")
     reason = f"token endpoint answered {status}"
     fields = sanitize_error_body(body)
-    if "error" in fields:
-        reason += f": {fields['error']}"
+    code = fields.get("error")
+    audit = reason
+    if code is not None:
+        audit += f": {code}"
+        if code in RFC6749_ERRORS:
+            reason += f": {code}"
     if "error_description" in fields:
-        reason += f" ({fields['error_description']})"
+        audit += f" ({fields['error_description']})"
     retryable = status >= 500 or status in (408, 429)
-    return GrantError(STEP, reason, retryable=retryable)
+    return GrantError(STEP, reason, retryable=retryable, audit_detail=audit)
 
 
 def parse_success(body: bytes) -> TokenResponse:

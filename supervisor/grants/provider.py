@@ -104,8 +104,12 @@ class TokenProvider:
             failure = self._cache.backoff(key, now)
             if failure is not None:
                 self.stats.backoff_rejections += 1
-                raise GrantError("backoff", f"retrying after an earlier failure: "
-                                 f"{failure.error}", retryable=True)
+                earlier = failure.error
+                raise GrantError(
+                    "backoff", f"retrying after an earlier failure: {earlier}", retryable=True,
+                    audit_detail=f"retrying after an earlier failure: {earlier.step}: "
+                    f"{earlier.audit_detail or earlier.reason}",
+                )
             task = self._launch(key, binding.grant, last_used=now)
         # shield: a waiter that goes away (agent disconnect) does not cancel the grant
         # the other waiters share.

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from supervisor.grants.errors import GrantError
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
@@ -110,3 +111,8 @@ def credential_header(binding: Binding, token: str) -> tuple[str, str]:
     if not TOKEN68.fullmatch(token):
         raise ProxyError(errors.TOKEN_GRANT_FAILED, "token grant returned a malformed token")
     return binding.header_name.strip(), binding.header_value(token)
+
+
+def grant_audit(exc: GrantError) -> str:
+    """The audit log's text for a failed grant: step, then the fullest sanitized story."""
+    return f"{exc.step}: {exc.audit_detail or exc.reason}"

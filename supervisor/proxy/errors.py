@@ -42,12 +42,19 @@ def sanitize(text: str, limit: int = 256) -> str:
 
 
 class ProxyError(Exception):
-    """A request refused by the proxy with one of the contract's error codes."""
+    """A request refused by the proxy with one of the contract's error codes.
 
-    def __init__(self, code: str, detail: str, *, status: int | None = None) -> None:
+    ``detail`` is shown to the agent; ``audit_detail`` (default: ``detail``) is what the
+    audit log records: it may say more (the resolved address, the issuer's own words).
+    """
+
+    def __init__(
+        self, code: str, detail: str, *, status: int | None = None, audit_detail: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = sanitize(detail)
+        self.audit_detail = self.detail if audit_detail is None else sanitize(audit_detail)
         self.status = status if status is not None else STATUS[code]
 
 

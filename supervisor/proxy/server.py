@@ -51,7 +51,7 @@ from supervisor.proxy.channel import (
     relay_until_eof,
     start_chunked,
 )
-from supervisor.proxy.decision import credential_header, decide, decide_connect
+from supervisor.proxy.decision import credential_header, decide, decide_connect, grant_audit
 from supervisor.proxy.egress import check_destination
 from supervisor.proxy.errors import ProxyError, error_response, sanitize
 from supervisor.proxy.exchange import (
@@ -400,7 +400,7 @@ class ProxyServer:
     def _deny_exchange(self, ex: Exchange, exc: ProxyError, *, close: bool) -> None:
         self._count_denial(exc)
         self._audit_exchange(
-            ex, allowed=False, message=exc.code, status_code=exc.status, reason=exc.detail
+            ex, allowed=False, message=exc.code, status_code=exc.status, reason=exc.audit_detail
         )
         ex.agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=close))
 
@@ -415,7 +415,7 @@ class ProxyServer:
             allowed=False,
             message=exc.code,
             status_code=exc.status,
-            reason=exc.detail,
+            reason=exc.audit_detail,  # may say more than the agent is told
         )
         agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=True))
 
@@ -530,8 +530,10 @@ class ProxyServer:
             return
         try:
             ex.credential = credential_header(binding, await self._tokens.token_for(binding))
-        except GrantError as exc:
-            raise ProxyError(errors.TOKEN_GRANT_FAILED, exc.reason) from None
+        except GrantError as exc:  # the agent: step and status, never the issuer's text
+            raise ProxyError(
+                errors.TOKEN_GRANT_FAILED, str(exc), audit_detail=grant_audit(exc)
+            ) from None
         finally:
             if ex.credential is None and ex.upstream is not None:
                 self._pool.give(ex.upstream)  # no token: nothing is written upstream

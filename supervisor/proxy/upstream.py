@@ -47,13 +47,19 @@ async def resolve_checked(
     if not addrs:
         raise ProxyError(errors.UPSTREAM_UNREACHABLE, f"cannot resolve {host}")
     nets = tuple(allowed_ips)
-    first_reason = ""
+    refused: list[str] = []
     for addr in addrs:
         reason = check_destination(addr, port, nets)
         if reason is None:
             return addr
-        first_reason = first_reason or reason
-    raise ProxyError(errors.SSRF_DENIED, f"{host}: {first_reason}")
+        refused.append(f"{addr}: {reason}" if str(addr) not in reason else reason)
+    # Where a name points is for the audit log: told to the agent, a refusal would be a
+    # DNS oracle for every name under a wildcard host (internal addresses, metadata).
+    raise ProxyError(
+        errors.SSRF_DENIED,
+        f"{host}: resolves to an address this endpoint may not reach",
+        audit_detail=f"{host}: " + "; ".join(refused[:4]),
+    )
 
 
 class Upstream:

@@ -72,3 +72,25 @@ def test_seed_bodies() -> None:
 def test_sanitize_text_is_clean_and_bounded(value: str, limit: int) -> None:
     out = exchange.sanitize_text(value, limit)
     assert len(out) == min(len(value), limit) and is_clean_text(out)
+
+
+_codes = st.one_of(
+    st.sampled_from(["invalid_client", "invalid_grant", "server_error", "invalid_token",
+                     "Invalid_Client", "invalid_client\n", "tenant_x_locked"]),
+    _nasty_text,
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(_codes, _nasty_text, st.sampled_from([400, 401, 403, 429, 500, 503]))
+def test_issuer_words_never_reach_the_agent_text(code: str, desc: str, status: int) -> None:
+    """Issue 12 item 3: whatever ``error``/``error_description`` say, the agent's text is
+    the status plus a registered code; the description is in the audit text only."""
+    body = _dumps({"error": code, "error_description": desc})
+    check_token_response(body, status)
+    err = exchange.error_for_status(status, body)
+    assert err.reason in (f"token endpoint answered {status}",
+                          f"token endpoint answered {status}: {code}")
+    kept = exchange.sanitize_error_body(body).get("error_description")
+    if kept is not None:
+        assert err.audit_detail is not None and kept in err.audit_detail

@@ -85,7 +85,9 @@ def test_error_body_sanitized_and_cut() -> None:
     err = exchange.error_for_status(401, raw)
     assert not err.retryable
     assert "do-not-leak" not in str(err) and "\n" not in str(err)
-    assert "invalid_client?" in str(err)
+    assert "invalid_client" not in str(err)  # not a registered code once sanitized
+    assert err.audit_detail is not None and "do-not-leak" not in err.audit_detail
+    assert "invalid_client?" in err.audit_detail and "a" * 256 in err.audit_detail
 
 
 def test_error_status_classes() -> None:
@@ -129,3 +131,30 @@ def test_sanitized_fields_are_safe(fields: dict[str, object]) -> None:
     for value in out.values():
         assert len(value) <= 256
         assert all(ch.isprintable() or ch == " " for ch in value)
+
+
+@pytest.mark.parametrize("status", [400, 401, 500])
+def test_issuer_text_goes_to_the_audit_detail_only(status: int) -> None:
+    """Issue 12 item 3: the agent sees the step, the status and a registered RFC 6749
+    ``error`` code; ``error_description`` and unregistered codes reach the audit only."""
+    raw = json.dumps({"error": "invalid_client",
+                      "error_description": "user alice@corp not in realm\r\nX: 1"}).encode()
+    err = exchange.error_for_status(status, raw)
+    assert str(err) == f"token_endpoint: token endpoint answered {status}: invalid_client"
+    assert "alice" not in str(err) and "alice" not in err.reason
+    assert err.audit_detail is not None and "user alice@corp not in realm??X: 1" in err.audit_detail
+    private = exchange.error_for_status(
+        status, json.dumps({"error": "tenant_7f3_locked", "error_description": "d"}).encode())
+    assert private.reason == f"token endpoint answered {status}"
+    assert private.audit_detail is not None and "tenant_7f3_locked (d)" in private.audit_detail
+
+
+def test_every_rfc6749_error_code_is_shown() -> None:
+    for code in ("invalid_request", "invalid_client", "invalid_grant", "unauthorized_client",
+                 "unsupported_grant_type", "invalid_scope", "access_denied",
+                 "unsupported_response_type", "server_error", "temporarily_unavailable"):
+        body = json.dumps({"error": code}).encode()
+        assert exchange.error_for_status(400, body).reason.endswith(f": {code}")
+    for code in ("Invalid_Client", "invalid_client ", "invalid_token", "x"):
+        body = json.dumps({"error": code}).encode()
+        assert exchange.error_for_status(400, body).reason == "token endpoint answered 400"

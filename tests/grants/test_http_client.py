@@ -114,9 +114,10 @@ async def test_401_error_fields_sanitized(issuer: TokenIssuer,
                                      "debug": "leak-me"}).encode()
     with pytest.raises(GrantError) as info:
         await grant(issuer, workload)
-    msg = str(info.value)
+    msg = info.value.audit_detail or ""
     assert "invalid_client?" in msg and "a" * 256 in msg and "a" * 257 not in msg
     assert "\n" not in msg and "leak-me" not in msg and not info.value.retryable
+    assert str(info.value) == "token_endpoint: token endpoint answered 401"
 
 
 async def test_real_issuer_rejection_reaches_us_sanitized(issuer: TokenIssuer,
@@ -124,9 +125,12 @@ async def test_real_issuer_rejection_reaches_us_sanitized(issuer: TokenIssuer,
     client = TokenEndpointClient(timeout=5)
     try:
         b = make_binding(issuer.token_url)
-        with pytest.raises(GrantError, match=r"invalid_client.*audience mismatch") as info:
+        with pytest.raises(GrantError, match=r"answered 401: invalid_client$") as info:
             await client.exchange(b.grant, svid_for(workload, "https://other"))
         assert not info.value.retryable
+        # The issuer's description is kept for the audit log, not for the agent.
+        assert "audience mismatch" in (info.value.audit_detail or "")
+        assert "audience mismatch" not in str(info.value)
     finally:
         await client.aclose()
 

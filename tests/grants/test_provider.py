@@ -274,3 +274,20 @@ async def test_closed_provider_refuses() -> None:
     assert svids.closed
     with pytest.raises(GrantError):
         await p.token_for(make_binding(URL))
+
+
+async def test_backoff_error_keeps_the_issuer_text_for_the_audit_only() -> None:
+    clock, ex = FakeClock(), FakeExchanger()
+    ex.error = GrantError("token_endpoint", "token endpoint answered 400: invalid_client",
+                          retryable=False,
+                          audit_detail="token endpoint answered 400: invalid_client (DESC)")
+    p = provider(clock, ex)
+    b = make_binding(URL)
+    with pytest.raises(GrantError):
+        await p.token_for(b)
+    with pytest.raises(GrantError) as info:
+        await p.token_for(b)
+    assert info.value.step == "backoff" and "DESC" not in str(info.value)
+    assert "invalid_client" in str(info.value)
+    assert info.value.audit_detail is not None and "(DESC)" in info.value.audit_detail
+    await p.aclose()
