@@ -46,22 +46,53 @@ class Channel(Protocol):
 
 
 class PlainChannel:
-    __slots__ = ("_buffered", "_closing", "_drain", "read", "reader", "write", "writer")
+    """A stream's two halves. ``send_timeout``: how long ``drain`` waits for a peer that
+    reads none of our pending bytes; then the connection is aborted (a plain close would
+    keep the transport and its unsent buffer until the peer reads) and TimeoutError
+    raised. None = wait as long as it takes."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    __slots__ = (
+        "_buffered",
+        "_closing",
+        "_drain",
+        "_low",
+        "read",
+        "reader",
+        "send_timeout",
+        "write",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        send_timeout: float | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.send_timeout = send_timeout
         # Bound methods cached once: they are called several times per request.
         self.read = reader.read
         self.write = writer.transport.write  # StreamWriter.write only forwards to it
         self._drain = writer.drain
         self._buffered = writer.transport.get_write_buffer_size
         self._closing = writer.transport.is_closing
+        # Above the low-water mark the transport may be paused: only then can drain block.
+        self._low = writer.transport.get_write_buffer_limits()[0]
 
     async def drain(self) -> None:
         # Nothing buffered on an open transport means it is not paused: skip the stream's
         # layers. A closing one goes through them, so a lost peer still raises here.
-        if self._buffered() or self._closing():
+        pending = self._buffered()
+        if pending > self._low and self.send_timeout is not None:
+            try:
+                async with asyncio.timeout(self.send_timeout):
+                    await self._drain()
+            except TimeoutError:
+                self.writer.transport.abort()  # the peer is not reading: free it all now
+                raise
+        elif pending or self._closing():
             await self._drain()
 
     def close(self) -> None:

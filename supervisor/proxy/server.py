@@ -135,6 +135,8 @@ class Limits:
     max_agent_connections: int = 4096
     max_active_per_destination: int = 256
     destination_wait: float = 10.0
+    send_timeout: float = 60.0  # a peer that reads none of our pending bytes for this long
+    max_idle_total: int = 256  # idle pooled upstream connections, all destinations together
 
 
 @dataclass(slots=True)
@@ -179,7 +181,11 @@ class ProxyServer:
         self._resolver = resolver
         self.limits = limits or Limits()
         self.counters = Counters()
-        self._pool = Pool(self.limits.max_idle_per_destination, self.limits.pool_idle_seconds)
+        self._pool = Pool(
+            self.limits.max_idle_per_destination,
+            self.limits.pool_idle_seconds,
+            self.limits.max_idle_total,
+        )
         self._slots = DestinationSlots(self.limits.max_active_per_destination)
         self._max_agents = _fd_bounded(self.limits.max_agent_connections)
         self._last_refusal_log = -1e9
@@ -256,7 +262,7 @@ class ProxyServer:
         self._tasks.add(task)
         c.connections += 1
         c.active += 1
-        agent = Conn(PlainChannel(reader, writer))
+        agent = Conn(PlainChannel(reader, writer, self.limits.send_timeout))
         try:
             await self._serve(agent, None)
         except (
@@ -336,6 +342,9 @@ class ProxyServer:
         # Between requests the connection is idle: close() may cut it at once.
         idle = None if agent.buf else asyncio.current_task()
         try:
+            # Answers the agent has not read yet (refusals are written without waiting)
+            # stop us reading more requests: bounded by send_timeout, then cut.
+            await agent.ch.drain()
             if idle is not None:
                 if self._closing:
                     return None
@@ -548,7 +557,11 @@ class ProxyServer:
         assert ex.addr is not None
         tls = self._upstream_tls() if t.scheme == "https" else None
         up = await open_upstream(
-            (t.scheme, t.host, t.port), ex.addr, tls=tls, timeout=self.limits.connect_timeout
+            (t.scheme, t.host, t.port),
+            ex.addr,
+            tls=tls,
+            timeout=self.limits.connect_timeout,
+            send_timeout=self.limits.send_timeout,
         )
         up.checked_for = ex.allowed_ips  # ``addr`` came from resolve_checked under these
         self.counters.upstream_new += 1
@@ -722,7 +735,11 @@ class ProxyServer:
             await self._take_slot(host, port)
             held = True
             up = await open_upstream(
-                ("tcp", host, port), addr, tls=None, timeout=self.limits.connect_timeout
+                ("tcp", host, port),
+                addr,
+                tls=None,
+                timeout=self.limits.connect_timeout,
+                send_timeout=self.limits.send_timeout,
             )
         except BaseException as exc:
             if held:
@@ -745,6 +762,7 @@ class ProxyServer:
         ended is half-closed onward (over TLS: close_notify), the other keeps flowing."""
         loop = asyncio.get_running_loop()
         last = [loop.time()]
+        stalled: list[bool] = []  # a side stopped reading for send_timeout: end the tunnel
 
         async def pump(src: Conn, dst: Channel) -> None:
             try:
@@ -758,6 +776,8 @@ class ProxyServer:
                         break
                     last[0] = loop.time()
                     dst.write(data)
+            except TimeoutError:
+                stalled.append(True)
             except (ConnectionError, OSError, ssl.SSLError):
                 pass
             with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
@@ -769,8 +789,10 @@ class ProxyServer:
         }
         try:
             while tasks:
-                _done, tasks = await asyncio.wait(tasks, timeout=idle / 4)
-                if tasks and loop.time() - last[0] > idle:
+                _done, tasks = await asyncio.wait(
+                    tasks, timeout=idle / 4, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stalled or (tasks and loop.time() - last[0] > idle):
                     self.counters.timeouts += 1
                     break
         finally:

@@ -88,14 +88,16 @@ async def open_upstream(
     *,
     tls: ssl.SSLContext | None,
     timeout: float,
+    send_timeout: float | None = None,
 ) -> Upstream:
-    """Connect to the checked ``addr`` (and do TLS for ``host``) within ``timeout``."""
+    """Connect to the checked ``addr`` (and do TLS for ``host``) within ``timeout``;
+    ``send_timeout`` bounds every later wait for the upstream to read (``PlainChannel``)."""
     _scheme, host, port = key
     plain: PlainChannel | None = None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(str(addr), port, limit=READ_SIZE)
-            plain = PlainChannel(reader, writer)
+            plain = PlainChannel(reader, writer, send_timeout)
             if tls is None:
                 return Upstream(key, addr, plain)
             ch = TlsChannel(plain, tls, server_side=False, server_hostname=host)
@@ -131,11 +133,16 @@ def _close(plain: PlainChannel | None) -> None:
 
 
 class Pool:
-    """Idle keep-alive upstream connections, bounded per destination and in age."""
+    """Idle keep-alive upstream connections, bounded per destination, in total (the
+    longest idle goes first: many destinations cannot pile up descriptors) and in age."""
 
-    def __init__(self, max_idle_per_key: int = 16, max_idle_seconds: float = 30.0) -> None:
+    def __init__(
+        self, max_idle_per_key: int = 16, max_idle_seconds: float = 30.0, max_idle_total: int = 256
+    ) -> None:
         self._idle: dict[PoolKey, collections.deque[Upstream]] = {}
+        self._order: dict[Upstream, None] = {}  # every idle connection, longest idle first
         self._max = max_idle_per_key
+        self._max_total = max(max_idle_total, 0)
         self._max_age = max_idle_seconds
 
     def take(self, key: PoolKey) -> Upstream | None:
@@ -145,41 +152,47 @@ class Pool:
         now = time.monotonic()
         while dq:
             up = dq.pop()  # most recently used: the likeliest to be alive
+            del self._order[up]
             if now - up.idle_since < self._max_age and up.ch.usable() and not up.conn.buf:
+                if not dq:
+                    del self._idle[key]
                 return up
             up.close()
+        del self._idle[key]
         return None
 
     def give(self, up: Upstream) -> None:
-        if not up.ch.usable() or up.conn.buf:
+        if not up.ch.usable() or up.conn.buf or not self._max_total:
             up.close()
             return
         dq = self._idle.setdefault(up.key, collections.deque())
         up.idle_since = time.monotonic()
         dq.append(up)
+        self._order[up] = None
         while len(dq) > self._max:
-            dq.popleft().close()
+            self._drop(dq[0])
+        while len(self._order) > self._max_total:
+            self._drop(next(iter(self._order)))
+
+    def _drop(self, up: Upstream) -> None:
+        del self._order[up]
+        dq = self._idle[up.key]
+        dq.remove(up)  # the oldest of its deque in practice: found at once
+        if not dq:
+            del self._idle[up.key]
+        up.close()
 
     def prune(self) -> None:
         now = time.monotonic()
-        for key in list(self._idle):
-            dq = self._idle[key]
-            keep = collections.deque(
-                u for u in dq if now - u.idle_since < self._max_age and u.ch.usable()
-            )
-            for u in dq:
-                if u not in keep:
-                    u.close()
-            if keep:
-                self._idle[key] = keep
-            else:
-                del self._idle[key]
+        for up in [u for u in self._order if not (now - u.idle_since < self._max_age
+                                                     and u.ch.usable())]:
+            self._drop(up)
 
     def close_all(self) -> None:
-        for dq in self._idle.values():
-            for up in dq:
-                up.close()
+        for up in self._order:
+            up.close()
         self._idle.clear()
+        self._order.clear()
 
     def idle_count(self) -> int:
-        return sum(len(dq) for dq in self._idle.values())
+        return len(self._order)
