@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -19,10 +20,14 @@ from supervisor.settings import (
     DEFAULT_PROXY_PORT,
     RunSettings,
     SetupError,
+    parse_metrics_address,
     parse_user,
     profiles_from_env,
     socket_from_env,
 )
+
+if TYPE_CHECKING:
+    from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 EXIT_SETUP = 125
 
@@ -151,6 +156,44 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     metavar="SECONDS",
     help="Connect and total timeout of token endpoint calls.",
 )
+@click.option(
+    "--upstream-proxy",
+    metavar="URL",
+    envvar="OPENSHELL_SUPERVISOR_UPSTREAM_PROXY",
+    help="HTTP CONNECT proxy for every upstream connection ('http://[user:pass@]host:port' "
+    "or 'https://...', verified with the system roots and --ca-bundle). The supervisor's "
+    "own HTTP(S)_PROXY variables are always ignored.",
+)
+@click.option(
+    "--no-upstream-proxy",
+    metavar="LIST",
+    default="",
+    envvar="OPENSHELL_SUPERVISOR_NO_UPSTREAM_PROXY",
+    help="Destinations dialed directly: comma-separated hosts, patterns (*.corp, .corp) and "
+    "CIDRs (matched against the checked address).",
+)
+@click.option(
+    "--upstream-proxy-auth-file",
+    metavar="PATH",
+    envvar="OPENSHELL_SUPERVISOR_UPSTREAM_PROXY_AUTH_FILE",
+    help="File holding 'user:password' for the proxy (instead of credentials in the URL).",
+)
+@click.option(
+    "--token-endpoint-via-upstream-proxy",
+    "token_via_proxy",
+    metavar="LIST",
+    default="",
+    envvar="OPENSHELL_SUPERVISOR_TOKEN_ENDPOINT_VIA_UPSTREAM_PROXY",
+    help="Token endpoint hosts reached through the upstream proxy (default: none; the "
+    "Workload API never is).",
+)
+@click.option(
+    "--metrics-address",
+    metavar="HOST:PORT",
+    envvar="OPENSHELL_SUPERVISOR_METRICS_ADDRESS",
+    help="Serve Prometheus metrics at http://HOST:PORT/metrics in the supervisor's network "
+    "namespace (never the agent's). Default: off.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     profiles: tuple[str, ...],
@@ -162,6 +205,11 @@ def run(
     audit_log: str | None,
     workdir: str | None,
     grant_timeout: float,
+    upstream_proxy: str | None,
+    no_upstream_proxy: str,
+    upstream_proxy_auth_file: str | None,
+    token_via_proxy: str,
+    metrics_address: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND as the sandboxed agent (as root; use '--' before COMMAND).
@@ -194,6 +242,10 @@ def run(
             audit_log=audit_log,
             workdir=workdir,
             grant_timeout=grant_timeout,
+            upstream_proxy=_upstream_proxy(
+                upstream_proxy, no_upstream_proxy, upstream_proxy_auth_file, token_via_proxy
+            ),
+            metrics_address=parse_metrics_address(metrics_address) if metrics_address else None,
         )
         from supervisor.runner import run_supervisor
 
@@ -203,6 +255,18 @@ def run(
         _exit_run(EXIT_SETUP)
         return
     _exit_run(code)
+
+
+def _upstream_proxy(
+    url: str | None, no_proxy: str, auth_file: str | None, token_hosts: str
+) -> UpstreamProxy | None:
+    if not url:
+        return None  # the other three options only refine --upstream-proxy
+    from supervisor.proxy.upstream_proxy import parse_upstream_proxy
+
+    return parse_upstream_proxy(
+        url, no_proxy=no_proxy, auth_file=auth_file, token_endpoint_hosts=token_hosts
+    )
 
 
 @main.command("check-isolation")

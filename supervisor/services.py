@@ -211,6 +211,7 @@ class Services:
                 settings.spiffe_socket,
                 ca_bundle=settings.ca_bundle,
                 grant_timeout=settings.grant_timeout,
+                upstream_proxy=settings.upstream_proxy,
             )
         else:
             self._provider = _NoWorkloadApi()
@@ -225,6 +226,9 @@ class Services:
             self._audit,
             upstream_ssl=upstream_ssl,
             interceptor=self._ca,
+            upstream_proxy=settings.upstream_proxy,
+            # TLS to an https:// proxy: the same verification as upstreams (--ca-bundle).
+            upstream_proxy_tls=upstream_ssl,
         )
         await self._server.start()
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 DEFAULT_PROXY_PORT = 3128
 DEFAULT_GRANT_TIMEOUT = 10.0
@@ -44,6 +48,8 @@ class RunSettings:
     audit_log: str | None = None  # path, "-" = stderr
     workdir: str | None = None
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT
+    upstream_proxy: UpstreamProxy | None = None  # --upstream-proxy (its repr hides secrets)
+    metrics_address: tuple[str, int] | None = None  # --metrics-address HOST:PORT
 
 
 def socket_from_env(environ: os._Environ[str] | dict[str, str] | None = None) -> str | None:
@@ -123,3 +129,23 @@ def parse_user(spec: str) -> tuple[int, int, tuple[int, ...]]:
             sorted({g.gr_gid for g in grp.getgrall() if entry.pw_name in g.gr_mem} - {gid})
         )
     return uid, gid, supplementary
+
+
+def parse_metrics_address(spec: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) of the metrics endpoint; port 0 = any free."""
+    import ipaddress
+
+    host, sep, port_text = spec.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+        raise SetupError("--metrics-address", f"expected HOST:PORT, got {spec!r}")
+    port = int(port_text)
+    if port > 65535:
+        raise SetupError("--metrics-address", f"port {port} out of range")
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise SetupError("--metrics-address", f"{host!r} is not an IP address") from None
+    return host, port

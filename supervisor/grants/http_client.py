@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -17,6 +18,9 @@ from supervisor.grants import exchange
 from supervisor.grants.errors import GrantError
 from supervisor.profiles.model import GrantSpec
 from supervisor.settings import DEFAULT_GRANT_TIMEOUT
+
+if TYPE_CHECKING:
+    from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 STEP = exchange.STEP
 
@@ -40,16 +44,39 @@ class TokenEndpointClient:
         timeout: float = DEFAULT_GRANT_TIMEOUT,
         ca_bundle: str | None = None,
         max_body: int = exchange.MAX_RESPONSE_BYTES,
+        upstream_proxy: UpstreamProxy | None = None,
     ) -> None:
         self._timeout = timeout
         self._max_body = max_body
-        self._client = httpx.AsyncClient(
-            verify=build_ssl_context(ca_bundle),
+        self._ssl = build_ssl_context(ca_bundle)
+        self._client = self._new_client(None)
+        # Only for token endpoints whose host is listed in
+        # --token-endpoint-via-upstream-proxy; everything else is dialed directly.
+        self._upstream_proxy = upstream_proxy
+        self._proxied: httpx.AsyncClient | None = None
+
+    def _new_client(self, proxy: httpx.Proxy | None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            verify=self._ssl,
             trust_env=False,
             follow_redirects=False,
-            timeout=httpx.Timeout(timeout, connect=timeout),
+            timeout=httpx.Timeout(self._timeout, connect=self._timeout),
             headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            proxy=proxy,
         )
+
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        proxy = self._upstream_proxy
+        if proxy is None or not proxy.carries_token_endpoint(httpx.URL(url).host):
+            return self._client
+        if self._proxied is None:
+            auth = proxy.authorization
+            self._proxied = self._new_client(httpx.Proxy(
+                proxy.url(),
+                ssl_context=self._ssl if proxy.scheme == "https" else None,
+                headers={"Proxy-Authorization": auth} if auth is not None else None,
+            ))
+        return self._proxied
 
     async def exchange(self, spec: GrantSpec, svid: str) -> exchange.TokenResponse:
         """One grant; raises ``GrantError`` (never an httpx exception) on any failure."""
@@ -70,7 +97,7 @@ class TokenEndpointClient:
         return exchange.parse_success(body)
 
     async def _post(self, url: str, form: dict[str, str]) -> tuple[int, bytes]:
-        async with self._client.stream("POST", url, data=form) as resp:
+        async with self._client_for(url).stream("POST", url, data=form) as resp:
             encoding = resp.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise GrantError(STEP, "token endpoint used a content encoding we did not accept")
@@ -90,3 +117,5 @@ class TokenEndpointClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+        if self._proxied is not None:
+            await self._proxied.aclose()

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.grants import cache as cachemod
 from supervisor.grants.cache import CacheKey, TokenCache
@@ -28,6 +28,9 @@ from supervisor.grants.errors import GrantError
 from supervisor.grants.exchange import TokenResponse, is_token68
 from supervisor.profiles.model import Binding, GrantSpec
 from supervisor.settings import DEFAULT_GRANT_TIMEOUT
+
+if TYPE_CHECKING:
+    from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 log = logging.getLogger(__name__)
 
@@ -236,12 +239,18 @@ def create_token_provider(
     ca_bundle: str | None = None,
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT,
     max_entries: int = cachemod.DEFAULT_MAX_ENTRIES,
+    upstream_proxy: UpstreamProxy | None = None,
 ) -> TokenProvider:
-    """The production provider. Call from inside the proxy's running event loop."""
+    """The production provider. Call from inside the proxy's running event loop.
+
+    The Workload API is a local unix socket: never proxied. Token endpoints are dialed
+    directly unless their host is listed for the upstream proxy (ARCHITECTURE.md 7)."""
     from supervisor.grants.workload import WorkloadSvidSource
 
     svids = WorkloadSvidSource(spiffe_socket)
-    exchanger = _DeferredExchanger(timeout=grant_timeout, ca_bundle=ca_bundle)
+    exchanger = _DeferredExchanger(
+        timeout=grant_timeout, ca_bundle=ca_bundle, upstream_proxy=upstream_proxy
+    )
     return TokenProvider(svids, exchanger, max_entries=max_entries)
 
 
@@ -251,16 +260,23 @@ class _DeferredExchanger:
     bad --ca-bundle is caught at start by the proxy's own upstream context, which loads
     the same file."""
 
-    def __init__(self, *, timeout: float, ca_bundle: str | None) -> None:
+    def __init__(
+        self, *, timeout: float, ca_bundle: str | None, upstream_proxy: UpstreamProxy | None
+    ) -> None:
         self._timeout = timeout
         self._ca_bundle = ca_bundle
+        self._upstream_proxy = upstream_proxy
         self._client: TokenExchanger | None = None
 
     async def exchange(self, spec: GrantSpec, svid: str) -> TokenResponse:
         if self._client is None:
             from supervisor.grants.http_client import TokenEndpointClient
 
-            self._client = TokenEndpointClient(timeout=self._timeout, ca_bundle=self._ca_bundle)
+            self._client = TokenEndpointClient(
+                timeout=self._timeout,
+                ca_bundle=self._ca_bundle,
+                upstream_proxy=self._upstream_proxy,
+            )
         return await self._client.exchange(spec, svid)
 
     async def aclose(self) -> None:

@@ -33,7 +33,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from supervisor.audit import SEVERITY_MEDIUM, AuditLog
 from supervisor.grants.errors import GrantError
@@ -52,7 +52,7 @@ from supervisor.proxy.channel import (
     start_chunked,
 )
 from supervisor.proxy.decision import credential_header, decide, decide_connect, grant_audit
-from supervisor.proxy.egress import check_destination
+from supervisor.proxy.egress import IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError, error_response, sanitize
 from supervisor.proxy.exchange import (
     Exchange,
@@ -84,8 +84,15 @@ from supervisor.proxy.upstream import (
     resolve_checked,
     system_resolver,
 )
+from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 log = logging.getLogger("supervisor.proxy")
+
+
+class _Via(TypedDict, total=False):
+    via: UpstreamProxy
+    via_tls: ssl.SSLContext | None
+
 
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -171,6 +178,8 @@ class ProxyServer:
         interceptor: Interceptor | None = None,
         resolver: Resolver = system_resolver,
         limits: Limits | None = None,
+        upstream_proxy: UpstreamProxy | None = None,
+        upstream_proxy_tls: ssl.SSLContext | None = None,
     ) -> None:
         self._sock = listen_sock
         self._policy = policy
@@ -179,6 +188,8 @@ class ProxyServer:
         self._upstream_ssl = upstream_ssl
         self._interceptor = interceptor
         self._resolver = resolver
+        self._upstream_proxy = upstream_proxy
+        self._upstream_proxy_tls = upstream_proxy_tls
         self.limits = limits or Limits()
         self.counters = Counters()
         self._pool = Pool(
@@ -242,6 +253,14 @@ class ProxyServer:
         while True:
             await asyncio.sleep(max(self.limits.pool_idle_seconds / 2, 0.5))
             self._pool.prune()
+
+    def _via(self, host: str, addr: IPAddress) -> _Via:
+        """``open_upstream``'s arguments for the upstream proxy, when this destination uses
+        it (ARCHITECTURE.md 7)."""
+        proxy = self._upstream_proxy
+        if proxy is None or not proxy.routes(host, addr):
+            return {}
+        return {"via": proxy, "via_tls": self._upstream_proxy_tls}
 
     def _upstream_tls(self) -> ssl.SSLContext:
         if self._upstream_ssl is None:
@@ -562,6 +581,7 @@ class ProxyServer:
             tls=tls,
             timeout=self.limits.connect_timeout,
             send_timeout=self.limits.send_timeout,
+            **self._via(t.host, ex.addr),
         )
         up.checked_for = ex.allowed_ips  # ``addr`` came from resolve_checked under these
         self.counters.upstream_new += 1
@@ -740,6 +760,7 @@ class ProxyServer:
                 tls=None,
                 timeout=self.limits.connect_timeout,
                 send_timeout=self.limits.send_timeout,
+                **self._via(host, addr),
             )
         except BaseException as exc:
             if held:

@@ -15,9 +15,13 @@ from supervisor.proxy import errors
 from supervisor.proxy.channel import READ_SIZE, Channel, Conn, PlainChannel, TlsChannel
 from supervisor.proxy.egress import IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError
+from supervisor.proxy.http1 import ParseError
+from supervisor.proxy.upstream_proxy import UpstreamProxy, check_connect_response, connect_request
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 PoolKey = tuple[str, str, int]  # scheme, host, port
+_PROXY_ANSWER = 10.0  # seconds for the upstream proxy's answer to CONNECT (within timeout)
+_MAX_PROXY_HEAD = 16 * 1024
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -89,18 +93,31 @@ async def open_upstream(
     tls: ssl.SSLContext | None,
     timeout: float,
     send_timeout: float | None = None,
+    via: UpstreamProxy | None = None,
+    via_tls: ssl.SSLContext | None = None,
 ) -> Upstream:
     """Connect to the checked ``addr`` (and do TLS for ``host``) within ``timeout``;
-    ``send_timeout`` bounds every later wait for the upstream to read (``PlainChannel``)."""
+    ``send_timeout`` bounds every later wait for the upstream to read (``PlainChannel``).
+
+    ``via``: a CONNECT tunnel through the upstream proxy to ``addr`` instead of a direct
+    connection (``via_tls`` when the proxy itself speaks TLS); what follows is the same.
+    """
     _scheme, host, port = key
     plain: PlainChannel | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(str(addr), port, limit=READ_SIZE)
-            plain = PlainChannel(reader, writer, send_timeout)
+            if via is None:
+                reader, writer = await asyncio.open_connection(str(addr), port, limit=READ_SIZE)
+                plain = PlainChannel(reader, writer, send_timeout)
+                raw: Channel = plain
+                early = b""
+            else:
+                reader, writer = await _dial_proxy(via)
+                plain = PlainChannel(reader, writer, send_timeout)
+                raw, early = await _tunnel(plain, via, via_tls, addr, port)
             if tls is None:
-                return Upstream(key, addr, plain)
-            ch = TlsChannel(plain, tls, server_side=False, server_hostname=host)
+                return Upstream(key, addr, _Prefixed(raw, early) if early else raw)
+            ch = TlsChannel(raw, tls, early, server_side=False, server_hostname=host)
             await ch.handshake()
             return Upstream(key, addr, ch)
     except ssl.SSLCertVerificationError as exc:
@@ -125,6 +142,97 @@ async def open_upstream(
     except BaseException:
         _close(plain)
         raise
+
+
+async def _dial_proxy(
+    via: UpstreamProxy,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_connection(via.host, via.port, limit=READ_SIZE)
+    except OSError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE,
+            f"upstream proxy unreachable ({exc.strerror or 'connect failed'})",
+        ) from exc
+
+
+async def _tunnel(
+    plain: PlainChannel,
+    via: UpstreamProxy,
+    via_tls: ssl.SSLContext | None,
+    addr: IPAddress,
+    port: int,
+) -> tuple[Channel, bytes]:
+    """CONNECT through the proxy; the channel to the destination and any bytes the proxy
+    relayed from it right behind its answer (a server that speaks first)."""
+    ch: Channel = plain
+    try:
+        if via.scheme == "https":
+            if via_tls is None:
+                raise ProxyError(errors.UPSTREAM_UNREACHABLE, "no TLS context for the proxy")
+            proxy_tls = TlsChannel(plain, via_tls, server_side=False, server_hostname=via.host)
+            await proxy_tls.handshake()
+            ch = proxy_tls
+        ch.write(connect_request(addr, port, via.authorization))
+        await ch.drain()
+        reader = Conn(ch)
+        try:
+            head = await reader.read_head(_PROXY_ANSWER, _PROXY_ANSWER, _MAX_PROXY_HEAD)
+        finally:
+            reader.release()
+    except ssl.SSLCertVerificationError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE,
+            f"upstream proxy: certificate verification failed ({exc.verify_message})",
+        ) from exc
+    except ssl.SSLError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE, f"upstream proxy: TLS handshake failed ({exc.reason})"
+        ) from exc
+    except ParseError as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE, f"upstream proxy sent an invalid answer ({exc.reason})"
+        ) from exc
+    except (ConnectionError, OSError) as exc:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE, "upstream proxy closed the connection"
+        ) from exc
+    destination = f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
+    if head is None:
+        raise ProxyError(
+            errors.UPSTREAM_UNREACHABLE,
+            f"upstream proxy closed before answering CONNECT {destination}",
+        )
+    check_connect_response(head, destination)
+    return ch, bytes(reader.buf)
+
+
+class _Prefixed:
+    """A channel whose first reads return bytes already received (behind a CONNECT answer)."""
+
+    __slots__ = ("_early", "_raw")
+
+    def __init__(self, raw: Channel, early: bytes) -> None:
+        self._raw = raw
+        self._early = early
+
+    async def read(self, n: int) -> bytes:
+        if self._early:
+            data, self._early = self._early[:n], self._early[n:]
+            return data
+        return await self._raw.read(n)
+
+    def write(self, data: bytes) -> None:
+        self._raw.write(data)
+
+    async def drain(self) -> None:
+        await self._raw.drain()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def usable(self) -> bool:
+        return self._raw.usable()
 
 
 def _close(plain: PlainChannel | None) -> None:
