@@ -170,12 +170,12 @@ def parse_upstream_proxy(
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise SetupError(URL_FLAG, "a proxy URL has no path, query or fragment")
     host = normalize_host(hostname)
+    if "*" in host:
+        raise SetupError(URL_FLAG, "host: no wildcards")
     try:
         parse_host_pattern(host)
     except ValueError as exc:
         raise SetupError(URL_FLAG, f"host: {exc}") from None
-    if "*" in host:
-        raise SetupError(URL_FLAG, "host: no wildcards")
     authorization: str | None = None
     if parts.username is not None or parts.password is not None:
         user, password = unquote(parts.username or ""), unquote(parts.password or "")
