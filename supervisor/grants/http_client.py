@@ -67,8 +67,13 @@ class TokenEndpointClient:
 
     def _client_for(self, url: str) -> httpx.AsyncClient:
         proxy = self._upstream_proxy
-        if proxy is None or not proxy.carries_token_endpoint(httpx.URL(url).host):
+        parsed = httpx.URL(url)
+        if proxy is None or not proxy.carries_token_endpoint(parsed.host):
             return self._client
+        if parsed.scheme != "https":
+            # httpx would forward-proxy it: the SVID would cross the proxy in cleartext.
+            raise GrantError(STEP, "an http token endpoint is never sent through the "
+                             "upstream proxy (use https)", retryable=False)
         if self._proxied is None:
             auth = proxy.authorization
             self._proxied = self._new_client(httpx.Proxy(
@@ -83,10 +88,11 @@ class TokenEndpointClient:
         if not exchange.endpoint_allowed(spec.token_endpoint):
             raise GrantError(STEP, "token endpoint must be https (or http to loopback/cluster)",
                              retryable=False)
+        client = self._client_for(spec.token_endpoint)
         form = exchange.build_form(spec, svid)
         try:
             async with asyncio.timeout(self._timeout):
-                status, body = await self._post(spec.token_endpoint, form)
+                status, body = await self._post(client, spec.token_endpoint, form)
         except TimeoutError:
             raise GrantError(STEP, f"token endpoint timed out after {self._timeout:g} s") from None
         except (httpx.HTTPError, httpx.InvalidURL) as err:
@@ -96,8 +102,10 @@ class TokenEndpointClient:
             raise exchange.error_for_status(status, body)
         return exchange.parse_success(body)
 
-    async def _post(self, url: str, form: dict[str, str]) -> tuple[int, bytes]:
-        async with self._client_for(url).stream("POST", url, data=form) as resp:
+    async def _post(
+        self, client: httpx.AsyncClient, url: str, form: dict[str, str]
+    ) -> tuple[int, bytes]:
+        async with client.stream("POST", url, data=form) as resp:
             encoding = resp.headers.get("content-encoding", "identity").strip().lower()
             if encoding not in ("", "identity"):
                 raise GrantError(STEP, "token endpoint used a content encoding we did not accept")

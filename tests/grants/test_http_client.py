@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
@@ -258,3 +259,50 @@ async def test_tls_uses_system_roots_plus_ca_bundle(workload: WorkloadAPIServer,
             await trusting.aclose()
     finally:
         issuer.stop()
+
+
+async def test_token_endpoint_is_direct_unless_listed(workload: WorkloadAPIServer,
+                                                      tmp_path: Path) -> None:
+    from supervisor.proxy.upstream_proxy import parse_upstream_proxy
+    from tests.proxy.connect_proxy import RecordingConnectProxy
+
+    server_ctx, ca_pem = _tls_material(tmp_path)
+    issuer = TokenIssuer(jwks_url=workload.jwks_url, expected_svid_audience=SVID_AUDIENCE,
+                         trust_domain=TRUST_DOMAIN, tls=server_ctx).start()
+    auth = "Basic " + base64.b64encode(b"svc:pw").decode()
+    try:
+        spec = make_binding(issuer.token_url).grant
+        with RecordingConnectProxy(require_auth=auth) as proxy:
+            url = proxy.url.replace("://", "://svc:pw@")
+            for listed, expect_tunnel in (("", False), ("other.example", False),
+                                          ("127.0.0.1", True), ("127.0.0.0/8", True)):
+                via = parse_upstream_proxy(url, token_endpoint_hosts=listed)
+                client = TokenEndpointClient(timeout=3, ca_bundle=ca_pem, upstream_proxy=via)
+                try:
+                    assert (await client.exchange(spec, svid_for(workload))).access_token
+                finally:
+                    await client.aclose()
+                port = issuer.token_url.split(":")[2].split("/")[0]
+                assert proxy.targets() == ([f"127.0.0.1:{port}"] if expect_tunnel else [])
+                assert all(s.method == "CONNECT" and s.authorization == auth for s in proxy.seen)
+                proxy.seen.clear()
+    finally:
+        issuer.stop()
+
+
+async def test_http_token_endpoint_never_crosses_the_proxy(issuer: TokenIssuer,
+                                                           workload: WorkloadAPIServer) -> None:
+    from supervisor.proxy.upstream_proxy import parse_upstream_proxy
+    from tests.proxy.connect_proxy import RecordingConnectProxy
+
+    with RecordingConnectProxy() as proxy:
+        via = parse_upstream_proxy(proxy.url, token_endpoint_hosts="127.0.0.1")
+        client = TokenEndpointClient(timeout=3, upstream_proxy=via)
+        try:
+            with pytest.raises(GrantError, match="never sent through the upstream proxy") as info:
+                await client.exchange(make_binding(issuer.token_url).grant, svid_for(workload))
+            assert not info.value.retryable
+        finally:
+            await client.aclose()
+        assert proxy.seen == []
+        assert len(issuer.submissions) == 0
