@@ -219,6 +219,8 @@ class Services:
             upstream_ssl = build_upstream_context(settings.ca_bundle)
         except (OSError, ValueError) as err:
             raise SetupError("--ca-bundle", f"cannot load trust anchors: {err}") from None
+        if settings.upstream_proxy is not None:  # display: never the credentials
+            log.info("upstream connections go through %s", settings.upstream_proxy.display)
         self._server = ProxyServer(
             listen_sock,
             self._current_table,
