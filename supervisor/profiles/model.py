@@ -16,7 +16,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AuthStyle = Literal["bearer", "header", "basic", "path", "query"]
 Access = Literal["read-only", "read-write", "full"]
 Enforcement = Literal["enforce", "audit"]
-# L7 protocols whose requests are inspected one by one (DESIGN.md 10.1); an endpoint
+# L7 protocols whose requests are inspected one by one (ARCHITECTURE.md 4.1); an endpoint
 # without one (or with the explicit L4 spelling 'tcp', stored as None) is a tunnel.
 INSPECTED_PROTOCOLS = ("rest", "websocket", "graphql", "json-rpc", "mcp")
 CredentialSigning = Literal["sigv4", "sigv4:body", "sigv4:no_body"]
@@ -59,7 +59,7 @@ class TokenGrant:
 @dataclass(frozen=True, slots=True)
 class Credential:
     """A token-grant credential (``token_grant`` set: the proxy injects a header) or a
-    static one (``token_grant`` None: DESIGN.md 10.2; its runtime lives in the
+    static one (``token_grant`` None: ARCHITECTURE.md 9; its runtime lives in the
     static-credential engine). ``auth_style``/``header_name``/``query_param``/
     ``path_template`` are placement metadata for static credentials (validated as
     OpenShell does) and the injection style for token grants (bearer/header only)."""
@@ -167,7 +167,7 @@ class Profile:
     endpoints: tuple[Endpoint, ...]
     binaries: tuple[str, ...]
     source: str  # file the profile came from (for diagnostics)
-    # Gateway-side metadata (DESIGN.md 10.1): accepted and type-checked, no effect here.
+    # Gateway-side metadata (ARCHITECTURE.md 4.1): accepted and type-checked, no effect here.
     inference_capable: bool = False
     discovery_credentials: tuple[str, ...] = ()
     resource_version: int | None = None

@@ -6,7 +6,7 @@ input is invalid; the caller keeps going so that one run reports all problems.
 
 Fields OpenShell's gateway uses and this supervisor does not (``discovery``,
 ``inference_capable``, ``refresh``, ``resource_version``, ``annotations``, ``source``,
-``scope``) are type-checked and kept as metadata with no effect (DESIGN.md 10.1).
+``scope``) are type-checked and kept as metadata with no effect (ARCHITECTURE.md 4.1).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ _PROFILE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # 'v<revision>_KEY' is OpenShell's revisioned-placeholder namespace.
 _REVISIONED = re.compile(r"v[0-9]+_.+")
-# The agent's environment carries no SPIFFE or supervisor variable (DESIGN.md 3, 6.3).
+# The agent's environment carries no SPIFFE or supervisor variable (ARCHITECTURE.md 2, 3.3).
 _RESERVED_ENV_PREFIXES = ("OPENSHELL_", "SPIFFE_")
 
 

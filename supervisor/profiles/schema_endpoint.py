@@ -181,7 +181,7 @@ def _parse_protocol(ctx: Ctx, m: dict[str, Any], path: str) -> str | None:
 def _parse_tls(
     ctx: Ctx, m: dict[str, Any], path: str, protocol: str | None, ports: tuple[int, ...]
 ) -> str:
-    """DESIGN.md 10.1: skip; terminate/passthrough deprecated; others automatic."""
+    """ARCHITECTURE.md 4.1: skip; terminate/passthrough deprecated; others automatic."""
     tls = ctx.get(m, "tls", path, str, "auto", v.check_text).strip().lower()
     where = join(path, "tls")
     if tls in DEPRECATED_TLS:

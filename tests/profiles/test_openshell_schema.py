@@ -1,4 +1,4 @@
-"""The whole OpenShell provider-profile schema (DESIGN.md 10.1): every field and construct
+"""The whole OpenShell provider-profile schema (ARCHITECTURE.md 4.1): every field and construct
 that OpenShell's built-in profiles use, in profiles written here, and the load-time rules."""
 
 from __future__ import annotations
