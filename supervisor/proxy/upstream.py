@@ -231,6 +231,9 @@ class _Prefixed:
     def close(self) -> None:
         self._raw.close()
 
+    def write_eof(self) -> None:
+        self._raw.write_eof()
+
     def usable(self) -> bool:
         return self._raw.usable()
 

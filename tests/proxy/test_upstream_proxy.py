@@ -28,7 +28,7 @@ from supervisor.proxy.upstream_proxy import (
 from supervisor.settings import SetupError
 from tests.proxy.connect_proxy import RecordingConnectProxy
 from tests.proxy.harness import SECRET, Env, recv_response
-from tests.proxy.test_tunnels import _cert
+from tests.proxy.tlscerts import make_cert as _cert
 
 # -- options -----------------------------------------------------------------------------
 
