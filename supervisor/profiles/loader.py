@@ -6,6 +6,7 @@ carrying every diagnostic found (never a traceback for bad input).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import stat
@@ -54,6 +55,11 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
 def load_profiles(paths: Sequence[str]) -> ProfileSet:
     sink = Sink()
     digest = hashlib.sha256()
+    return assemble(read_profiles(paths, sink, digest), sink, digest.hexdigest())
+
+
+def read_profiles(paths: Sequence[str], sink: Sink, digest: Any) -> list[Profile]:
+    """Parse the profile files (each one fed to ``digest``); problems go to ``sink``."""
     profiles: list[Profile] = []
     ids: dict[str, str] = {}  # profile id → file that first declared it
     for path in paths:
@@ -74,6 +80,12 @@ def load_profiles(paths: Sequence[str]) -> ProfileSet:
             profile = parse_profile(raw, path, index, sink)
             if profile is not None:
                 profiles.append(profile)
+    return profiles
+
+
+def assemble(profiles: list[Profile], sink: Sink, fingerprint: str) -> ProfileSet:
+    """Cross-profile checks and the tables; raises ``ProfileError`` on any error in ``sink``."""
+    profiles = [_endpoints_with_binaries(p) for p in profiles]
     profiles.sort(key=lambda p: p.id)
     bindings = _expand_and_check(profiles, sink)
     _binaries_warning(profiles, sink)
@@ -86,8 +98,19 @@ def load_profiles(paths: Sequence[str]) -> ProfileSet:
         table=PolicyTable(profiles, bindings),
         warnings=tuple(str(d) for d in warnings),
         diagnostics=warnings,
-        fingerprint=digest.hexdigest(),
+        fingerprint=fingerprint,
     )
+
+
+def _endpoints_with_binaries(profile: Profile) -> Profile:
+    """A profile's ``binaries`` restrict each of its endpoints (none listed: any process)."""
+    if not profile.binaries or all(e.binaries is not None for e in profile.endpoints):
+        return profile
+    endpoints = tuple(
+        e if e.binaries is not None else dataclasses.replace(e, binaries=profile.binaries)
+        for e in profile.endpoints
+    )
+    return dataclasses.replace(profile, endpoints=endpoints)
 
 
 def fingerprint_files(paths: Sequence[str]) -> str:

@@ -146,6 +146,9 @@ class Endpoint:
     json_rpc_max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
     mcp: McpOptions = McpOptions()
 
+    # Executables (path globs) allowed to use it; None = any process (ARCHITECTURE.md 11).
+    binaries: tuple[str, ...] | None = None
+
     @property
     def inspected(self) -> bool:
         """Declared with an inspected protocol and not opted out of TLS interception."""
