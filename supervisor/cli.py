@@ -110,12 +110,17 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     "Its directory is hidden from the agent.",
 )
 @click.option(
+    "--policy",
+    type=click.Path(dir_okay=False),
+    help="OpenShell sandbox policy YAML (version 1): filesystem_policy and landlock "
+    "(Landlock on the agent), process identity, network_policies (endpoints per binary).",
+)
+@click.option(
     "--user",
     "user_spec",
-    default="65534:65534",
-    show_default=True,
     metavar="USER[:GROUP]",
-    help="Identity of the agent (names or numbers).",
+    help="Identity of the agent (names or numbers). Default: the policy's "
+    "process.run_as_user/run_as_group, else 65534:65534.",
 )
 @click.option(
     "--network",
@@ -198,7 +203,8 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
 def run(
     profiles: tuple[str, ...],
     spiffe_socket: str | None,
-    user_spec: str,
+    policy: str | None,
+    user_spec: str | None,
     network: str,
     proxy_port: int,
     ca_bundle: str | None,
@@ -225,10 +231,10 @@ def run(
     \b
     Exit status: the agent's own; 128+N if it died of signal N; 125 setup failed
     (the message names the field or step); 126 not executable; 127 not found.
-    SIGHUP reloads the profiles.
+    SIGHUP reloads the profiles and the policy's network_policies.
     """
     try:
-        uid, gid, groups = parse_user(user_spec)
+        uid, gid, groups = parse_user(user_spec or "65534:65534")
         settings = RunSettings(
             profiles=profiles or profiles_from_env(),
             command=command,
@@ -246,6 +252,8 @@ def run(
                 upstream_proxy, no_upstream_proxy, upstream_proxy_auth_file, token_via_proxy
             ),
             metrics_address=parse_metrics_address(metrics_address) if metrics_address else None,
+            policy=os.path.abspath(policy) if policy else None,
+            user_from_policy=user_spec is None and policy is not None,
         )
         from supervisor.runner import run_supervisor
 

@@ -12,9 +12,11 @@ Heavy modules (profile loader, services) are imported lazily so `run -- /bin/tru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import sys
@@ -28,6 +30,7 @@ from supervisor import run_inputs
 from supervisor.sandbox import linux
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment
+from supervisor.sandbox.fsrules import LandlockPlan
 from supervisor.sandbox.mountns import create_sanitized_mount_namespace
 from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
 from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
@@ -97,6 +100,40 @@ def _describe_profile_error(exc: Exception) -> str:
     return f"{errors[0]}{more}"
 
 
+def _make_loader(settings: RunSettings) -> ProfileLoader:
+    if settings.policy is None:
+        return _default_loader
+    from supervisor.policy.config import PolicyConfig
+
+    return PolicyConfig(settings.policy)
+
+
+def _landlock_plan(settings: RunSettings, loader: ProfileLoader,
+                   sock_path: SocketPath | None, init_path: str) -> LandlockPlan | None:
+    """The Landlock plan of the policy's static part (None: no filesystem_policy)."""
+    policy = getattr(loader, "started", None)
+    if policy is None or policy.filesystem is None:
+        return None
+    from supervisor.sandbox.fsrules import plan_rules
+
+    return plan_rules(  # its warnings are printed by the child that applies it
+        policy.filesystem, settings.workdir or os.getcwd(),
+        own_exec=[init_path],  # static: nothing else to load
+        own_read=[settings.ca_bundle_dir] if settings.ca_bundle_dir else [],
+        hidden=[sock_path.directory] if sock_path else [],
+    )
+
+
+def _apply_policy_identity(settings: RunSettings, loader: ProfileLoader) -> RunSettings:
+    policy = getattr(loader, "started", None)
+    if not settings.user_from_policy or policy is None:
+        return settings
+    from supervisor.policy.identity import policy_identity
+
+    uid, gid, groups = policy_identity(policy.run_as_user, policy.run_as_group)
+    return dataclasses.replace(settings, uid=uid, gid=gid, supplementary_gids=groups)
+
+
 def _profile_fingerprint(paths: tuple[str, ...]) -> str:
     """The loader's content hash (ConfigMap updates swap symlinks: contents, not mtimes);
     equal to ``ProfileSet.fingerprint`` when the files are what was loaded."""
@@ -154,7 +191,7 @@ class _Supervision:
 
     def reload(self, why: str) -> None:
         # Taken before loading, so a refused set is not retried until the files change.
-        self.fingerprint = _profile_fingerprint(self.settings.profiles)
+        self.fingerprint = _profile_fingerprint(self.settings.config_files)
         try:
             # The same check as at start: a file or directory that became writable by
             # someone other than root since then is not read (ARCHITECTURE.md S11).
@@ -210,7 +247,7 @@ class _Supervision:
                 self.reload("SIGHUP")
             if time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + PROFILE_POLL_SECONDS
-                if _profile_fingerprint(self.settings.profiles) != self.fingerprint:
+                if _profile_fingerprint(self.settings.config_files) != self.fingerprint:
                     self.reload("profile file changed")
 
 
@@ -221,6 +258,15 @@ def _load_initial(loader: ProfileLoader, paths: tuple[str, ...]) -> ProfileSet:
         raise
     except Exception as exc:
         raise SetupError("--profile", _describe_profile_error(exc)) from exc
+
+
+def _make_bundle_dir() -> str:
+    """A fresh root-owned directory for the agent's CA bundles (public certificates)."""
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="openshell-ca-")
+    os.chmod(directory, 0o755)  # noqa: S103 - public certificates only, never a key
+    return directory
 
 
 def _prepare_network(settings: RunSettings) -> AgentNetwork:
@@ -272,7 +318,7 @@ def run_supervisor(
 ) -> int:
     """Run the agent in the sandbox; return the exit code of ``run`` (ARCHITECTURE.md 2)."""
     starter = start_services or _default_starter
-    loader = load_profiles or _default_loader
+    loader = load_profiles or _make_loader(settings)
     if not settings.command:
         raise SetupError("COMMAND", "no command given")
     try:
@@ -281,15 +327,20 @@ def run_supervisor(
         raise SetupError("prctl", f"cannot make the supervisor non-dumpable: {exc}") from exc
     settings, started_in = run_inputs.prepare(settings)
     profiles = _load_initial(loader, settings.profiles)
+    settings = _apply_policy_identity(settings, loader)
     sock_path: SocketPath | None = None
     if settings.spiffe_socket:
         sock_path = resolve_socket_path(settings.spiffe_socket)
+    if getattr(getattr(loader, "started", None), "filesystem", None) is not None:
+        # Landlock is applied before the CA exists: its directory is made now.
+        settings = dataclasses.replace(settings, ca_bundle_dir=_make_bundle_dir())
     mount_ns = create_sanitized_mount_namespace(sock_path)
     network: AgentNetwork | None = None
     try:
         network = _prepare_network(settings)
         if os.getpid() != 1:
             linux.set_child_subreaper()  # orphans of ours come back to us to be reaped
+        init_path = find_init()
         spec = InitSpec(
             command=settings.command,
             uid=settings.uid,
@@ -299,7 +350,8 @@ def run_supervisor(
             default_workdir=started_in,
             mount_ns_fd=mount_ns.fd,
             net_ns_fd=network.ns_fd,
-            init_path=find_init(),
+            init_path=init_path,
+            landlock=_landlock_plan(settings, loader, sock_path, init_path),
         )
         # Blocked across fork so a signal arriving now is forwarded once handlers exist.
         if threading.active_count() > 1:
@@ -339,6 +391,8 @@ def run_supervisor(
         return _outcome(init, status, settings.command[0])
     finally:
         mount_ns.close()
+        if settings.ca_bundle_dir is not None:
+            shutil.rmtree(settings.ca_bundle_dir, ignore_errors=True)
         if network is not None:
             network.close_ns()
             network.listen_sock.close()

@@ -193,7 +193,7 @@ class Services:
         except Exception as err:
             raise SetupError("TLS interception", f"cannot create the sandbox CA: {err}") from None
         # Agent-readable trust bundles: a fresh root-owned directory, world-readable files.
-        self._bundle_dir = tempfile.mkdtemp(prefix="openshell-ca-")
+        self._bundle_dir = self._settings.ca_bundle_dir or tempfile.mkdtemp(prefix="openshell-ca-")
         os.chmod(self._bundle_dir, 0o755)  # noqa: S103 (public certificates only, no keys)
         paths = self._ca.write_bundles(self._bundle_dir)
         self.extra_env = env_vars(paths)

@@ -50,6 +50,14 @@ class RunSettings:
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT
     upstream_proxy: UpstreamProxy | None = None  # --upstream-proxy (its repr hides secrets)
     metrics_address: tuple[str, int] | None = None  # --metrics-address HOST:PORT
+    policy: str | None = None  # OpenShell sandbox policy file (ARCHITECTURE.md 10)
+    user_from_policy: bool = False  # no --user: the policy's process identity applies
+    ca_bundle_dir: str | None = None  # where the agent's CA bundles go (made before the fork)
+
+    @property
+    def config_files(self) -> tuple[str, ...]:
+        """Every file a reload re-reads, in the order the loader digests them."""
+        return self.profiles if self.policy is None else (*self.profiles, self.policy)
 
 
 def socket_from_env(environ: os._Environ[str] | dict[str, str] | None = None) -> str | None:

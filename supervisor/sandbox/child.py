@@ -7,7 +7,8 @@ memory. In order, the child:
 2. joins the sanitized mount namespace and the agent's network namespace, then a mount
    and IPC namespace of its own with a fresh /proc and /sys;
 3. drops its identity and every capability (the agent's uid, no_new_privs, non-dumpable);
-4. (Landlock goes here: after the drop, before seccomp);
+4. enforces the Landlock ruleset of ``--policy`` (ARCHITECTURE.md 10; its paths were
+   opened as root right after step 2, in the agent's namespaces);
 5. loads the agent's seccomp filter;
 6. waits for the supervisor's go on the go pipe (the agent's environment, once the
    per-run CA exists) and enters the working directory;
@@ -28,7 +29,8 @@ import os
 import stat
 from dataclasses import dataclass
 
-from supervisor.sandbox import agentfs, linux
+from supervisor.sandbox import agentfs, confine, linux
+from supervisor.sandbox.fsrules import LandlockPlan
 from supervisor.sandbox.privileges import PrivilegeError, drop_privileges
 from supervisor.sandbox.protocol import (
     EXIT_NOT_FOUND,
@@ -53,6 +55,7 @@ class InitSpec:
     mount_ns_fd: int
     net_ns_fd: int | None
     init_path: str  # the openshell-init executable (checked by the supervisor)
+    landlock: LandlockPlan | None = None  # filesystem_policy of --policy (ARCHITECTURE.md 10)
 
 
 class _SetupFailure(Exception):
@@ -206,6 +209,29 @@ def _exec_init(spec: InitSpec, env: dict[str, str], status_fd: int) -> None:
         raise _SetupFailure("init", f"cannot execute {spec.init_path}: {exc.strerror}") from exc
 
 
+def _warn(message: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, f"openshell-supervisor: warning: {message}\n".encode())
+
+
+def _prepare_landlock(plan: LandlockPlan | None) -> confine.Prepared | None:
+    if plan is None:
+        return None
+    try:
+        return confine.prepare(plan, warn=_warn)
+    except confine.ConfineError as exc:
+        raise _SetupFailure(exc.step, exc.reason) from exc
+
+
+def _enforce_landlock(prepared: confine.Prepared | None) -> None:
+    if prepared is None:
+        return
+    try:
+        confine.enforce(prepared)
+    except confine.ConfineError as exc:
+        raise _SetupFailure(exc.step, exc.reason) from exc
+
+
 def run_child(spec: InitSpec, go_fd: int, status_fd: int) -> int:
     """Body of the forked child; returns an exit code only when it could not exec the init.
 
@@ -218,7 +244,9 @@ def run_child(spec: InitSpec, go_fd: int, status_fd: int) -> int:
         _close_fds_except(keep)
         _leave_terminal()
         _enter_namespaces(spec)
+        prepared = _prepare_landlock(spec.landlock)  # as root: every listed path opens
         _drop_identity(spec)
+        _enforce_landlock(prepared)  # after no_new_privs, before seccomp
         _install_seccomp()
         env = _read_go(go_fd)
         if env is None:

@@ -1,0 +1,45 @@
+"""``process.run_as_user/run_as_group`` -> the agent's uid, gid and groups (DESIGN 10.5).
+
+``sandbox`` means the user (group) of that name when this system has one, else 65534
+(nobody/nogroup). Numeric ids are used as they are; the schema already refused 0.
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+
+from supervisor.settings import DEFAULT_AGENT_GID, DEFAULT_AGENT_UID, SetupError, parse_user
+
+
+def _user(value: str) -> str:
+    if value != "sandbox":
+        return value
+    try:
+        pwd.getpwnam("sandbox")
+    except KeyError:
+        return str(DEFAULT_AGENT_UID)
+    return value
+
+
+def _group(value: str) -> str:
+    if value != "sandbox":
+        return value
+    try:
+        grp.getgrnam("sandbox")
+    except KeyError:
+        return str(DEFAULT_AGENT_GID)
+    return value
+
+
+def policy_identity(user: str | None, group: str | None) -> tuple[int, int, tuple[int, ...]]:
+    """The agent identity the policy names (missing parts: the 65534 defaults)."""
+    spec = _user(user) if user is not None else str(DEFAULT_AGENT_UID)
+    if group is not None:
+        spec += ":" + _group(group)
+    elif user is None:
+        spec += f":{DEFAULT_AGENT_GID}"
+    try:
+        return parse_user(spec)
+    except SetupError as exc:
+        raise SetupError("process.run_as_user", exc.reason) from None
