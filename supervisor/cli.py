@@ -83,11 +83,17 @@ def main(log_level: str) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print diagnostics as one JSON object.")
 def validate(paths: tuple[str, ...], as_json: bool) -> None:
-    """Load and validate provider profiles; print every diagnostic.
+    """Load and validate provider profiles and sandbox policies; print every diagnostic.
 
+    Each path is told apart: a sandbox policy (``version: 1`` with policy sections) or
+    provider profiles. A policy is checked together with the profiles given beside it.
     Each diagnostic names the file, the profile id, the field path and the reason.
-    Exits 0 when every profile is valid, 1 otherwise.
+    Exits 0 when everything is valid, 1 otherwise.
     """
+    from supervisor.policy.report import split_paths, validate_with_policies
+
+    if split_paths(paths)[1]:
+        sys.exit(validate_with_policies(paths, as_json=as_json))
     from supervisor.profiles.report import validate_paths
 
     sys.exit(validate_paths(paths, as_json=as_json))
