@@ -18,7 +18,7 @@ import yaml
 from supervisor.profiles.bindings import expand_profile
 from supervisor.profiles.diagnostics import Diagnostic, ProfileError, Sink
 from supervisor.profiles.matcher import PolicyTable
-from supervisor.profiles.model import Binding, Profile
+from supervisor.profiles.model import Binding, Endpoint, Profile
 from supervisor.profiles.profileset import ProfileSet
 from supervisor.profiles.schema import parse_profile
 from supervisor.profiles.validation import (
@@ -103,14 +103,17 @@ def assemble(profiles: list[Profile], sink: Sink, fingerprint: str) -> ProfileSe
 
 
 def _endpoints_with_binaries(profile: Profile) -> Profile:
-    """A profile's ``binaries`` restrict each of its endpoints (none listed: any process)."""
-    if not profile.binaries or all(e.binaries is not None for e in profile.endpoints):
-        return profile
-    endpoints = tuple(
-        e if e.binaries is not None else dataclasses.replace(e, binaries=profile.binaries)
-        for e in profile.endpoints
-    )
-    return dataclasses.replace(profile, endpoints=endpoints)
+    """A profile's ``binaries`` restrict each of its endpoints (none listed: any process);
+    symlinks in the listed paths are resolved (the kernel names executables by real path)."""
+    from supervisor.binaries.globs import with_resolved
+
+    def restricted(e: Endpoint) -> Endpoint:
+        binaries = e.binaries if e.binaries is not None else (profile.binaries or None)
+        if binaries is None:
+            return e
+        return dataclasses.replace(e, binaries=with_resolved(binaries))
+
+    return dataclasses.replace(profile, endpoints=tuple(restricted(e) for e in profile.endpoints))
 
 
 def fingerprint_files(paths: Sequence[str]) -> str:
