@@ -1,0 +1,111 @@
+"""``run --policy`` end to end (root): Landlock on the agent, identity from the policy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import PY, REPO, clean_env
+
+pytestmark = pytest.mark.privileged
+
+SYSTEM = "[/usr, /lib, /lib64, /bin, /etc, /proc, /dev/urandom]"
+AGENT = """\
+echo data > {rw}/f && echo write-rw-ok
+(echo data > {ro}/f) 2>/dev/null || echo write-ro-denied
+(echo data > {other}/f) 2>/dev/null || echo write-other-denied
+cat {ro}/seed >/dev/null && echo read-ro-ok
+(cat {other}/seed) >/dev/null 2>&1 || echo read-other-denied
+id -u
+"""
+
+
+def run(policy: Path, *command: str, options: tuple[str, ...] = ()
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "supervisor", "run", "--policy", str(policy), *options, "--", *command],
+        capture_output=True, text=True, timeout=60, env=clean_env(), cwd=str(REPO),
+    )
+
+
+@pytest.fixture
+def dirs() -> Iterator[dict[str, Path]]:
+    base = Path(tempfile.mkdtemp(prefix="openshell-landlock-", dir="/tmp"))
+    os.chmod(base, 0o755)  # pytest's tmp_path sits under a 0700 directory
+    out = {}
+    for name in ("rw", "ro", "other"):
+        d = base / name
+        d.mkdir()
+        os.chmod(d, 0o777)  # the agent may write anywhere here as far as permissions go
+        (d / "seed").write_text("seed")
+        out[name] = d
+    try:
+        yield out
+    finally:
+        shutil.rmtree(base)
+
+
+def test_landlock_refuses_writes_and_reads_outside_the_lists(
+    tmp_path: Path, dirs: dict[str, Path]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"filesystem_policy:\n  read_only: {SYSTEM[:-1]}, {dirs['ro']}]\n"
+        f"  read_write: [{dirs['rw']}, /dev/null]\n"
+        "landlock: {compatibility: hard_requirement}\n"
+        "process: {run_as_user: '1500', run_as_group: '1500'}\n"
+    )
+    done = run(policy, "/bin/sh", "-c", AGENT.format(**dirs))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "write-rw-ok", "write-ro-denied", "write-other-denied", "read-ro-ok",
+        "read-other-denied", "1500",
+    ]
+    assert (dirs["rw"] / "f").read_text() == "data\n"
+    assert not (dirs["other"] / "f").exists()
+
+
+def test_control_without_a_filesystem_policy_the_same_agent_writes_everywhere(
+    tmp_path: Path, dirs: dict[str, Path]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nnetwork_policies: {}\n")
+    done = run(policy, "/bin/sh", "-c", AGENT.format(**dirs))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["write-rw-ok", "read-ro-ok", "65534"]
+
+
+def test_hard_requirement_with_a_missing_path_exits_125_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "not-there"
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"filesystem_policy:\n  read_only: {SYSTEM}\n  read_write: [{missing}]\n"
+        "landlock: {compatibility: hard_requirement}\n"
+    )
+    done = run(policy, "/bin/true")
+    assert done.returncode == 125
+    assert f"filesystem_policy.read_write[0]: {missing}: path does not exist" in done.stderr
+    policy.write_text(policy.read_text().replace(": hard_requirement", ": best_effort"))
+    done = run(policy, "/bin/true")
+    assert done.returncode == 0, done.stderr
+    assert f"skipped {missing} (path does not exist)" in done.stderr
+
+
+def test_explicit_user_wins_over_the_policy(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\nprocess: {run_as_user: '1500'}\n")
+    done = run(policy, "id", "-u", options=("--user", "1600:1600"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1600"
+    policy.write_text("version: 1\nprocess: {run_as_user: '0'}\n")
+    done = run(policy, "id", "-u")
+    assert done.returncode == 125
+    assert "process.run_as_user: 0 (root) is not allowed" in done.stderr
