@@ -1,4 +1,4 @@
-"""Binary identity of the agent's connections to the proxy (DESIGN 10.6).
+"""Binary identity of the agent's connections to the proxy (ARCHITECTURE.md 11).
 
 * ``procnet``  parsing ``/proc/<pid>/net/tcp{,6}`` lines (pure): the socket inode of a
                connection from its two addresses

@@ -1,4 +1,4 @@
-"""Who opened a connection to the proxy, and may it use an endpoint (DESIGN 10.6).
+"""Who opened a connection to the proxy, and may it use an endpoint (ARCHITECTURE.md 11).
 
 ``BinaryResolver.lookup`` runs once per agent connection (the proxy caches the result on
 the connection, so keep-alive requests cost nothing more): the socket's inode from the

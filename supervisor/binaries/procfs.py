@@ -3,7 +3,7 @@
 Everything is read through the supervisor's /proc (the agent's processes are visible
 there under their global pids); the connection table is the one of the sandbox's network
 namespace (``/proc/<init>/net/tcp``). Reading another uid's ``fd`` and ``exe`` links needs
-``CAP_SYS_PTRACE`` (DESIGN 10.6): without it these calls fail with EACCES and the caller
+``CAP_SYS_PTRACE`` (ARCHITECTURE.md 11): without it these calls fail with EACCES and the caller
 denies the connection.
 """
 

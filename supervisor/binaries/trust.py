@@ -1,4 +1,4 @@
-"""SHA-256 trust on first use, per executable path (DESIGN 10.6).
+"""SHA-256 trust on first use, per executable path (ARCHITECTURE.md 11).
 
 The first time a path is seen its content's digest is remembered; later a process whose
 executable at that path has another digest (the file was replaced or rewritten) is not

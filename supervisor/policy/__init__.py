@@ -1,4 +1,4 @@
-"""OpenShell sandbox policy files (``run --policy``, DESIGN 10.5): ``version: 1`` YAML.
+"""OpenShell sandbox policy files (``run --policy``, ARCHITECTURE.md 10): ``version: 1`` YAML.
 
 * ``model``   the typed policy (static part: filesystem, Landlock, process identity;
               dynamic part: network policy entries)

@@ -1,4 +1,4 @@
-"""``process.run_as_user/run_as_group`` -> the agent's uid, gid and groups (DESIGN 10.5).
+"""``process.run_as_user/run_as_group`` -> the agent's uid, gid and groups (ARCHITECTURE.md 10).
 
 ``sandbox`` means the user (group) of that name when this system has one, else 65534
 (nobody/nogroup). Numeric ids are used as they are; the schema already refused 0.

@@ -3,9 +3,9 @@
 Each ``network_policies`` entry becomes a profile of its own (id ``policy:<key>``, no
 credentials) whose endpoints carry the entry's binaries; an endpoint with
 ``credential_binding: {provider: P}`` becomes an endpoint of a profile ``policy:<key>:P``
-holding P's static credentials, so P's placeholders are bound to it (DESIGN 10.2, 10.5).
+holding P's static credentials, so P's placeholders are bound to it (ARCHITECTURE.md 9, 10).
 The merged list then goes through the profile checks and tables like any other, so the
-overlap rule of DESIGN 10.3 applies between entries and profiles alike.
+one overlap rule applies between entries and profiles alike.
 """
 
 from __future__ import annotations

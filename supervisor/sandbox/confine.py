@@ -1,4 +1,4 @@
-"""Apply a Landlock plan in the sandbox's child (DESIGN 10.5).
+"""Apply a Landlock plan in the sandbox's child (ARCHITECTURE.md 10).
 
 Two steps, because of the order in the child: ``prepare`` runs after the child joined the
 agent's namespaces and before it drops its identity (paths are opened as root, in the

@@ -1,4 +1,4 @@
-"""Which paths the agent may reach under Landlock, and how (DESIGN 10.5). No I/O.
+"""Which paths the agent may reach under Landlock, and how (ARCHITECTURE.md 10). No I/O.
 
 Inputs: the policy's ``filesystem_policy`` and ``landlock`` sections, the agent's working
 directory, what the sandbox itself needs whatever the policy lists (the init and the
