@@ -362,6 +362,7 @@ def run_supervisor(
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             raise
+        settings = dataclasses.replace(settings, sandbox_init_pid=init.pid)
         supervision = _Supervision(init, settings, loader, profiles)
         with supervision.handlers():
             mount_ns.close()

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from supervisor.profiles.matcher import PolicyTable
     from supervisor.profiles.profileset import ProfileSet
     from supervisor.proxy.interception import SandboxCA
-    from supervisor.proxy.server import ProxyServer
+    from supervisor.proxy.server import Identify, ProxyServer
 
 log = logging.getLogger(__name__)
 
@@ -231,8 +231,17 @@ class Services:
             upstream_proxy=settings.upstream_proxy,
             # TLS to an https:// proxy: the same verification as upstreams (--ca-bundle).
             upstream_proxy_tls=upstream_ssl,
+            identify=self._identify(),
         )
         await self._server.start()
+
+    def _identify(self) -> Identify | None:
+        """Binary identity through the sandbox's /proc (ARCHITECTURE.md 11)."""
+        if self._settings.sandbox_init_pid is None:
+            return None
+        from supervisor.binaries.identity import BinaryResolver
+
+        return BinaryResolver(self._settings.sandbox_init_pid).lookup
 
     def _current_table(self) -> PolicyTable:
         # Read on every request: a reload swaps one reference, which is atomic.

@@ -53,6 +53,7 @@ class RunSettings:
     policy: str | None = None  # OpenShell sandbox policy file (ARCHITECTURE.md 10)
     user_from_policy: bool = False  # no --user: the policy's process identity applies
     ca_bundle_dir: str | None = None  # where the agent's CA bundles go (made before the fork)
+    sandbox_init_pid: int | None = None  # set by run once the init exists (binary identity)
 
     @property
     def config_files(self) -> tuple[str, ...]:

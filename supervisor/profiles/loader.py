@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from supervisor.profiles.bindings import expand_profile
-from supervisor.profiles.diagnostics import Diagnostic, ProfileError, Sink
+from supervisor.profiles.diagnostics import ProfileError, Sink
 from supervisor.profiles.matcher import PolicyTable
 from supervisor.profiles.model import Binding, Endpoint, Profile
 from supervisor.profiles.profileset import ProfileSet
@@ -88,7 +88,6 @@ def assemble(profiles: list[Profile], sink: Sink, fingerprint: str) -> ProfileSe
     profiles = [_endpoints_with_binaries(p) for p in profiles]
     profiles.sort(key=lambda p: p.id)
     bindings = _expand_and_check(profiles, sink)
-    _binaries_warning(profiles, sink)
     if sink.error_count:
         raise ProfileError(sink.diagnostics)
     warnings = tuple(d for d in sink.diagnostics if d.severity == "warning")
@@ -211,19 +210,6 @@ def _expand_and_check(profiles: list[Profile], sink: Sink) -> tuple[Binding, ...
     check_endpoint_overlaps(profiles, sink)
     bindings.sort(key=lambda b: b.id)
     return tuple(bindings)
-
-
-def _binaries_warning(profiles: list[Profile], sink: Sink) -> None:
-    listed = [p.id for p in profiles if p.binaries]
-    if listed:
-        sink.diagnostics.append(
-            Diagnostic(
-                "", None, "binaries",
-                f"not enforced yet: every process in the sandbox may use the endpoints of "
-                f"{', '.join(repr(i) for i in listed)}",
-                "warning",
-            )
-        )
 
 
 def _one_line(text: str) -> str:

@@ -11,7 +11,7 @@ rejects for bindings, are broken by a key that does not depend on load order.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -65,10 +65,12 @@ class _Index(Generic[T]):
             for port, buckets in patterns.items()
         }
 
-    def match(self, host: str, port: int, path: str | None) -> T | None:
+    def match(self, host: str, port: int, path: str | None,
+              usable: Callable[[T], bool] | None = None) -> T | None:
+        """The best entry for the request (among those ``usable`` accepts, if given)."""
         best: _Entry[T] | None = None
         for entry in self._literal.get((host, port), ()):
-            if entry.path_ok(path):
+            if entry.path_ok(path) and (usable is None or usable(entry.value)):
                 best = entry
                 break
         buckets = self._patterns.get(port)
@@ -77,7 +79,8 @@ class _Index(Generic[T]):
                 for entry in buckets.get(suffix, ()):
                     if best is not None and entry.order >= best.order:
                         break  # sorted: nothing further in this bucket can win
-                    if entry.host.matches(host) and entry.path_ok(path):
+                    if (entry.host.matches(host) and entry.path_ok(path)
+                            and (usable is None or usable(entry.value))):
                         best = entry
                         break
         return None if best is None else best.value
@@ -131,13 +134,16 @@ class PolicyTable:
             (b.host, b.port, b.path, (b.id,), b) for b in bindings
         )
 
-    def match_endpoint(self, host: str, port: int, path: str) -> Endpoint | None:
-        """The most specific endpoint for a request; ``path`` excludes the query."""
-        return self._endpoints.match(normalize_host(host), port, canonical_path(path))
+    def match_endpoint(self, host: str, port: int, path: str,
+                       usable: Callable[[Endpoint], bool] | None = None) -> Endpoint | None:
+        """The most specific endpoint for a request (that ``usable`` accepts, e.g. one whose
+        binaries allow the connecting process); ``path`` excludes the query."""
+        return self._endpoints.match(normalize_host(host), port, canonical_path(path), usable)
 
-    def match_binding(self, host: str, port: int, path: str) -> Binding | None:
+    def match_binding(self, host: str, port: int, path: str,
+                      usable: Callable[[Binding], bool] | None = None) -> Binding | None:
         """The most specific credential binding for a request, or ``None`` (no injection)."""
-        return self._bindings.match(normalize_host(host), port, canonical_path(path))
+        return self._bindings.match(normalize_host(host), port, canonical_path(path), usable)
 
     def declares(self, host: str, port: int) -> bool:
         """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""

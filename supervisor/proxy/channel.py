@@ -24,6 +24,7 @@ from supervisor.proxy.http1 import (
     encode_chunk,
     find_head_end,
 )
+from supervisor.proxy.policy import BinaryJudge
 
 READ_SIZE = 256 * 1024
 # SSL_read hands out at most one record (16 KiB) per call: a larger request only makes
@@ -203,12 +204,13 @@ class Conn:
     """A channel plus our own read buffer (heads are delimited here, not by the stream)
     and the connection's head deadline (one lazily re-armed timer, see ``deadline``)."""
 
-    __slots__ = ("buf", "ch", "deadline")
+    __slots__ = ("buf", "ch", "deadline", "judge")
 
-    def __init__(self, ch: Channel) -> None:
+    def __init__(self, ch: Channel, judge: BinaryJudge | None = None) -> None:
         self.ch = ch
         self.buf = bytearray()
         self.deadline = Deadline()
+        self.judge = judge  # the connecting executable, judged once per connection
 
     def release(self) -> None:
         """The connection is finished with: drop its timer."""

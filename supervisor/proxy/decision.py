@@ -12,7 +12,7 @@ from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
 from supervisor.proxy.http1 import echo_method
-from supervisor.proxy.policy import RoutePolicy, connect_needs_inspection
+from supervisor.proxy.policy import BinaryJudge, RoutePolicy, connect_needs_inspection
 
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
@@ -33,8 +33,12 @@ def decide(
     port: int,
     path: str,
     headers: Sequence[tuple[str, str]] = (),
+    binary: BinaryJudge | None = None,
 ) -> Decision:
-    """Raise ``ProxyError`` when the request may not leave; else what applies to it."""
+    """Raise ``ProxyError`` when the request may not leave; else what applies to it.
+
+    ``binary`` judges the connecting executable against endpoints with ``binaries``
+    (none given: such endpoints are refused)."""
     echo = echo_method(method, headers)
     if echo is not None:
         # Whatever the policy: the response would echo the request, credential included.
@@ -49,6 +53,7 @@ def decide(
         if policy.declares(host, port):
             raise ProxyError(errors.POLICY_DENIED, f"path not declared for {host}:{port}")
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
+    endpoint = _endpoint_for_binary(policy, endpoint, host, port, path, binary)
     if not_yet_enforced(endpoint):
         raise ProxyError(errors.POLICY_DENIED, "endpoint rules are not enforced yet")
     violation = None
@@ -57,9 +62,35 @@ def decide(
         if endpoint.enforcement == "enforce":
             raise ProxyError(errors.POLICY_DENIED, violation)
     binding = policy.match_binding(host, port, path)
+    if binding is not None and not _binary_ok(binding.endpoint.binaries, binary):
+        # A credential serves its own profile's binaries only, whatever let the request out.
+        binding = policy.match_binding(
+            host, port, path, usable=lambda b: _binary_ok(b.endpoint.binaries, binary)
+        )
     if binding is not None and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
     return Decision(endpoint, binding, violation)
+
+
+def _binary_ok(binaries: tuple[str, ...] | None, judge: BinaryJudge | None) -> bool:
+    return binaries is None or (judge is not None and judge.allows(binaries))
+
+
+def _endpoint_for_binary(
+    policy: RoutePolicy, endpoint: Endpoint, host: str, port: int, path: str,
+    judge: BinaryJudge | None,
+) -> Endpoint:
+    """The most specific matching endpoint whose binaries allow the connecting process
+    (any matching one may allow it); none -> 403 ``binary_denied`` naming the binary."""
+    if _binary_ok(endpoint.binaries, judge):
+        return endpoint
+    usable = policy.match_endpoint(
+        host, port, path, usable=lambda e: _binary_ok(e.binaries, judge)
+    )
+    if usable is None:
+        who = judge.denial() if judge is not None else "binary identity unavailable"
+        raise ProxyError(errors.BINARY_DENIED, f"{host}:{port}: {who}")
+    return usable
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +103,8 @@ class ConnectDecision:
 
 
 def decide_connect(
-    policy: RoutePolicy, *, host: str, port: int, can_intercept: bool
+    policy: RoutePolicy, *, host: str, port: int, can_intercept: bool,
+    binary: BinaryJudge | None = None,
 ) -> ConnectDecision:
     """Raise ``ProxyError`` when no tunnel to (host, port) may open; else which kind.
 
@@ -94,7 +126,8 @@ def decide_connect(
         return ConnectDecision(True, None)
     if endpoint is None:
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only")
-    return ConnectDecision(False, endpoint)
+    # A raw tunnel carries no requests to judge later: the binary is judged now.
+    return ConnectDecision(False, _endpoint_for_binary(policy, endpoint, host, port, "/", binary))
 
 
 def not_yet_enforced(endpoint: Endpoint) -> bool:

@@ -14,6 +14,8 @@ BAD_REQUEST = "bad_request"
 # Resource caps (``Limits``): too many agent connections, too many to one destination.
 PROXY_OVERLOADED = "proxy_overloaded"
 UPSTREAM_BUSY = "upstream_busy"
+# The connecting executable is not among an endpoint's ``binaries`` (ARCHITECTURE.md 11).
+BINARY_DENIED = "binary_denied"
 
 STATUS = {
     POLICY_DENIED: 403,
@@ -24,6 +26,7 @@ STATUS = {
     BAD_REQUEST: 400,
     PROXY_OVERLOADED: 503,
     UPSTREAM_BUSY: 503,
+    BINARY_DENIED: 403,
 }
 REASONS = {
     400: "Bad Request",

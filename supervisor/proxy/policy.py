@@ -7,17 +7,30 @@ The profile matcher (``supervisor.profiles.matcher.PolicyTable``) and the interc
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from supervisor.profiles.model import Binding, Endpoint
 
 
 class RoutePolicy(Protocol):
-    def match_endpoint(self, host: str, port: int, path: str) -> Endpoint | None: ...
+    def match_endpoint(
+        self, host: str, port: int, path: str, usable: Callable[[Endpoint], bool] | None = None
+    ) -> Endpoint | None: ...
 
-    def match_binding(self, host: str, port: int, path: str) -> Binding | None: ...
+    def match_binding(
+        self, host: str, port: int, path: str, usable: Callable[[Binding], bool] | None = None
+    ) -> Binding | None: ...
 
     def declares(self, host: str, port: int) -> bool: ...
+
+
+class BinaryJudge(Protocol):
+    """The connecting executable of one agent connection (ARCHITECTURE.md 11)."""
+
+    def allows(self, patterns: tuple[str, ...]) -> bool: ...
+
+    def denial(self) -> str: ...
 
 
 @runtime_checkable

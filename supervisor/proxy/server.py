@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from supervisor.audit import SEVERITY_MEDIUM, AuditLog
+from supervisor.binaries.identity import ConnectionIdentity
+from supervisor.binaries.judge import ConnectionJudge
 from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
 from supervisor.profiles.model import Endpoint
@@ -103,6 +105,9 @@ _SMALL_BODY = 64 * 1024
 _MAX_RESPONSE_HEAD = 64 * 1024  # upstreams send larger heads (cookies) than we accept
 _MAX_LINGERING = 256  # refused connections kept open briefly so the 503 arrives
 _FD_HEADROOM = 64  # descriptors kept for listeners, the audit log, pools, grants
+
+# (client address, proxy address) -> who opened the connection; raises IdentityError.
+Identify = Callable[[tuple[str, int], tuple[str, int]], ConnectionIdentity]
 
 
 def _fd_bounded(cap: int) -> int:
@@ -180,6 +185,7 @@ class ProxyServer:
         limits: Limits | None = None,
         upstream_proxy: UpstreamProxy | None = None,
         upstream_proxy_tls: ssl.SSLContext | None = None,
+        identify: Identify | None = None,
     ) -> None:
         self._sock = listen_sock
         self._policy = policy
@@ -190,6 +196,7 @@ class ProxyServer:
         self._resolver = resolver
         self._upstream_proxy = upstream_proxy
         self._upstream_proxy_tls = upstream_proxy_tls
+        self._identify = identify  # binary identity of a connection (ARCHITECTURE.md 11)
         self.limits = limits or Limits()
         self.counters = Counters()
         self._pool = Pool(
@@ -281,7 +288,7 @@ class ProxyServer:
         self._tasks.add(task)
         c.connections += 1
         c.active += 1
-        agent = Conn(PlainChannel(reader, writer, self.limits.send_timeout))
+        agent = Conn(PlainChannel(reader, writer, self.limits.send_timeout), self._judge(writer))
         try:
             await self._serve(agent, None)
         except (
@@ -301,6 +308,18 @@ class ProxyServer:
             self._tasks.discard(task)
             agent.release()
             agent.ch.close()
+
+    def _judge(self, writer: asyncio.StreamWriter) -> ConnectionJudge | None:
+        """The connection's binary judge; the lookup itself waits for an endpoint with
+        ``binaries`` (connections that never meet one cost nothing)."""
+        if self._identify is None:
+            return None
+        identify = self._identify
+        peer = writer.get_extra_info("peername")
+        ours = writer.get_extra_info("sockname")
+        return ConnectionJudge(
+            lambda: identify((str(peer[0]), int(peer[1])), (str(ours[0]), int(ours[1])))
+        )
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Over the connection cap: a 503 without reading the request, then close.
@@ -489,6 +508,7 @@ class ProxyServer:
             port=t.port,
             path=req.path,
             headers=req.headers,
+            binary=ex.agent.judge,
         )
         ex.upgrade = requested_upgrade(req)
         if d.audit_violation is not None:
@@ -736,7 +756,8 @@ class ProxyServer:
         self.counters.connects += 1
         try:
             d = decide_connect(
-                self._policy(), host=host, port=port, can_intercept=self._interceptor is not None
+                self._policy(), host=host, port=port, can_intercept=self._interceptor is not None,
+                binary=agent.judge,
             )
         except ProxyError as exc:
             self._deny_connect(agent, exc, host, port)
@@ -849,7 +870,7 @@ class ProxyServer:
         except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
             self._tunnel_refused(host, port, "agent TLS handshake failed", exc)
             return
-        inner = Conn(tls)
+        inner = Conn(tls, agent.judge)  # the same connection, the same process
         try:
             await self._serve(inner, Target("https", host, port))
         finally:

@@ -201,16 +201,18 @@ def test_cleartext_binding_fine_for_local_hosts(host: str, tmp_path: Path) -> No
     assert warnings(tmp_path, base(endpoints=[{"host": host, "port": 80}])) == []
 
 
-def test_binaries_validated_and_warned_once(tmp_path: Path) -> None:
+def test_binaries_validated_and_copied_onto_the_endpoints(tmp_path: Path) -> None:
     assert fields(errors(tmp_path, base(binaries=["/usr/bin/curl", "curl", "/a/../b"]))) == [
         "binaries[1]", "binaries[2]"
     ]
     ps = load(tmp_path, base(binaries=["/usr/bin/curl"]),
               base(id="q", credentials=[], binaries=["/bin/sh"],
                    endpoints=[{"host": "q.example.com", "port": 443}]))
-    lines = [w for w in ps.warnings if "binaries" in w]
-    assert len(lines) == 1 and "not enforced" in lines[0] and "'p'" in lines[0]
+    assert [w for w in ps.warnings if "binaries" in w] == []  # enforced now: no warning
     assert ps.profiles[0].binaries == ("/usr/bin/curl",)
+    assert all(e.binaries is not None and "/usr/bin/curl" in e.binaries
+               for e in ps.profiles[0].endpoints)
+    assert ps.profiles[1].endpoints[0].binaries == ("/bin/sh", "/usr/bin/dash")  # resolved
 
 
 def test_identifiers_rejected(tmp_path: Path) -> None:
