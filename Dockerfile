@@ -15,6 +15,8 @@
 #   SETUID, SETGID  switch to the agent's uid, gid and groups
 #   SETPCAP     empty the agent's capability bounding set
 #   KILL        forward signals to the agent, which runs as another uid
+#   SYS_PTRACE  read the agent's /proc/<pid>/exe and fd links (another uid, non-dumpable)
+#               to know which executable opened a connection (binaries in profiles/policy)
 #
 # Seccomp: the runtimes' default profiles allow unshare/setns/mount/umount2 only when
 # CAP_SYS_ADMIN is granted, and then for every process in the container, including user
@@ -31,7 +33,7 @@
 #   docker run --rm -it \
 #     --cap-drop ALL \
 #     --cap-add SYS_ADMIN --cap-add SYS_CHROOT --cap-add NET_ADMIN \
-#     --cap-add SETUID --cap-add SETGID --cap-add SETPCAP --cap-add KILL \
+#     --cap-add SETUID --cap-add SETGID --cap-add SETPCAP --cap-add KILL --cap-add SYS_PTRACE \
 #     --security-opt seccomp=deploy/seccomp/openshell-supervisor.json \
 #     --security-opt apparmor=unconfined \
 #     -v "$PWD/profiles.yaml:/etc/openshell/profiles/profiles.yaml:ro" \
@@ -66,7 +68,7 @@ LABEL org.opencontainers.image.title="openshell-supervisor" \
       org.opencontainers.image.description="Privileged entrypoint of an AI-agent sandbox: namespaces, egress proxy, SPIFFE-backed token grants" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      io.openshell.required-capabilities="SYS_ADMIN,SYS_CHROOT,NET_ADMIN,SETUID,SETGID,SETPCAP,KILL"
+      io.openshell.required-capabilities="SYS_ADMIN,SYS_CHROOT,NET_ADMIN,SETUID,SETGID,SETPCAP,KILL,SYS_PTRACE"
 
 # libcap2: python-prctl links it. curl: the demo agent's HTTP client (it honours http_proxy).
 RUN apt-get update \

@@ -87,7 +87,10 @@ SETUP_STEPS: tuple[str, ...] = (
     "init: load the agent's seccomp filter",
 )
 SIGNAL_STEP = "forward a signal to the agent"
-STEPS: tuple[str, ...] = (*SETUP_STEPS, SIGNAL_STEP)
+# Binary identity (ARCHITECTURE.md 11): the agent's executable and fd links, another uid's
+# (and non-dumpable after its setuid), are readable only with CAP_SYS_PTRACE.
+IDENTITY_STEP = "read the agent's executable and fds"
+STEPS: tuple[str, ...] = (*SETUP_STEPS, IDENTITY_STEP, SIGNAL_STEP)
 # What a loaded container profile must refuse, to everyone in the container.
 DENIED_STEPS: tuple[str, ...] = (
     "denied: unshare user namespace",
@@ -300,6 +303,8 @@ def _supervisor(
     if profile is not None:
         load_profile(profile)
     os.waitpid(_in_child(log, lambda: _setup(log, socket_dir)), 0)
+    log.step(IDENTITY_STEP, lambda: (os.readlink(f"/proc/{victim}/exe"),
+                                     os.listdir(f"/proc/{victim}/fd")))
     log.step(SIGNAL_STEP, lambda: os.kill(victim, signal.SIGTERM))
     if profile is not None:
         log.step(DENIED_STEPS[0], lambda: unshare(CLONE_NEWUSER))

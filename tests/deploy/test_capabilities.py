@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import ROOT
-from tests.deploy.probe import SIGNAL_STEP, STEPS, Step, run_probe
+from tests.deploy.probe import IDENTITY_STEP, SIGNAL_STEP, STEPS, Step, run_probe
 from tests.deploy.test_manifests import SUPERVISOR_CAPS
 
 pytestmark = pytest.mark.privileged
@@ -27,6 +27,7 @@ FIRST_REFUSED = {
     "SETGID": "init: setgroups",
     "SETUID": "init: setresuid",
     "KILL": SIGNAL_STEP,
+    "SYS_PTRACE": IDENTITY_STEP,
 }
 
 

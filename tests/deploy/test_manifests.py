@@ -20,7 +20,8 @@ from tests.deploy.conftest import KUBE, NAMESPACE, ROOT, find
 from tests.deploy.kustomize import KustomizeError, Resource, render
 
 K8S_VERSION = "1.30"
-SUPERVISOR_CAPS = {"SYS_ADMIN", "SYS_CHROOT", "NET_ADMIN", "SETUID", "SETGID", "SETPCAP", "KILL"}
+SUPERVISOR_CAPS = {"SYS_ADMIN", "SYS_CHROOT", "NET_ADMIN", "SETUID", "SETGID", "SETPCAP", "KILL",
+                   "SYS_PTRACE"}
 # ARCHITECTURE.md 3.2: directories that can never be the socket's parent.
 SHARED_ROOTS = {
     "/",
