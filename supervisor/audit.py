@@ -1,20 +1,39 @@
 """OCSF 1.x JSON-lines audit events.
 
-One ``AuditLog`` per run: the file is opened once, each event is one ``json.dumps`` and one
-locked write. Callers pass hosts, ports and paths (never query strings); every string is
-scrubbed of control characters here as a second line of defence. No token, SVID or
-assertion is ever handed to this module.
+One ``AuditLog`` per run. Callers pass hosts, ports and paths (never query strings); every
+string is scrubbed of control characters here as a second line of defence. No token, SVID
+or assertion is ever handed to this module.
+
+Writing never blocks the caller (the proxy's event loop): ``emit`` serializes the event and
+hands the line to a bounded queue that a writer thread drains. A sink that stops reading
+(a full stderr pipe, a stalled disk) costs events, never the proxy: what cannot be queued
+is dropped and counted. A rate limit (token bucket, ``audit_limits``) bounds how fast the
+log can grow, so an agent's denial loop cannot fill a disk; events over the rate are
+counted per destination and reported in one summary event per interval. The counts are
+logged at close and exposed by ``counters()`` / ``dropped_total`` (for metrics).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import re
-import sys
 import threading
 import time
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
+
+from supervisor.audit_limits import DEFAULT_BURST, DEFAULT_RATE, Suppressed, TokenBucket
+from supervisor.stderr_io import STDERR_FD, STDERR_LOCK, write_all
+
+log = logging.getLogger(__name__)
+
+QUEUE_LINES = 10_000  # lines waiting for the writer; beyond that, events are dropped
+SUMMARY_INTERVAL = 10.0  # seconds between summaries of rate-limited events
+FLUSH_TIMEOUT = 2.0  # how long close() waits for the writer
+_BATCH = 256  # lines written at once
 
 OCSF_VERSION = "1.3.0"
 _PRODUCT = {"name": "openshell-supervisor", "vendor_name": "OpenShell"}
@@ -61,6 +80,10 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _line(event: dict[str, Any]) -> str:
+    return json.dumps(_clean(event), separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
 def strip_query(path: str) -> str:
     return path.split("?", 1)[0].split("#", 1)[0]
 
@@ -68,43 +91,155 @@ def strip_query(path: str) -> str:
 class AuditLog:
     """``path``: a file (appended), ``'-'`` for stderr, ``None`` to disable."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        rate: float = DEFAULT_RATE,
+        burst: int = DEFAULT_BURST,
+        queue_lines: int = QUEUE_LINES,
+        summary_interval: float = SUMMARY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.Lock()
+        self._fd: int | None = None
         self._own = False
-        self._out: IO[str] | None
+        self._closed = False
+        self._stop = threading.Event()
+        self._clock = clock
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._suppressed = Suppressed()
+        self._summary_interval = summary_interval
+        self._queue: queue.Queue[str] = queue.Queue(maxsize=queue_lines)
+        self._counts = {"written": 0, "rate_limited": 0, "queue_full": 0, "write_failed": 0,
+                        "after_close": 0}
+        self._writer: threading.Thread | None = None
         if path is None:
-            self._out = None
-        elif path == "-":
-            self._out = sys.stderr
+            return
+        if path == "-":
+            self._fd = STDERR_FD
         else:
             # 0600 when we create it: the agent has no business reading other requests'
             # metadata; O_NOFOLLOW so a planted symlink cannot redirect the log.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-            self._out = os.fdopen(fd, "a", encoding="utf-8")
+            self._fd = os.open(
+                path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             self._own = True
+        self._writer = threading.Thread(target=self._write_loop, name="audit-writer", daemon=True)
+        self._writer.start()
 
     @property
     def enabled(self) -> bool:
-        return self._out is not None
+        return self._fd is not None
+
+    def counters(self) -> dict[str, int]:
+        """Events written, and events lost by cause: ``rate_limited`` (summarized instead),
+        ``queue_full`` (the sink did not keep up), ``write_failed``, ``after_close``."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def dropped_total(self) -> int:
+        """Every event not written as itself (the metric ``audit_events_dropped_total``)."""
+        counts = self.counters()
+        return sum(n for name, n in counts.items() if name != "written")
 
     def close(self) -> None:
+        """Flush what is queued (waiting at most FLUSH_TIMEOUT), write the last summary,
+        report losses; later events are counted as dropped."""
         with self._lock:
-            if self._own and self._out is not None:
-                self._out.close()
-            self._out = None
+            if self._closed:
+                return
+            self._closed = True
+        writer = self._writer
+        if writer is not None:
+            self._stop.set()
+            writer.join(FLUSH_TIMEOUT)
+            with self._lock:  # left behind by a stuck sink (or queued as close began)
+                self._counts["write_failed"] += self._queue.qsize()
+            if not writer.is_alive() and self._own and self._fd is not None:
+                os.close(self._fd)
+        counts = self.counters()
+        lost = {name: n for name, n in counts.items() if name != "written" and n}
+        if lost:
+            log.warning(
+                "audit: %d events written, %s", counts["written"],
+                ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in lost.items()),
+            )
 
     def emit(self, event: dict[str, Any]) -> None:
-        """Write one event (already OCSF-shaped); strings are scrubbed."""
-        out = self._out
-        if out is None:
+        """Queue one event (already OCSF-shaped; strings are scrubbed). Never blocks."""
+        if self._fd is None:
             return
-        line = json.dumps(_clean(event), separators=(",", ":"), ensure_ascii=True) + "\n"
         with self._lock:
+            if self._closed:
+                self._counts["after_close"] += 1
+                return
+            if not self._bucket.take():
+                self._counts["rate_limited"] += 1
+                self._suppressed.add(event)
+                return
+        self._enqueue(_line(event))
+
+    def _enqueue(self, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            with self._lock:
+                self._counts["queue_full"] += 1
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _summary_line(self) -> str | None:
+        with self._lock:
+            fields = self._suppressed.take()
+        if fields is None:
+            return None
+        event = self._base(
+            CONFIG_STATE, DISCOVERY_CATEGORY, 1, allowed=False,
+            message=f"{fields['suppressed']} audit events over the rate limit, summarized",
+        )
+        event["unmapped"] = fields
+        return _line(event)
+
+    def _write_loop(self) -> None:
+        next_summary = self._clock() + self._summary_interval
+        while True:
+            stopping = self._stop.is_set()
+            batch: list[str] = []
             try:
-                out.write(line)
-                out.flush()
-            except (OSError, ValueError):
-                pass  # an audit sink failure must not take the proxy down
+                batch.append(self._queue.get(timeout=0.2 if not stopping else 0))
+                while len(batch) < _BATCH:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            final = stopping and self._queue.empty()  # close(): nothing will be queued now
+            if final or self._clock() >= next_summary:
+                next_summary = self._clock() + self._summary_interval
+                summary = self._summary_line()
+                if summary is not None:
+                    batch.append(summary)
+            if batch:
+                self._write(batch)
+            if final:
+                return
+
+    def _write(self, batch: list[str]) -> None:
+        fd = self._fd
+        assert fd is not None
+        data = "".join(batch).encode("ascii")
+        try:
+            if fd == STDERR_FD:
+                with STDERR_LOCK:
+                    write_all(fd, data)
+            else:
+                write_all(fd, data)
+        except OSError:
+            with self._lock:
+                self._counts["write_failed"] += len(batch)
+            return
+        with self._lock:
+            self._counts["written"] += len(batch)
 
     def _base(
         self,
@@ -153,7 +288,7 @@ class AuditLog:
         ``severity`` overrides the default (Informational if allowed, else Medium): a policy
         violation let through by ``enforcement: audit`` is Allowed with severity Medium.
         """
-        if self._out is None:
+        if self._fd is None:
             return
         event = self._base(
             HTTP_ACTIVITY,
@@ -180,7 +315,7 @@ class AuditLog:
 
     def parse_rejection(self, *, reason: str, status_code: int, peer: str | None = None) -> None:
         """A head the strict parser refused (nothing was forwarded)."""
-        if self._out is None:
+        if self._fd is None:
             return
         event = self._base(HTTP_ACTIVITY, NETWORK_CATEGORY, 99, allowed=False, message=reason)
         event["http_response"] = {"code": status_code}
@@ -191,7 +326,7 @@ class AuditLog:
 
     def config_event(self, message: str, **fields: Any) -> None:
         """Configuration state (startup, reload accepted or refused)."""
-        if self._out is None:
+        if self._fd is None:
             return
         ok = fields.pop("ok", True)
         event = self._base(CONFIG_STATE, DISCOVERY_CATEGORY, 1, allowed=bool(ok), message=message)

@@ -27,7 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor import run_inputs
-from supervisor.sandbox import linux
+from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment
 from supervisor.sandbox.fsrules import LandlockPlan
@@ -36,6 +36,7 @@ from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_ne
 from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
 from supervisor.sandbox.socket_path import SocketPath, resolve_socket_path
 from supervisor.sandbox.spawn import InitProcess, find_init, spawn_init
+from supervisor.sandbox.stderr_relay import StderrRelay
 from supervisor.settings import RunSettings, SetupError
 
 if TYPE_CHECKING:  # imported lazily at run time (start-up cost)
@@ -336,6 +337,7 @@ def run_supervisor(
         settings = dataclasses.replace(settings, ca_bundle_dir=_make_bundle_dir())
     mount_ns = create_sanitized_mount_namespace(sock_path)
     network: AgentNetwork | None = None
+    relay = StderrRelay() if stderr_relay.wanted(settings.audit_log) else None
     try:
         network = _prepare_network(settings)
         if os.getpid() != 1:
@@ -352,6 +354,7 @@ def run_supervisor(
             net_ns_fd=network.ns_fd,
             init_path=init_path,
             landlock=_landlock_plan(settings, loader, sock_path, init_path),
+            stderr_fd=relay.agent_fd if relay is not None else None,
         )
         # Blocked across fork so a signal arriving now is forwarded once handlers exist.
         if threading.active_count() > 1:
@@ -362,6 +365,8 @@ def run_supervisor(
         except BaseException:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
             raise
+        if relay is not None:
+            relay.start()
         settings = dataclasses.replace(settings, sandbox_init_pid=init.pid)
         supervision = _Supervision(init, settings, loader, profiles)
         with supervision.handlers():
@@ -391,6 +396,9 @@ def run_supervisor(
                 services.stop()
         return _outcome(init, status, settings.command[0])
     finally:
+        if relay is not None:
+            relay.finish()  # the agent's last lines (a no-op when it never started)
+            relay.close_unstarted()
         mount_ns.close()
         if settings.ca_bundle_dir is not None:
             shutil.rmtree(settings.ca_bundle_dir, ignore_errors=True)

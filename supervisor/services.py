@@ -289,8 +289,10 @@ class Services:
         if self._bundle_dir is not None:
             shutil.rmtree(self._bundle_dir, ignore_errors=True)
             self._bundle_dir = None
-        if self._audit is not None and (thread is None or not thread.is_alive()):
-            self._audit.close()  # else the thread may still log; the process exit flushes
+        if self._audit is not None:
+            # Flushes the audit writer (run exits without finalization); events the proxy
+            # thread may still log are counted as dropped.
+            self._audit.close()
 
     async def _stop_async(self) -> None:
         if self._server is not None:

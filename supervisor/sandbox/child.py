@@ -56,6 +56,7 @@ class InitSpec:
     net_ns_fd: int | None
     init_path: str  # the openshell-init executable (checked by the supervisor)
     landlock: LandlockPlan | None = None  # filesystem_policy of --policy (ARCHITECTURE.md 10)
+    stderr_fd: int | None = None  # the agent's own stderr (a relay pipe), else ours
 
 
 class _SetupFailure(Exception):
@@ -198,6 +199,8 @@ def _exec_init(spec: InitSpec, env: dict[str, str], status_fd: int) -> None:
     data = encode_launch_spec(path, spec.command, env)
     while data:
         data = data[os.write(launch, data) :]
+    if spec.stderr_fd is not None:  # from here on our own warnings would look like the agent's
+        os.dup2(spec.stderr_fd, 2)
     # Out of the way of fds 3 and 4 first, then into place (dup2 leaves them inheritable).
     high_launch = os.dup(launch) if launch in (INIT_SPEC_FD, INIT_STATUS_FD) else launch
     high_status = os.dup(status_fd) if status_fd == INIT_SPEC_FD else status_fd
@@ -240,6 +243,8 @@ def run_child(spec: InitSpec, go_fd: int, status_fd: int) -> int:
     keep = {0, 1, 2, go_fd, status_fd, spec.mount_ns_fd}
     if spec.net_ns_fd is not None:
         keep.add(spec.net_ns_fd)
+    if spec.stderr_fd is not None:
+        keep.add(spec.stderr_fd)
     try:
         _close_fds_except(keep)
         _leave_terminal()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import posixpath
+import tempfile
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,12 +73,13 @@ def test_scrub_has_no_control_characters(value: str, limit: int) -> None:
 def test_http_event_line_has_no_query_and_no_control_characters(
     path: str, host: str, message: str, reason: str, port: int
 ) -> None:
-    log = audit.AuditLog(None)
-    sink = io.StringIO()
-    log._out = sink  # the file-less sink: same code path as a file
-    log.http_event(method="GET", scheme="http", host=host, port=port, path=path,
-                   allowed=False, message=message, reason=reason)  # fmt: skip
-    line = sink.getvalue()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = audit.AuditLog(os.path.join(tmp, "audit.jsonl"))
+        log.http_event(method="GET", scheme="http", host=host, port=port, path=path,
+                       allowed=False, message=message, reason=reason)  # fmt: skip
+        log.close()
+        with open(os.path.join(tmp, "audit.jsonl"), encoding="ascii") as f:
+            line = f.read()
     assert line.endswith("\n") and line.count("\n") == 1 and line.isascii()
     event = json.loads(line)
     logged_path = event["http_request"]["url"]["path"]

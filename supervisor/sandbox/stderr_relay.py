@@ -1,0 +1,92 @@
+"""The agent's own stderr when the audit log is the supervisor's stderr (``--audit-log -``).
+
+Sharing fd 2 would let the agent forge audit lines (print OCSF JSON of its own) or silence
+them (set O_NONBLOCK on the shared file description and fill the pipe, so the supervisor's
+writes fail). Instead the agent writes into a pipe; a supervisor thread copies it to the
+real stderr line by line, each line prefixed with ``agent: ``, so no agent line can look
+like an audit event. When the operator's stderr is a terminal the agent keeps it (there is
+no audit consumer to fool, and the agent keeps its terminal behaviour).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from supervisor.stderr_io import STDERR_FD, STDERR_LOCK, write_all
+
+PREFIX = b"agent: "
+MAX_LINE = 4096  # a longer line is cut into prefixed pieces of this size
+
+
+def frame(pending: bytes, chunk: bytes, final: bool = False) -> tuple[bytes, bytes]:
+    """Prefix every complete line of ``pending + chunk``; return (output, the incomplete
+    rest). Lines longer than MAX_LINE are cut into prefixed pieces; with ``final`` the
+    rest is emitted too."""
+    data = pending + chunk
+    out: list[bytes] = []
+    start = 0
+    while True:
+        end = data.find(b"\n", start, start + MAX_LINE)
+        if end >= 0:
+            out.append(PREFIX + data[start:end] + b"\n")
+            start = end + 1
+        elif len(data) - start >= MAX_LINE:
+            out.append(PREFIX + data[start : start + MAX_LINE] + b"\n")
+            start += MAX_LINE
+        else:
+            break
+    rest = data[start:]
+    if final and rest:
+        out.append(PREFIX + rest + b"\n")
+        rest = b""
+    return b"".join(out), rest
+
+
+class StderrRelay:
+    """Create before forking the sandbox's child (``agent_fd`` becomes the agent's fd 2),
+    ``start`` right after (closes the supervisor's copy), ``finish`` once the agent exited."""
+
+    def __init__(self) -> None:
+        self._read_fd, self.agent_fd = os.pipe()  # both close-on-exec
+        self._thread = threading.Thread(target=self._run, name="agent-stderr", daemon=True)
+
+    def start(self) -> None:
+        os.close(self.agent_fd)  # the child holds the only write end now: EOF when it ends
+        self._thread.start()
+
+    def finish(self, timeout: float = 1.0) -> None:
+        """Wait for what the agent wrote last (EOF comes when the namespace is gone)."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
+
+    def close_unstarted(self) -> None:
+        """Release the pipe when the child was never forked (else it is the thread's)."""
+        if self._thread.ident is not None:
+            return
+        for fd in (self._read_fd, self.agent_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _run(self) -> None:
+        pending = b""
+        try:
+            while True:
+                chunk = os.read(self._read_fd, 65536)
+                out, pending = frame(pending, chunk, final=not chunk)
+                if out:
+                    with STDERR_LOCK:
+                        write_all(STDERR_FD, out)
+                if not chunk:
+                    return
+        except OSError:
+            return  # our stderr is gone: nothing to relay to
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._read_fd)
+
+
+def wanted(audit_log: str | None) -> bool:
+    """A relay is needed when audit events go to a stderr that is not a terminal."""
+    return audit_log == "-" and not os.isatty(STDERR_FD)

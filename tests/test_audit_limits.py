@@ -1,0 +1,163 @@
+"""Audit bounds: token bucket, summaries, the non-blocking writer, the agent stderr framing."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supervisor.audit import AuditLog
+from supervisor.audit_limits import Suppressed, TokenBucket, summary_key
+from supervisor.sandbox.stderr_relay import MAX_LINE, PREFIX, frame
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@given(st.floats(0.5, 1000), st.integers(1, 200),
+       st.lists(st.floats(0, 5, allow_nan=False), max_size=200))
+def test_bucket_never_grants_more_than_burst_plus_rate_times_elapsed(
+    rate: float, burst: int, steps: list[float]
+) -> None:
+    clock = Clock()
+    bucket = TokenBucket(rate, burst, clock)
+    granted = 0
+    for step in steps:
+        clock.now += step
+        granted += bucket.take()
+        granted += bucket.take()
+    elapsed = clock.now - 100.0
+    assert granted <= burst + rate * elapsed + 1e-6
+
+
+def test_bucket_refills() -> None:
+    clock = Clock()
+    bucket = TokenBucket(10, 2, clock)
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    clock.now += 0.15  # 1.5 tokens
+    assert bucket.take() and not bucket.take()
+
+
+def _event(host: str, code: int = 403, allowed: bool = False) -> dict[str, object]:
+    return {"class_uid": 4002, "action_id": 1 if allowed else 2,
+            "dst_endpoint": {"hostname": host, "port": 80}, "http_response": {"code": code}}
+
+
+@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=300), st.integers(1, 3))
+def test_suppressed_counts_every_event_once(hosts: list[str], limit: int) -> None:
+    s = Suppressed(limit=limit)
+    for host in hosts:
+        s.add(_event(host))
+    fields = s.take()
+    if not hosts:
+        assert fields is None
+        return
+    assert fields is not None
+    assert fields["suppressed"] == len(hosts)
+    assert sum(g["count"] for g in fields["groups"]) + fields.get("other", 0) == len(hosts)
+    assert len(fields["groups"]) <= limit
+    assert s.take() is None
+
+
+def test_summary_key_tolerates_any_shape() -> None:
+    assert summary_key({}) == (None, "denied", None, None, None)
+    assert summary_key({"dst_endpoint": "x", "http_response": 3})[2:] == (None, None, None)
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_rate_limited_events_are_summarized_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    clock = Clock()
+    log = AuditLog(str(path), rate=1, burst=5, clock=clock)
+    for i in range(50):
+        log.http_event(method="GET", scheme="http", host=f"h{i % 2}", port=80, path="/",
+                       allowed=False, message="policy_denied", status_code=403)
+    log.close()
+    lines = _lines(path)
+    single = [e for e in lines if e["class_uid"] == 4002]
+    (summary,) = [e for e in lines if e["class_uid"] == 5019]
+    assert len(single) == 5
+    assert summary["unmapped"]["suppressed"] == 45  # type: ignore[index]
+    assert {g["hostname"]: g["count"] for g in summary["unmapped"]["groups"]} == {  # type: ignore[index]
+        "h0": 22, "h1": 23}
+    counts = log.counters()
+    assert counts["rate_limited"] == 45 and counts["written"] == 6
+    assert log.dropped_total == 45
+
+
+def test_a_sink_that_stops_reading_never_blocks_emit(tmp_path: Path) -> None:
+    """A FIFO nobody reads: emit stays fast, the overflow is counted, and what was queued
+    is written once the reader comes back."""
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        log = AuditLog(str(fifo), burst=100_000, rate=1e6, queue_lines=100)
+        started = time.monotonic()
+        for i in range(2000):
+            log.config_event("x" * 400, i=i)
+        assert time.monotonic() - started < 2.0
+        assert log.counters()["queue_full"] > 0
+        received = b""
+
+        def drain() -> None:
+            nonlocal received
+            while True:
+                try:
+                    chunk = os.read(reader, 1 << 20)
+                except BlockingIOError:
+                    return
+                if not chunk:
+                    return
+                received += chunk
+
+        deadline = time.monotonic() + 10
+        while log.counters()["written"] + log.counters()["queue_full"] < 2000:
+            drain()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        log.close()
+        drain()
+    finally:
+        os.close(reader)
+    counts = log.counters()
+    assert counts["written"] == received.count(b"\n")
+    assert counts["written"] + counts["queue_full"] == 2000
+
+
+def test_events_after_close_are_counted(tmp_path: Path) -> None:
+    log = AuditLog(str(tmp_path / "a.jsonl"))
+    log.close()
+    log.config_event("late")
+    assert log.counters()["after_close"] == 1 and log.dropped_total == 1
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=MAX_LINE * 2 + 10), max_size=8))
+def test_relayed_stderr_is_prefixed_line_by_line_and_complete(chunks: list[bytes]) -> None:
+    out, pending = b"", b""
+    for chunk in chunks:
+        piece, pending = frame(pending, chunk)
+        out += piece
+    piece, pending = frame(pending, b"", final=True)
+    out += piece
+    assert pending == b""
+    lines = out.split(b"\n")
+    assert lines[-1] == b""
+    assert all(line.startswith(PREFIX) and len(line) <= len(PREFIX) + MAX_LINE
+               for line in lines[:-1])
+    # Every byte the agent wrote is there, in order (newlines only added at cuts).
+    body = b"".join(line[len(PREFIX):] for line in lines[:-1])
+    assert body == b"".join(chunks).replace(b"\n", b"")
