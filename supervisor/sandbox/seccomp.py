@@ -8,7 +8,10 @@ agent capabilities over new ones), tracing and cross-process memory access, keyr
 BPF and perf, modules and kexec, handle-based opens, userfaultfd, io_uring, clock and
 swap and reboot controls, and terminal input injection (TIOCSTI, TIOCLINUX). They fail
 with EPERM. ``clone3`` fails with ENOSYS instead: its flags live in memory a filter cannot
-read, and libc then falls back to ``clone``, whose flags are checked here.
+read, and libc then falls back to ``clone``, whose flags are checked here. Sockets: only
+unix, inet, inet6 and netlink's route protocol (vsock, packet, bluetooth, other netlink
+protocols... fail with EAFNOSUPPORT / EPROTONOSUPPORT; see filter_marks). One marker rule
+(filter_marks) lets check-isolation tell this filter from any other.
 
 Syscalls made through the compat ABIs (i386 ``int 0x80`` on x86_64, AArch32 on arm64)
 are filtered by the same rules. Any failure to build or load the filter is an error: the
@@ -20,6 +23,7 @@ from __future__ import annotations
 import errno
 import os
 
+from supervisor.sandbox import filter_marks
 from supervisor.sandbox.libseccomp import ACT_ALLOW, Arg, Attr, Compare, Filter, act_errno
 
 DENIED = (
@@ -49,6 +53,10 @@ CLONE_NAMESPACE_FLAGS = {
 TIOCSTI = 0x5412
 TIOCLINUX = 0x541C
 _IOCTL_CMD_MASK = 0xFFFFFFFF  # the kernel truncates the request to 32 bits; so must we
+_INT_MASK = 0xFFFFFFFF  # an int argument: only the register's lower half counts
+# socketcall(2) call numbers.
+_SYS_SOCKET = 1
+_SYS_SOCKETPAIR = 8
 
 # Other ABIs the kernel may accept from a process of this architecture.
 _COMPAT_ARCHES = {"x86_64": ("x86", "x32"), "aarch64": ("arm",)}
@@ -76,10 +84,41 @@ def build_agent_filter() -> Filter:
             flt.add_rule(deny, "clone", Arg(0, Compare.MASKED_EQ, flag, flag))
         for request in (TIOCSTI, TIOCLINUX):
             flt.add_rule(deny, "ioctl", Arg(1, Compare.MASKED_EQ, _IOCTL_CMD_MASK, request))
+        _add_socket_rules(flt)
+        flt.add_rule(
+            act_errno(filter_marks.MARK_ERRNO),
+            "prctl",
+            Arg(0, Compare.MASKED_EQ, _INT_MASK, filter_marks.MARK_PRCTL_OPTION),
+        )
     except BaseException:
         flt.release()
         raise
     return flt
+
+
+def _add_socket_rules(flt: Filter) -> None:
+    """Only the address families the agent needs (filter_marks.ALLOWED_FAMILIES).
+
+    Families are ints: the kernel ignores a register's upper half, so the comparison does
+    too (MASKED_EQ on the low 32 bits), else AF_VSOCK | 1 << 32 would pass. The compat
+    ``socketcall`` multiplexer (32-bit x86) passes its arguments in memory, where a filter
+    cannot read the family: creating sockets through it is refused outright (32-bit
+    programs using socket(2) directly are filtered like 64-bit ones)."""
+    no_family = act_errno(errno.EAFNOSUPPORT)
+    for family in range(filter_marks.FAMILY_LIMIT):
+        if family not in filter_marks.ALLOWED_FAMILIES:
+            for call in ("socket", "socketpair"):
+                flt.add_rule(no_family, call, Arg(0, Compare.MASKED_EQ, _INT_MASK, family))
+    # Netlink beyond routing (sock_diag, uevents, audit, netfilter, ...): kernel surface the
+    # agent has no use for. Any bit set in the protocol counts, upper half included.
+    flt.add_rule(
+        act_errno(errno.EPROTONOSUPPORT),
+        "socket",
+        Arg(0, Compare.MASKED_EQ, _INT_MASK, filter_marks.AF_NETLINK),
+        Arg(2, Compare.NE, filter_marks.NETLINK_ROUTE),
+    )
+    for number in (_SYS_SOCKET, _SYS_SOCKETPAIR):
+        flt.add_rule(no_family, "socketcall", Arg(0, Compare.MASKED_EQ, _INT_MASK, number))
 
 
 def install_agent_filter() -> None:

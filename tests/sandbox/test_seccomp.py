@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -88,3 +89,74 @@ def test_check_seccomp_needs_mode_2_and_eperm() -> None:
     assert not isolation.check_seccomp({"Seccomp": "2"}, lambda: 0).ok
     assert not isolation.check_seccomp({"Seccomp": "0"}, lambda: 1).ok
     assert not isolation.check_seccomp({}, lambda: 1).ok
+
+
+FAMILY_PROBE = """
+import errno, json, socket
+AF_BLUETOOTH, AF_PACKET, AF_VSOCK, AF_NETLINK = 31, 17, 40, 16
+NETLINK_ROUTE, NETLINK_SOCK_DIAG, NETLINK_KOBJECT_UEVENT = 0, 4, 15
+def try_(family, kind, proto=0, listen=False):
+    try:
+        s = socket.socket(family, kind, proto)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    try:
+        if listen:  # a vsock listener is reachable from the hypervisor: out of the netns
+            s.bind((socket.VMADDR_CID_ANY, 0xFFFFFFFF)); s.listen()
+        return "ok"
+    except OSError as e:
+        return "created, " + errno.errorcode[e.errno]
+    finally:
+        s.close()
+print(json.dumps({
+    "vsock": try_(AF_VSOCK, socket.SOCK_STREAM, listen=True),
+    "vsock_dgram": try_(AF_VSOCK, socket.SOCK_DGRAM),
+    "packet": try_(AF_PACKET, socket.SOCK_DGRAM),
+    "bluetooth": try_(AF_BLUETOOTH, socket.SOCK_STREAM),
+    "netlink_diag": try_(AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG),
+    "netlink_uevent": try_(AF_NETLINK, socket.SOCK_RAW, NETLINK_KOBJECT_UEVENT),
+    "netlink_route": try_(AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE),
+    "inet": try_(socket.AF_INET, socket.SOCK_STREAM),
+    "inet6": try_(socket.AF_INET6, socket.SOCK_STREAM),
+    "unix": try_(socket.AF_UNIX, socket.SOCK_STREAM),
+}))
+"""
+
+# socket(2) through the raw syscall with the family's upper 32 bits set: the kernel reads an
+# int, so a filter comparing all 64 bits would let AF_VSOCK through.
+RAW_VSOCK = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+fd = libc.syscall(ctypes.c_long(41), ctypes.c_long(40 | 1 << 32), ctypes.c_long(1), ctypes.c_long(0))
+print("ok" if fd >= 0 else errno.errorcode[ctypes.get_errno()])
+"""
+
+
+def test_agent_cannot_open_vsock_or_other_unneeded_families() -> None:
+    """Item 8: vsock is not confined by network namespaces (this host has /dev/vsock); the
+    agent needs only unix, inet, inet6 and netlink's route protocol."""
+    result = run_fake(PY, "-c", FAMILY_PROBE)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    allowed = {k: report.pop(k) for k in ("netlink_route", "inet", "inet6", "unix")}
+    assert allowed == dict.fromkeys(allowed, "ok")
+    assert report == {"vsock": "EAFNOSUPPORT", "vsock_dgram": "EAFNOSUPPORT",
+                      "packet": "EAFNOSUPPORT", "bluetooth": "EAFNOSUPPORT",
+                      "netlink_diag": "EPROTONOSUPPORT", "netlink_uevent": "EPROTONOSUPPORT"}
+    if os.uname().machine == "x86_64":
+        result = run_fake(PY, "-c", RAW_VSOCK)
+        assert result.stdout.strip() == "EAFNOSUPPORT", result.stdout + result.stderr
+
+
+def test_control_vsock_opens_without_the_filter() -> None:
+    """Negative control: unfiltered, the same unprivileged user opens and binds vsock here."""
+    if not os.path.exists("/dev/vsock"):
+        pytest.skip("no vsock on this host")
+    result = subprocess.run(
+        [PY, "-c", FAMILY_PROBE], capture_output=True, text=True, timeout=30, cwd=str(REPO),
+        user=65534, group=65534, extra_groups=[],
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["vsock"] == "ok" and report["netlink_diag"] == "ok", report
