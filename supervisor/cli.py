@@ -303,8 +303,9 @@ def check_isolation(
 
     Run it as the agent (e.g. `openshell-supervisor run -- openshell-supervisor
     check-isolation`). Checks the environment, the Workload API socket (by path and through
-    /proc/*/root), capabilities, no_new_privs, uid, interfaces, direct connections, the
-    proxy, and visible processes. Exits 0 when every check passes, 1 otherwise.
+    /proc/*/root), capabilities, no_new_privs, the agent's own seccomp filter, uid,
+    interfaces, socket families (vsock...), direct connections, the proxy, and visible
+    processes. Exits 0 when every check passes, 1 otherwise.
     """
     from supervisor.sandbox.isolation import check_isolation_command
 

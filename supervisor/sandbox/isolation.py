@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
+from supervisor.sandbox import filter_marks
 from supervisor.settings import SetupError
 
 BUILTIN_SOCKETS = (
@@ -164,20 +165,70 @@ def check_no_new_privs(status: Mapping[str, str]) -> Check:
     return Check("no-new-privs", value == "1", f"NoNewPrivs={value}")
 
 
-def _unshare_nothing() -> int:
-    """errno of unshare(0) (0 = it ran): a no-op call that the agent filter refuses."""
+@dataclass(frozen=True)
+class FilterProbe:
+    """errnos (0 = the call ran) of unshare(0), a no-op the agent filter refuses with EPERM,
+    and of the agent filter's marker prctl (supervisor.sandbox.filter_marks)."""
+
+    unshare: int
+    mark: int
+
+
+def _probe_filter() -> FilterProbe:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    return 0 if libc.unshare(0) == 0 else ctypes.get_errno()
+    unshare = 0 if libc.unshare(0) == 0 else ctypes.get_errno()
+    ran = libc.prctl(ctypes.c_int(filter_marks.MARK_PRCTL_OPTION), ctypes.c_ulong(0),
+                     ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+    return FilterProbe(unshare=unshare, mark=0 if ran == 0 else ctypes.get_errno())
 
 
-def check_seccomp(status: Mapping[str, str], probe: Callable[[], int] = _unshare_nothing) -> Check:
+def check_seccomp(
+    status: Mapping[str, str], probe: Callable[[], FilterProbe] = _probe_filter
+) -> Check:
+    """The agent filter itself is in force: any filter refusing unshare (a container
+    runtime's default profile does) is not enough; its marker must answer."""
     mode = status.get("Seccomp", "?")
-    err = probe()
+    found = probe()
+    marked = found.mark == filter_marks.MARK_ERRNO
+    err = found.unshare
     outcome = "refused (EPERM)" if err == errno.EPERM else (os.strerror(err) if err else "ran")
-    detail = f"Seccomp={mode}, unshare(0) {outcome}"
-    return Check("seccomp", mode == "2" and err == errno.EPERM, detail)
+    which = "the agent filter (its mark answers)" if marked else (
+        "not the agent filter (its mark is missing)"
+    )
+    detail = f"Seccomp={mode}, {which}, unshare(0) {outcome}"
+    return Check("seccomp", mode == "2" and marked and err == errno.EPERM, detail)
+
+
+# Families the agent must not open (name, family, type, protocol): vsock reaches the
+# hypervisor whatever the network namespace; the others are kernel surface it never needs.
+FAMILY_PROBES = (
+    ("vsock", 40, socket.SOCK_STREAM, 0),
+    ("packet", 17, socket.SOCK_DGRAM, 0),
+    ("bluetooth", 31, socket.SOCK_STREAM, 0),
+    ("netlink sock_diag", 16, socket.SOCK_RAW, 4),
+    ("netlink uevent", 16, socket.SOCK_RAW, 15),
+)
+
+
+def _opens(family: int, kind: int, proto: int) -> bool:
+    try:
+        socket.socket(family, kind, proto).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_socket_families(
+    opens: Callable[[int, int, int], bool] = _opens,
+) -> Check:
+    """Sockets of unneeded address families cannot be created (no traffic is sent)."""
+    opened = [name for name, family, kind, proto in FAMILY_PROBES if opens(family, kind, proto)]
+    if opened:
+        return Check("socket-families", False, f"could open: {', '.join(opened)}")
+    names = ", ".join(name for name, *_ in FAMILY_PROBES)
+    return Check("socket-families", True, f"cannot open {names}")
 
 
 def check_not_root(status: Mapping[str, str]) -> Check:
@@ -282,6 +333,19 @@ def _proxy_address(env: Mapping[str, str]) -> tuple[str, int] | None:
     return match.group(1).strip("[]"), int(match.group(2))
 
 
+def _is_proxy(address: str, port: int, proxy: tuple[str, int] | None) -> bool:
+    """Exactly the proxy's address and port: another listener on the same port (on
+    127.0.0.2, or on all addresses) is somebody else's."""
+    if proxy is None or port != proxy[1]:
+        return False
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address) == ipaddress.ip_address(proxy[0])
+    except ValueError:
+        return False
+
+
 def check_loopback_listeners(env: Mapping[str, str], proc: str = "/proc") -> Check:
     """No listener of this network namespace may exist outside the sandbox but the proxy.
 
@@ -294,7 +358,7 @@ def check_loopback_listeners(env: Mapping[str, str], proc: str = "/proc") -> Che
     outside = [
         f"{address}:{port}"
         for address, port, inode in _listeners(proc)
-        if inode not in own and not (proxy is not None and port == proxy[1])
+        if inode not in own and not _is_proxy(address, port, proxy)
     ]
     if outside:
         return Check(
@@ -472,6 +536,7 @@ def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list
             checks.append(func())
         except OSError as exc:
             checks.append(Check(name, False, str(exc)))
+    checks.append(check_socket_families())
     checks.append(check_loopback_listeners(env))
     checks += [check_expect_blocked(spec) for spec in expect_blocked]
     checks.append(check_proxy(env))

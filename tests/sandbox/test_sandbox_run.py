@@ -75,6 +75,7 @@ def test_probe_inside_sandbox_passes_every_check(
     checks = _checks(result.stdout)
     expected = {"environment", "workload-api-socket", "proc-environ", "capabilities",
                 "no-new-privs", "seccomp", "not-root", "interfaces", "processes", "direct-loopback",
+                "socket-families",
                 f"blocked 127.0.0.1:{port}", "proxy"}
     assert expected <= set(checks)
     assert all(c["ok"] for c in checks.values())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.sandbox import isolation, libseccomp, seccomp
+from supervisor.sandbox import filter_marks, isolation, libseccomp, seccomp
 
 from .conftest import PY, REPO, run_fake
 
@@ -84,11 +84,14 @@ def test_filter_builds_with_every_rule() -> None:
         flt.load()
 
 
-def test_check_seccomp_needs_mode_2_and_eperm() -> None:
-    assert isolation.check_seccomp({"Seccomp": "2"}, lambda: 1).ok
-    assert not isolation.check_seccomp({"Seccomp": "2"}, lambda: 0).ok
-    assert not isolation.check_seccomp({"Seccomp": "0"}, lambda: 1).ok
-    assert not isolation.check_seccomp({}, lambda: 1).ok
+def test_check_seccomp_needs_mode_2_the_mark_and_eperm() -> None:
+    mark = filter_marks.MARK_ERRNO
+    probe = isolation.FilterProbe
+    assert isolation.check_seccomp({"Seccomp": "2"}, lambda: probe(1, mark)).ok
+    assert not isolation.check_seccomp({"Seccomp": "2"}, lambda: probe(1, 22)).ok  # EINVAL
+    assert not isolation.check_seccomp({"Seccomp": "2"}, lambda: probe(0, mark)).ok
+    assert not isolation.check_seccomp({"Seccomp": "0"}, lambda: probe(1, mark)).ok
+    assert not isolation.check_seccomp({}, lambda: probe(1, mark)).ok
 
 
 FAMILY_PROBE = """

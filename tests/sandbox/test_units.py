@@ -134,6 +134,12 @@ def test_listeners_parsed_and_proxy_excluded(tmp_path: Path) -> None:
     assert isolation._listeners(proc) == [("127.0.0.1", 3128, "111"), ("0.0.0.0", 22, "222")]
     check = isolation.check_loopback_listeners({"HTTP_PROXY": "http://127.0.0.1:3128"}, proc)
     assert not check.ok and "0.0.0.0:22" in check.detail and "3128" not in check.detail
+    # Only the proxy's exact address is exempt: the same port elsewhere is somebody else's.
+    check = isolation.check_loopback_listeners({"HTTP_PROXY": "http://127.0.0.2:3128"}, proc)
+    assert "127.0.0.1:3128" in check.detail
+    assert not isolation._is_proxy("0.0.0.0", 3128, ("127.0.0.1", 3128))
+    assert not isolation._is_proxy("x", 3128, ("127.0.0.1", 3128))
+    assert isolation._is_proxy("::1", 3128, ("::1", 3128))
 
 def _fake_sys(root: Path, *names: str) -> str:
     for name in names:
