@@ -9,6 +9,7 @@ step that does not work, or a socket still visible afterwards, is a SetupError.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 
@@ -48,9 +49,52 @@ def _verify_hidden(socket: SocketPath) -> None:
         raise SetupError(STEP, f"tmpfs on {socket.directory} is not read-only")
 
 
+def _make_root_private() -> None:
+    """Nothing we mount may propagate back to the host's view, and nothing mounted there
+    later may appear here."""
+    try:
+        linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE, None)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            raise SetupError(
+                STEP,
+                "cannot make / private (EINVAL): / is not a mount point, as under a chroot "
+                "into a plain directory; run the supervisor in a container (pivot_root)",
+            ) from exc
+        raise
+
+
+def _root_identity() -> tuple[int, int, int]:
+    """(device, inode, mount id) of this thread's root directory. The mount id tells a
+    chroot into a bind mount of '/' (same device and inode) from the real root."""
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        with open(f"/proc/thread-self/fdinfo/{fd}", encoding="ascii") as f:
+            mnt_id = next((int(ln.split()[1]) for ln in f if ln.startswith("mnt_id:")), -1)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino, mnt_id
+
+
+def _require_namespace_root(before: tuple[int, int, int]) -> None:
+    """Called on the thread right after setns(): the kernel has just reset its root to the
+    namespace's root. If that differs from the root the process had, the supervisor runs
+    under chroot, and the sandbox's child (which setns()es too) would hand the agent the
+    namespace's real root, outside the chroot."""
+    if _root_identity() != before:
+        raise SetupError(
+            STEP,
+            "the supervisor's root directory is not its mount namespace's root (started "
+            "under chroot?): entering the agent's namespace would put the agent outside the "
+            "chroot; run the supervisor in a container (pivot_root) instead",
+        )
+
+
 def _build(socket: SocketPath | None) -> MountNamespace:
     original = os.open(_THREAD_MNT_NS, os.O_RDONLY | os.O_CLOEXEC)
     sanitized = -1
+    root_before = _root_identity()
     host_dev = os.stat(socket.directory).st_dev if socket else None
     try:
         try:
@@ -61,9 +105,7 @@ def _build(socket: SocketPath | None) -> MountNamespace:
                 f"unshare(CLONE_NEWNS) failed ({exc.strerror}); run as root with CAP_SYS_ADMIN",
             ) from exc
         try:
-            # Nothing we mount may propagate back to the host's view, and nothing mounted
-            # there later may appear here.
-            linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE, None)
+            _make_root_private()
             if socket is not None:
                 linux.mount("tmpfs", socket.directory, "tmpfs", _TMPFS_FLAGS, _TMPFS_DATA)
             if socket is not None:
@@ -73,6 +115,7 @@ def _build(socket: SocketPath | None) -> MountNamespace:
                 raise SetupError(STEP, "namespace fd still refers to the original namespace")
         finally:
             linux.setns(original, linux.CLONE_NEWNS)
+        _require_namespace_root(root_before)
         # Back in the original namespace the host's view must be untouched.
         if socket is not None and os.stat(socket.directory).st_dev != host_dev:
             raise SetupError(STEP, f"tmpfs on {socket.directory} leaked into the host namespace")
