@@ -63,3 +63,31 @@ def is_k8s_service_host(host: str, *, allow_wildcards: bool = False) -> bool:
 def cleartext_allowed_host(host: str, *, allow_wildcards: bool = False) -> bool:
     """Hosts where plain HTTP is acceptable: traffic stays on the node or in the cluster."""
     return is_loopback_host(host) or is_k8s_service_host(host, allow_wildcards=allow_wildcards)
+
+
+# What an ``allowed_ips`` entry opens that nobody should open by accident (the metadata
+# address is always refused and warned about on its own).
+_SENSITIVE: tuple[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network], ...] = tuple(
+    (label, ipaddress.ip_network(net))
+    for label, net in (
+        ("loopback", "127.0.0.0/8"),
+        ("private", "10.0.0.0/8"),
+        ("private", "172.16.0.0/12"),
+        ("private", "192.168.0.0/16"),
+        ("link-local", "169.254.0.0/16"),
+        ("loopback", "::1/128"),
+        ("private", "fc00::/7"),
+        ("link-local", "fe80::/10"),
+        ("IPv4-mapped", "::ffff:0:0/96"),  # every IPv4 address, loopback included
+    )
+)
+
+
+def broad_special_ranges(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
+    """The loopback/private/link-local ranges ``net`` opens without being an opt-in to
+    one of them: [] when it lies inside one such range (10.43.0.0/16, 127.0.0.1) or
+    touches none; else each range it overlaps, e.g. ``private (10.0.0.0/8)``."""
+    same = [(label, r) for label, r in _SENSITIVE if r.version == net.version]
+    if any(net.subnet_of(r) for _, r in same):  # type: ignore[arg-type]
+        return []
+    return [f"{label} ({r})" for label, r in same if net.overlaps(r)]

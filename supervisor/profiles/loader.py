@@ -26,6 +26,7 @@ from supervisor.profiles.validation import (
     check_cleartext_bindings,
     check_endpoint_overlaps,
     check_profile,
+    check_skip_tunnels,
 )
 
 MAX_FILE_BYTES = 1 << 20  # a profile is a few KiB; refuse anything absurd
@@ -207,6 +208,7 @@ def _expand_and_check(profiles: list[Profile], sink: Sink) -> tuple[Binding, ...
         for b in expansion.bindings:
             where[b.id] = (profile.source, profile.id, expansion.fields[b.id])
     check_ambiguity(bindings, where, sink)
+    check_skip_tunnels(profiles, bindings, sink)
     check_endpoint_overlaps(profiles, sink)
     bindings.sort(key=lambda b: b.id)
     return tuple(bindings)

@@ -149,6 +149,10 @@ class PolicyTable:
         """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""
         return self._endpoints.covers(normalize_host(host), port)
 
+    def binds(self, host: str, port: int) -> bool:
+        """Does any credential binding (on any path) cover host:port?"""
+        return self._bindings.covers(normalize_host(host), port)
+
     def needs_inspection(self, host: str, port: int) -> bool:
         """Must a CONNECT tunnel to host:port be opened up to decide per request?
 

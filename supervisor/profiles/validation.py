@@ -16,6 +16,7 @@ from supervisor.profiles.diagnostics import Sink
 from supervisor.profiles.hosts import (
     CONTROL_PLANE_PORTS,
     METADATA_ADDRESS,
+    broad_special_ranges,
     cleartext_allowed_host,
     ip_of,
 )
@@ -185,6 +186,15 @@ def _warn_refused_destinations(profile: Profile, where: str, ep: Endpoint, sink:
             profile.source, profile.id, f"{where}.host",
             f"{METADATA_ADDRESS} (cloud metadata) is always refused at run time",
         )
+    for net in ep.allowed_ips:
+        opened = broad_special_ranges(net)
+        if opened:
+            sink.warning(
+                profile.source, profile.id, f"{where}.allowed_ips",
+                f"{net} reaches beyond public space into {', '.join(opened)}: the proxy "
+                "will connect there for this endpoint (allowed_ips is the only opt-in to "
+                "those ranges); list only the ranges you mean",
+            )
     meta = ip_of(METADATA_ADDRESS)
     if any(meta in net for net in ep.allowed_ips):
         sink.warning(
@@ -244,6 +254,34 @@ def check_ambiguity(
                         "same request with equal specificity; make one more specific "
                         "(a longer path or an exact host) or remove one",
                     )
+
+
+def check_skip_tunnels(
+    profiles: Sequence[Profile], bindings: Sequence[Binding], sink: Sink
+) -> None:
+    """A ``tls: skip`` endpoint whose host and port can meet another profile's credential
+    binding → error naming both. A CONNECT is decided once, on the endpoint matching "/":
+    the skip would win for a binding on paths only (or on an equal-specificity tie) and
+    make the credentialed host a raw tunnel, its binding and rules silently gone. (Within
+    one profile ``check_profile`` already refuses a skip beside a token grant.)"""
+    compiled = [(b, parse_host_pattern(b.host)) for b in bindings]
+    for p in profiles:
+        for j, ep in enumerate(p.endpoints):
+            if ep.tls != "skip":
+                continue
+            host = parse_host_pattern(ep.host)
+            hits = [
+                b
+                for b, bhost in compiled
+                if b.profile_id != p.id and b.port in ep.ports and hosts_overlap(host, bhost)
+            ]
+            for b in hits[:3]:  # one line per binding, a few at most
+                sink.error(
+                    p.source, p.id, f"endpoints[{j}].tls",
+                    f"ambiguous: 'tls: skip' on {ep.host} would make a CONNECT to "
+                    f"{b.host}:{b.port} a raw tunnel, bypassing credential binding {b.id} of "
+                    f"profile {b.profile_id!r}; remove 'tls: skip' or narrow its host",
+                )
 
 
 def check_endpoint_overlaps(profiles: Sequence[Profile], sink: Sink) -> None:

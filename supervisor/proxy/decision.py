@@ -12,7 +12,12 @@ from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
 from supervisor.proxy.http1 import echo_method
-from supervisor.proxy.policy import BinaryJudge, RoutePolicy, connect_needs_inspection
+from supervisor.proxy.policy import (
+    BinaryJudge,
+    RoutePolicy,
+    connect_needs_inspection,
+    may_inject,
+)
 
 TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
@@ -116,7 +121,11 @@ def decide_connect(
     if not policy.declares(host, port):
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
     endpoint = policy.match_endpoint(host, port, "/")
-    skip = endpoint is not None and endpoint.tls == "skip"
+    # A 'tls: skip' never turns a credentialed host into a raw tunnel (the loader refuses
+    # such a set too): the binding and the rules of that host would silently be gone.
+    skip = (
+        endpoint is not None and endpoint.tls == "skip" and not may_inject(policy, host, port)
+    )
     if not skip and connect_needs_inspection(policy, host, port):
         if not can_intercept:
             raise ProxyError(

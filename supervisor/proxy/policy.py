@@ -41,6 +41,21 @@ class InspectionHint(Protocol):
     def needs_inspection(self, host: str, port: int) -> bool: ...
 
 
+@runtime_checkable
+class BindingHint(Protocol):
+    """Optional: a table that knows whether any credential binding (any path) covers
+    (host, port). Without it the proxy asks for the binding at "/"."""
+
+    def binds(self, host: str, port: int) -> bool: ...
+
+
+def may_inject(policy: RoutePolicy, host: str, port: int) -> bool:
+    """Could a request through a tunnel to (host, port) get a credential?"""
+    if isinstance(policy, BindingHint):
+        return policy.binds(host, port)
+    return policy.match_binding(host, port, "/") is not None
+
+
 class Interceptor(Protocol):
     def server_context(self, host: str) -> ssl.SSLContext: ...
 

@@ -61,3 +61,36 @@ def test_load_time_rule_implies_run_time_rule(url: str) -> None:
 )  # fmt: skip
 def test_trailing_dot_hosts_agree(url: str) -> None:
     assert check_token_endpoint(url) is not None and not endpoint_allowed(url)
+
+
+_v4_nets = st.builds(
+    lambda a, p: ipaddress.IPv4Network((a, p), strict=False),
+    st.integers(0, 2**32 - 1), st.integers(0, 32),
+)
+_v6_nets = st.builds(
+    lambda a, p: ipaddress.IPv6Network((a, p), strict=False),
+    st.one_of(st.integers(0, 2**128 - 1), st.sampled_from([1, 0xFFFF << 32, 0xFE80 << 112])),
+    st.integers(0, 128),
+)
+_LOOPBACK = (ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"))
+_PUBLIC = (ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("2001:4860::8888"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_v4_nets, _v6_nets))
+def test_broad_allowed_ips_warning(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> None:
+    """Issue 12 item 11: any range that holds loopback AND a public address is flagged;
+    a range inside loopback alone (an explicit opt-in) never is."""
+    from supervisor.profiles.hosts import broad_special_ranges
+
+    opened = broad_special_ranges(net)
+    v = net.version
+    loop = next(a for a in _LOOPBACK if a.version == v)
+    public = next(a for a in _PUBLIC if a.version == v)
+    if loop in net and public in net:
+        assert any(o.startswith("loopback") for o in opened)
+    if v == 4 and net.subnet_of(ipaddress.IPv4Network("127.0.0.0/8")):
+        assert opened == []
+    for item in opened:
+        _, _, text = item.partition(" (")
+        assert net.overlaps(ipaddress.ip_network(text.rstrip(")")))  # type: ignore[arg-type]

@@ -232,3 +232,81 @@ def test_equal_endpoints_with_different_settings_warn(tmp_path: Path) -> None:
     assert endpoint(ps.table, "api.example.com", 443, "/").access == "full"
     same = base(id="c", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
     assert warnings(tmp_path, b, same) == []
+
+
+@pytest.mark.parametrize(
+    ("skip_host", "skip_id", "cred_path"),
+    [
+        ("api.example.com", "a-tunnel", None),  # sorts before 'p': wins the tie at "/"
+        ("api.example.com", "z-tunnel", "/v1/**"),  # credential on paths only: "/" is the skip's
+        ("*.example.com", "z-tunnel", "/v1/**"),
+        ("**.example.com", "a-tunnel", None),
+    ],
+)
+def test_tls_skip_in_another_profile_over_a_credentialed_host_is_an_error(
+    tmp_path: Path, skip_host: str, skip_id: str, cred_path: str | None
+) -> None:
+    """Issue 12 item 9: another profile's host-wide ``tls: skip`` decided the CONNECT
+    (matched at "/") and made a credentialed host a raw tunnel: its binding and rules
+    silently gone. Now an ambiguity error naming both."""
+    cred_ep: dict[str, object] = {"host": "api.example.com", "port": 443}
+    if cred_path is not None:
+        cred_ep["path"] = cred_path
+    creds = base(endpoints=[cred_ep])
+    skipper = base(id=skip_id, credentials=[],
+                   endpoints=[{"host": skip_host, "port": 443, "tls": "skip"}])
+    diags = [d for d in errors(tmp_path, creds, skipper) if "tls: skip" in d.message]
+    assert len(diags) == 1, diags
+    (diag,) = diags
+    assert (diag.profile_id, diag.field) == (skip_id, "endpoints[0].tls")
+    assert f"p/c@api.example.com:443{cred_path or ''}" in diag.message  # the binding, named
+    assert "profile 'p'" in diag.message and "raw tunnel" in diag.message
+
+
+@pytest.mark.parametrize(
+    "skip_ep",
+    [
+        {"host": "other.example.com", "port": 443, "tls": "skip"},
+        {"host": "api.example.com", "port": 8443, "tls": "skip"},
+        {"host": "*.api.example.com", "port": 443, "tls": "skip"},
+    ],
+)
+def test_tls_skip_beside_a_credentialed_host_elsewhere_is_fine(
+    tmp_path: Path, skip_ep: dict[str, object]
+) -> None:
+    load(tmp_path, base(), base(id="tunnel", credentials=[], endpoints=[skip_ep]))
+
+
+@pytest.mark.parametrize(
+    ("nets", "named"),
+    [
+        (["0.0.0.0/0"], ["loopback", "private", "link-local"]),
+        (["::/0"], ["loopback", "private", "link-local", "IPv4-mapped"]),
+        (["0.0.0.0/1"], ["loopback", "private"]),
+        (["10.0.0.0/7"], ["private"]),
+        (["8.8.8.0/24", "160.0.0.0/3"], ["private", "link-local"]),
+    ],
+)
+def test_allowed_ips_wider_than_any_special_range_warns(
+    tmp_path: Path, nets: list[str], named: list[str]
+) -> None:
+    """Issue 12 item 11: 'allowed_ips: [0.0.0.0/0]' silently opened loopback, private and
+    link-local space (the only opt-in to them). Warn at load, naming what it opens."""
+    ep = {"host": "api.example.com", "port": 443, "allowed_ips": nets}
+    diags = [d for d in warnings(tmp_path, base(credentials=[], endpoints=[ep]))
+             if d.field == "endpoints[0].allowed_ips" and "metadata" not in d.message]
+    assert len(diags) == 1, diags
+    for what in named:
+        assert what in diags[0].message
+    assert nets[-1] in diags[0].message
+
+
+@pytest.mark.parametrize(
+    "nets", [["10.43.0.0/16"], ["10.0.0.0/8"], ["127.0.0.1"], ["8.8.8.0/24"], ["fd00::/8"],
+             ["192.168.1.0/24", "::1/128"]],
+)
+def test_allowed_ips_inside_one_range_or_public_does_not_warn(
+    tmp_path: Path, nets: list[str]
+) -> None:
+    ep = {"host": "api.example.com", "port": 443, "allowed_ips": nets}
+    assert warnings(tmp_path, base(credentials=[], endpoints=[ep])) == []
