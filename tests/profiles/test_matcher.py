@@ -199,8 +199,10 @@ def _profiles(eps: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     out = []
     for i, group in enumerate(eps):
         clean = [{k: v for k, v in e.items() if v is not None} for e in group]
-        # Deduplicate within a profile (duplicates are a load error, tested elsewhere).
-        uniq = {repr(sorted(e.items())): e for e in clean}
+        # Deduplicate within a profile (duplicates are a load error, tested elsewhere);
+        # path '/**' is the same as no path to the loader.
+        uniq = {repr(sorted((k, v) for k, v in e.items() if (k, v) != ("path", "/**"))): e
+                for e in clean}
         out.append(base(id=f"p{i}", credentials=[], endpoints=list(uniq.values())))
     return out
 
