@@ -296,22 +296,30 @@ def _upstream_proxy(
     metavar="HOST:PORT",
     help="An address a direct connection to must fail. Repeatable.",
 )
+@click.option(
+    "--expect-landlock",
+    is_flag=True,
+    help="Fail unless Landlock confines this process (run with a filesystem_policy).",
+)
 def check_isolation(
-    as_json: bool, spiffe_socket: str | None, expect_blocked: tuple[str, ...]
+    as_json: bool, spiffe_socket: str | None, expect_blocked: tuple[str, ...],
+    expect_landlock: bool,
 ) -> None:
     """Attack the sandbox from inside and report what holds.
 
     Run it as the agent (e.g. `openshell-supervisor run -- openshell-supervisor
     check-isolation`). Checks the environment, the Workload API socket (by path and through
     /proc/*/root), capabilities, no_new_privs, the agent's own seccomp filter, uid,
-    interfaces, socket families (vsock...), direct connections, the proxy, and visible
-    processes. Exits 0 when every check passes, 1 otherwise.
+    interfaces, socket families (vsock...), direct connections, the proxy, visible
+    processes, and Landlock (ABI, enforced or not). Exits 0 when every check passes, 1
+    otherwise.
     """
     from supervisor.sandbox.isolation import check_isolation_command
 
     sys.exit(
         check_isolation_command(
-            as_json=as_json, spiffe_socket=spiffe_socket, expect_blocked=expect_blocked
+            as_json=as_json, spiffe_socket=spiffe_socket, expect_blocked=expect_blocked,
+            expect_landlock=expect_landlock,
         )
     )
 

@@ -516,7 +516,15 @@ def check_masked_paths(proc: str = "/proc") -> Check:
     )
 
 
-def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list[Check]:
+def check_landlock(expect: bool = False) -> Check:
+    from supervisor.sandbox.landlock_check import landlock_status
+
+    ok, detail = landlock_status(expect)
+    return Check("landlock", ok, detail)
+
+
+def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str],
+               expect_landlock: bool = False) -> list[Check]:
     env = dict(os.environ)
     checks = [check_environment(env), check_workload_socket(spiffe_socket), check_proc_environ()]
     try:
@@ -530,6 +538,7 @@ def run_checks(spiffe_socket: str | None, expect_blocked: Iterable[str]) -> list
         ("interfaces", check_interfaces),
         ("processes", check_processes),
         ("masked-paths", check_masked_paths),
+        ("landlock", lambda: check_landlock(expect_landlock)),
     )
     for name, func in named_checks:
         try:
@@ -557,9 +566,10 @@ def _print_table(checks: list[Check]) -> None:
 
 
 def check_isolation_command(
-    as_json: bool, spiffe_socket: str | None, expect_blocked: Sequence[str]
+    as_json: bool, spiffe_socket: str | None, expect_blocked: Sequence[str],
+    expect_landlock: bool = False,
 ) -> int:
-    checks = run_checks(spiffe_socket, expect_blocked)
+    checks = run_checks(spiffe_socket, expect_blocked, expect_landlock)
     ok = all(c.ok for c in checks)
     if as_json:
         print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}))

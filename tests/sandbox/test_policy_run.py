@@ -109,3 +109,30 @@ def test_explicit_user_wins_over_the_policy(tmp_path: Path) -> None:
     done = run(policy, "id", "-u")
     assert done.returncode == 125
     assert "process.run_as_user: 0 (root) is not allowed" in done.stderr
+
+
+def test_check_isolation_reports_landlock(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"filesystem_policy:\n  read_only: {SYSTEM[:-1]}, /sys, {REPO}, {sys.prefix}]\n"
+        "  read_write: [/dev/null]\n"
+    )
+    argv = (f"{sys.prefix}/bin/openshell-supervisor", "check-isolation", "--json",
+            "--expect-landlock")
+    done = run(policy, *argv)
+    report = json.loads(done.stdout)
+    (landlock,) = [c for c in report["checks"] if c["name"] == "landlock"]
+    assert landlock["ok"], landlock
+    assert landlock["detail"].startswith("ABI ") and "enforced: a write outside read_write " \
+        "refused (/tmp" in landlock["detail"]
+    assert done.returncode == 0, report
+    # Without a filesystem_policy: reported as not enforced, and refused when expected.
+    policy.write_text("version: 1\n")
+    done = run(policy, *argv)
+    (landlock,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "landlock"]
+    assert not landlock["ok"] and "not enforced" in landlock["detail"]
+    assert done.returncode == 1
