@@ -136,3 +136,21 @@ def test_check_isolation_reports_landlock(tmp_path: Path) -> None:
     (landlock,) = [c for c in json.loads(done.stdout)["checks"] if c["name"] == "landlock"]
     assert not landlock["ok"] and "not enforced" in landlock["detail"]
     assert done.returncode == 1
+
+
+def test_ca_bundles_stay_readable_whatever_the_policy_lists(tmp_path: Path) -> None:
+    # An inspected HTTPS endpoint: the per-run CA exists and the agent's variables name it.
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("id: inspected\ncredentials: []\nendpoints:\n"
+                       "  - {host: api.example.com, port: 443, protocol: rest, access: read-only}\n")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f"version: 1\nfilesystem_policy:\n  read_only: {SYSTEM}\n"
+                      "landlock: {compatibility: hard_requirement}\n")
+    done = run(policy, "/bin/sh", "-c",
+               'for v in "$SSL_CERT_FILE" "$NODE_EXTRA_CA_CERTS"; do '
+               'case "$v" in /etc/*|/usr/*|"") echo "unexpected $v"; exit 3;; esac; '
+               'grep -q "BEGIN CERTIFICATE" "$v" && echo readable; done; '
+               'ls "$(dirname "$SSL_CERT_FILE")/.." 2>&1 | grep -q "Permission denied" && echo parent-denied',
+               options=("--profile", str(profile)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["readable", "readable", "parent-denied"]
