@@ -31,6 +31,7 @@ from integration.bench.baselines import (
 from integration.bench.bulk import create_payload, run_bulk
 from integration.bench.certs import BenchPKI, make_pki
 from integration.bench.harness import ROOT, Bench, console
+from integration.bench.identity import binary_identity_cost
 from integration.bench.legs import PAYLOAD_NAME, Endpoints, StreamPorts, bulk_legs, stream_legs
 from integration.bench.nginx import Upstream, nginx_service
 from integration.bench.ours import OurProxy
@@ -196,6 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             run_stream_phase(bench, ep)
             console.rule("connections")
             ours.connection_costs(args.idle_connections, args.first_requests)
+            with bench.component("binary identity"):
+                identity = binary_identity_cost(args.first_requests).summary()
+                bench.report.config["binary_identity"] = identity
+                console.print(
+                    f"binary identity: first request of a cold connection "
+                    f"+{identity['cold_median_ms']:.3f} ms (p95 {identity['cold_p95_ms']:.3f}), "
+                    f"warm +{identity['warm_median_ms']:.4f} ms; first sight of a binary "
+                    f"{identity['first_sight_ms']:.1f} ms once"
+                )
             ours.startup()
     finally:
         bench.cleanup()

@@ -70,22 +70,42 @@ def parse_line(line: str) -> TcpEntry | None:
         return None
 
 
+def _encodings(ip: str) -> list[str]:
+    """The hex forms an address can take in the tables: IPv4 in ``tcp`` and, mapped, in
+    ``tcp6``; IPv6 in ``tcp6``."""
+    addr = ipaddress.ip_address(canonical_ip(ip))
+    forms = [_hex(addr.packed)]
+    if isinstance(addr, ipaddress.IPv4Address):
+        forms.append(_hex(ipaddress.IPv6Address(f"::ffff:{addr}").packed))
+    return forms
+
+
+def _hex(packed: bytes) -> str:
+    if sys.byteorder != "big":
+        packed = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
+    return packed.hex().upper()
+
+
 def find_inode(lines: Iterable[str], local: Address, remote: Address) -> int | None:
     """The inode of the established socket whose own address is ``local`` and whose peer
-    is ``remote`` (for the agent's socket: local = the client, remote = the proxy)."""
-    want_local = (canonical_ip(local[0]), local[1])
-    want_remote = (canonical_ip(remote[0]), remote[1])
+    is ``remote`` (for the agent's socket: local = the client, remote = the proxy).
+
+    A table can hold thousands of lines (a busy host's namespace): each line is first
+    tested for the pair's literal text, and only a hit is parsed."""
+    keys = [f"{lh}:{local[1]:04X} {rh}:{remote[1]:04X}"
+            for lh in _encodings(local[0]) for rh in _encodings(remote[0])
+            if len(lh) == len(rh)]
     for line in lines:
+        if not any(key in line for key in keys):
+            continue
         entry = parse_line(line)
         if (entry is not None and entry.state == ESTABLISHED and entry.inode != 0
-                and entry.local == want_local and entry.remote == want_remote):
+                and entry.local == (canonical_ip(local[0]), local[1])
+                and entry.remote == (canonical_ip(remote[0]), remote[1])):
             return entry.inode
     return None
 
 
 def format_address(ip: str, port: int) -> str:
     """The table's encoding of an address (the inverse of ``parse_address``; for tests)."""
-    packed = ipaddress.ip_address(ip).packed
-    if sys.byteorder != "big":
-        packed = b"".join(packed[i : i + 4][::-1] for i in range(0, len(packed), 4))
-    return f"{packed.hex().upper()}:{port:04X}"
+    return f"{_hex(ipaddress.ip_address(ip).packed)}:{port:04X}"
