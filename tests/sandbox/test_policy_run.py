@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PY, REPO, clean_env
+from .conftest import PY, REPO, SocketServer, clean_env
 
 pytestmark = pytest.mark.privileged
 
@@ -154,3 +154,34 @@ def test_ca_bundles_stay_readable_whatever_the_policy_lists(tmp_path: Path) -> N
                options=("--profile", str(profile)))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["readable", "readable", "parent-denied"]
+
+
+def test_socket_directory_and_supervisor_files_stay_unreachable(
+    tmp_path: Path, dirs: dict[str, Path], workload_socket: SocketServer
+) -> None:
+    """The sandbox adds only the init executable and the CA directory: listing the
+    socket's parent (or the whole tree) reads nothing of the socket, and nothing of the
+    supervisor's package or files is reachable unless the policy lists it."""
+    import supervisor
+
+    package = Path(supervisor.__file__).parent
+    parent = Path(workload_socket.directory).parent
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"filesystem_policy:\n  read_only: {SYSTEM[:-1]}, {parent}]\n"
+        f"  read_write: [/dev/null]\n  include_workdir: true\n"
+    )
+    agent = (
+        f"ls -A {workload_socket.directory} | wc -l; "
+        f"(cat {package}/sandbox/child.py) 2>/dev/null || echo package-denied; "
+        f"(ls {package}/sandbox) 2>/dev/null || echo package-dir-denied; "
+        f"(cat {policy}) 2>/dev/null || echo policy-denied; "
+        f"echo data > {dirs['rw']}/w && echo workdir-writable"
+    )
+    done = run(policy, "/bin/sh", "-c", agent,
+               options=("--spiffe-socket", workload_socket.path, "--workdir", str(dirs["rw"])))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "package-denied", "package-dir-denied", "policy-denied",
+                                   "workdir-writable"]
+    assert workload_socket.connections == []
