@@ -43,9 +43,12 @@ NETWORK_ACTIVITY = 4001
 NETWORK_CATEGORY = 4
 CONFIG_STATE = 5019  # Device Config State Change
 DISCOVERY_CATEGORY = 5
+DETECTION_FINDING = 2004
+FINDINGS_CATEGORY = 2
 
 SEVERITY_INFORMATIONAL = 1
 SEVERITY_MEDIUM = 3
+SEVERITY_HIGH = 4
 ACTION_ALLOWED = 1
 ACTION_DENIED = 2
 STATUS_SUCCESS = 1
@@ -82,6 +85,15 @@ def _clean(value: Any) -> Any:
 
 def _line(event: dict[str, Any]) -> str:
     return json.dumps(_clean(event), separators=(",", ":"), ensure_ascii=True) + "\n"
+
+
+def _redact(path: str) -> str:
+    # A credential placeholder in a path never reaches a log line (ARCHITECTURE.md 9).
+    if "openshell" not in path.lower() and "%" not in path:
+        return path
+    from supervisor.credentials.placeholders import redact
+
+    return redact(path)
 
 
 def strip_query(path: str) -> str:
@@ -300,7 +312,10 @@ class AuditLog:
         )
         event["http_request"] = {
             "http_method": method,
-            "url": {"scheme": scheme, "hostname": host, "port": port, "path": strip_query(path)},
+            "url": {
+                "scheme": scheme, "hostname": host, "port": port,
+                "path": _redact(strip_query(path)),
+            },
         }
         event["dst_endpoint"] = {"hostname": host, "port": port}
         if dst_ip is not None:
@@ -311,6 +326,26 @@ class AuditLog:
             event["status_detail"] = reason
         if binding_id is not None:
             event["unmapped"] = {"binding": binding_id}
+        self.emit(event)
+
+    def detection_finding(self, *, code: str, method: str, host: str, port: int, path: str) -> None:
+        """A static-credential placeholder refused (ARCHITECTURE.md 9): beside the denied HTTP
+        activity, a finding. Never the value, the placeholder, the variable or the query."""
+        if self._fd is None:
+            return
+        event = self._base(
+            DETECTION_FINDING, FINDINGS_CATEGORY, 1, allowed=False, message=code,
+            severity=SEVERITY_HIGH,
+        )
+        event["finding_info"] = {
+            "title": "credential placeholder refused",
+            "uid": code,
+            "types": [code],
+        }
+        event["resources"] = [{"type": "http_request", "name": f"{host}:{port}"}]
+        event["unmapped"] = {
+            "http_method": method, "host": host, "port": port, "path": _redact(strip_query(path)),
+        }
         self.emit(event)
 
     def parse_rejection(self, *, reason: str, status_code: int, peer: str | None = None) -> None:

@@ -205,6 +205,13 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     help="Serve Prometheus metrics at http://HOST:PORT/metrics in the supervisor's network "
     "namespace (never the agent's). Default: off.",
 )
+@click.option(
+    "--credentials-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Values of static-credential variables not in the environment: one file per "
+    "variable (a Kubernetes Secret volume), re-read when it changes. Hidden from the agent.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(
     profiles: tuple[str, ...],
@@ -222,6 +229,7 @@ def run(
     upstream_proxy_auth_file: str | None,
     token_via_proxy: str,
     metrics_address: str | None,
+    credentials_dir: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND as the sandboxed agent (as root; use '--' before COMMAND).
@@ -260,6 +268,7 @@ def run(
             metrics_address=parse_metrics_address(metrics_address) if metrics_address else None,
             policy=os.path.abspath(policy) if policy else None,
             user_from_policy=user_spec is None and policy is not None,
+            credentials_dir=credentials_dir,
         )
         from supervisor.runner import run_supervisor
 

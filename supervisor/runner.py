@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from supervisor import run_inputs
 from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
-from supervisor.sandbox.environment import agent_environment
+from supervisor.sandbox.environment import agent_environment, leaked_secret
 from supervisor.sandbox.fsrules import LandlockPlan
 from supervisor.sandbox.mountns import create_sanitized_mount_namespace
 from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
@@ -250,6 +250,12 @@ class _Supervision:
                 next_poll = time.monotonic() + PROFILE_POLL_SECONDS
                 if _profile_fingerprint(self.settings.config_files) != self.fingerprint:
                     self.reload("profile file changed")
+                refresh = getattr(self.services, "refresh_credentials", None)
+                if refresh is not None:  # a rotated Secret is used by the next request
+                    try:
+                        refresh()
+                    except Exception:
+                        log.exception("re-reading --credentials-dir failed")
 
 
 def _load_initial(loader: ProfileLoader, paths: tuple[str, ...]) -> ProfileSet:
@@ -335,7 +341,8 @@ def run_supervisor(
     if getattr(getattr(loader, "started", None), "filesystem", None) is not None:
         # Landlock is applied before the CA exists: its directory is made now.
         settings = dataclasses.replace(settings, ca_bundle_dir=_make_bundle_dir())
-    mount_ns = create_sanitized_mount_namespace(sock_path)
+    hidden = (settings.credentials_dir,) if settings.credentials_dir else ()
+    mount_ns = create_sanitized_mount_namespace(sock_path, hidden)
     network: AgentNetwork | None = None
     relay = StderrRelay() if stderr_relay.wanted(settings.audit_log) else None
     try:
@@ -380,7 +387,14 @@ def run_supervisor(
             supervision.services = services
             try:
                 try:
-                    env = agent_environment(os.environ, settings.proxy_port, services.extra_env)
+                    withheld: frozenset[str] = getattr(services, "withheld", frozenset())
+                    env = agent_environment(
+                        os.environ, settings.proxy_port, services.extra_env, withheld
+                    )
+                    secrets = getattr(services, "static_secrets", None)
+                    leaked = leaked_secret(env, secrets()) if secrets is not None else None
+                    if leaked is not None:
+                        raise ValueError(f"{leaked} would hand the agent a static credential")
                 except ValueError as exc:
                     _abort_init(init)
                     raise SetupError("environment", str(exc)) from exc

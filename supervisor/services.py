@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from supervisor.audit import AuditLog
+    from supervisor.credentials.store import CredentialStore, State
     from supervisor.grants.provider import TokenProvider
     from supervisor.profiles.matcher import PolicyTable
     from supervisor.profiles.profileset import ProfileSet
@@ -79,6 +80,9 @@ class Services:
         self._ca: SandboxCA | None = None
         self._bundle_dir: str | None = None
         self.extra_env: dict[str, str] = {}
+        # Static credentials (ARCHITECTURE.md 9): built after the init was forked.
+        self._static: CredentialStore | None = None
+        self.withheld: frozenset[str] = frozenset()  # declared variables: never inherited
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -91,6 +95,7 @@ class Services:
             self._audit = AuditLog(settings.audit_log)
         except OSError as err:
             raise SetupError("--audit-log", f"cannot open {settings.audit_log!r}: {err}") from None
+        self._prepare_static(self._profiles_for_event)
         self._prepare_tls(self._profiles_for_event)
         self._thread = threading.Thread(
             target=self._thread_main, args=(listen_sock,), name="proxy-loop", daemon=True
@@ -179,6 +184,33 @@ class Services:
         if callback is not None:
             callback(failure)
 
+    def _prepare_static(self, profiles: ProfileSet) -> None:
+        from supervisor.credentials.from_profiles import static_credentials
+
+        creds = static_credentials(profiles.profiles)
+        if not creds:
+            return
+        from supervisor.credentials.store import CredentialStore, MissingRequired
+
+        try:
+            self._static = CredentialStore(creds, os.environ, self._settings.credentials_dir)
+        except MissingRequired as err:
+            raise SetupError(err.step, err.reason) from None
+        self.withheld = self._static.state.table.variables
+        self.extra_env.update(self._static.agent_variables())
+
+    def static_secrets(self) -> frozenset[str]:
+        """The static credentials' values (the runner checks the agent's environment)."""
+        return self._static.secrets() if self._static is not None else frozenset()
+
+    def refresh_credentials(self) -> None:
+        """Re-read --credentials-dir (Secret rotation); called by the runner's poll."""
+        if self._static is not None and self._settings.credentials_dir:
+            self._static.refresh()
+
+    def _static_state(self) -> State | None:
+        return self._static.state if self._static is not None else None
+
     def _prepare_tls(self, profiles: ProfileSet) -> None:
         from supervisor.proxy.tls_names import hosts_to_intercept
 
@@ -232,6 +264,7 @@ class Services:
             # TLS to an https:// proxy: the same verification as upstreams (--ca-bundle).
             upstream_proxy_tls=upstream_ssl,
             identify=self._identify(),
+            static_credentials=self._static_state if self._static is not None else None,
         )
         await self._server.start()
 
@@ -259,6 +292,10 @@ class Services:
                     ", ".join(uncovered),
                 )
         self._table = profiles.table
+        if self._static is not None:
+            from supervisor.credentials.from_profiles import static_credentials
+
+            self._static.refresh(static_credentials(profiles.profiles))
         provider, loop, server = self._provider, self._loop, self._server
         if provider is not None and loop is not None and self._ready.is_set():
             keep = {b.id for b in profiles.bindings}

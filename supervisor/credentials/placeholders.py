@@ -133,3 +133,11 @@ def first_variable(text: str) -> str | None:
     """The variable named by the first placeholder in ``text`` (tests, diagnostics)."""
     m = _RAW.search(text)
     return m.group(1) if m else None
+
+
+def redact(text: str) -> str:
+    """``text`` with every placeholder (raw or percent-encoded) shown as ``[CREDENTIAL]``,
+    for log lines that carry a path; a bare prefix is redacted too."""
+    if not may_contain(text):
+        return text
+    return _ENCODED.sub("[CREDENTIAL]", text)

@@ -134,6 +134,15 @@ class BindingTable:
             if e.matches(host, port, path):
                 yield e
 
+    def covers(self, host: str, port: int) -> bool:
+        """Is some endpoint with static credentials on host:port (any path)?"""
+        if not self.variables:
+            return False
+        h = normalize_host(host)
+        if (h, port) in self._literal:
+            return True
+        return any(port in e.ports and e.host.matches(h) for e in self._patterns)
+
     def scope(self, host: str, port: int, path: str) -> Scope:
         """The scope of a request; ``path`` without the query."""
         if not self.variables:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from supervisor.credentials.from_profiles import check_static
 from supervisor.profiles.bindings import expand_profile
 from supervisor.profiles.diagnostics import ProfileError, Sink
 from supervisor.profiles.matcher import PolicyTable
@@ -202,6 +203,7 @@ def _expand_and_check(profiles: list[Profile], sink: Sink) -> tuple[Binding, ...
     where: dict[str, tuple[str, str, str]] = {}
     for profile in profiles:
         check_profile(profile, sink)
+        check_static(profile, sink)  # static credentials (ARCHITECTURE.md 9)
         expansion = expand_profile(profile, sink)
         check_cleartext_bindings(profile, expansion.bindings, expansion.fields, sink)
         bindings.extend(expansion.bindings)

@@ -9,6 +9,7 @@ or body) changes the context before ``prepare_upstream_request`` reads it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from supervisor.profiles.model import IPNetwork
@@ -19,12 +20,14 @@ from supervisor.proxy.egress import IPAddress
 from supervisor.proxy.errors import ProxyError
 from supervisor.proxy.http1 import (
     ChunkedDecoder,
+    Headers,
     RequestHead,
     default_port,
     host_header,
     upstream_request_head,
 )
 from supervisor.proxy.upstream import Upstream
+from supervisor.proxy.ws_creds import ClientMessages
 
 
 class Outcome(enum.Enum):
@@ -82,6 +85,14 @@ class Exchange:
     upstream: Upstream | None = None  # pooled connection taken, then the one in use
     addr: IPAddress | None = None  # the checked address to connect to
     credential: tuple[str, str] | None = None  # the one header to inject (name, value)
+    # Static credentials (ARCHITECTURE.md 9): the request as it goes on the wire, with its
+    # placeholders replaced (``req`` stays as the agent sent it: it is what gets logged),
+    # and the SigV4 signer applied to the final head.
+    wire: RequestHead | None = None
+    sign: Callable[[str, str, Headers], Headers] | None = None
+    body_buffered: bool = False  # the whole body is in ``body_start`` (rewritten or signed)
+    substituted: bool = False  # a static credential went into this request
+    ws_messages: ClientMessages | None = None  # parsed client messages once switched
 
     @property
     def close_on_error(self) -> bool:
@@ -109,5 +120,6 @@ def prepare_upstream_request(ex: Exchange) -> bytes:
     """
     t = ex.target
     authority = host_header(t.host, t.port, t.scheme)
-    head = upstream_request_head(ex.req, authority, ex.credential, upgrade=ex.upgrade)
+    req = ex.wire if ex.wire is not None else ex.req
+    head = upstream_request_head(req, authority, ex.credential, upgrade=ex.upgrade, sign=ex.sign)
     return head + ex.body_start if ex.body_start else head

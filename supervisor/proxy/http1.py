@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -397,6 +397,7 @@ def upstream_request_head(
     credential: tuple[str, str] | None,
     *,
     upgrade: str | None = None,
+    sign: Callable[[str, str, Headers], Headers] | None = None,
 ) -> bytes:
     """The head sent upstream for ``req``: Host regenerated from the judged target
     (``authority``, from ``host_header``), hop-by-hop and connection-nominated fields
@@ -425,6 +426,8 @@ def upstream_request_head(
         headers.append(("Transfer-Encoding", "chunked"))
     elif req.content_length is not None:
         headers.append(("Content-Length", str(req.content_length)))
+    if sign is not None:  # SigV4 (static credentials): over the final path, query, headers
+        headers = sign(req.path, req.query, headers)
     return serialize_head(f"{req.method} {req.path}{req.query} HTTP/1.1", headers)
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import resource
 import socket
@@ -38,6 +39,8 @@ from typing import Any, TypedDict
 from supervisor.audit import SEVERITY_MEDIUM, AuditLog
 from supervisor.binaries.identity import ConnectionIdentity
 from supervisor.binaries.judge import ConnectionJudge
+from supervisor.credentials.placeholders import MISMATCH, UNAVAILABLE
+from supervisor.credentials.store import State as StaticState
 from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
 from supervisor.profiles.model import Endpoint
@@ -78,6 +81,7 @@ from supervisor.proxy.http1 import (
 )
 from supervisor.proxy.policy import Interceptor, RoutePolicy
 from supervisor.proxy.slots import DestinationSlots
+from supervisor.proxy.static_creds import prepare as prepare_static
 from supervisor.proxy.upstream import (
     Pool,
     Resolver,
@@ -87,6 +91,8 @@ from supervisor.proxy.upstream import (
     system_resolver,
 )
 from supervisor.proxy.upstream_proxy import UpstreamProxy
+from supervisor.proxy.websocket import close_frame
+from supervisor.proxy.ws_creds import ClientMessages, WsRefused, upstream_close
 
 log = logging.getLogger("supervisor.proxy")
 
@@ -186,8 +192,10 @@ class ProxyServer:
         upstream_proxy: UpstreamProxy | None = None,
         upstream_proxy_tls: ssl.SSLContext | None = None,
         identify: Identify | None = None,
+        static_credentials: Callable[[], StaticState | None] | None = None,
     ) -> None:
         self._sock = listen_sock
+        self._static = static_credentials
         self._policy = policy
         self._tokens = tokens
         self._audit = audit
@@ -476,11 +484,17 @@ class ProxyServer:
                 self._admit(ex)
                 if req.max_forwards == 0:
                     return self._answer_options(ex)
+                await self._substitute_static(ex)
                 await self._read_body_start(ex)
                 await self._hold_slot(ex)
                 await self._checkout(ex)
                 await self._fetch_credential(ex)
             except ProxyError as exc:
+                if exc.code in (MISMATCH, UNAVAILABLE):
+                    t = ex.target
+                    self._audit.detection_finding(
+                        code=exc.code, method=req.method, host=t.host, port=t.port, path=req.path
+                    )
                 self._deny_exchange(ex, exc, close=ex.close_on_error)
                 return Outcome.CLOSE if ex.close_on_error else Outcome.REUSABLE
             except ParseError as exc:  # the start of a chunked body
@@ -527,8 +541,36 @@ class ProxyServer:
         ex.agent.ch.write(_OPTIONS_HERE if keep else _OPTIONS_HERE_CLOSE)
         return Outcome.REUSABLE if keep else Outcome.CLOSE
 
+    async def _substitute_static(self, ex: Exchange) -> None:
+        """Static credentials (ARCHITECTURE.md 9): placeholders the agent sent are replaced
+        for the declaring profiles' endpoints, SigV4 endpoints re-signed; refused otherwise
+        (403 credential_endpoint_mismatch, 500 credential_unavailable), before any upstream
+        byte or connection."""
+        state = self._static() if self._static is not None else None
+        if state is None:
+            return
+        t = ex.target
+        prepared = await prepare_static(
+            state, ex.agent, ex.req, scheme=t.scheme, host=t.host, port=t.port,
+            body_timeout=self.limits.body_timeout, upgrade=ex.upgrade,
+        )
+        if prepared is None:
+            return
+        ex.ws_messages = prepared.ws
+        wire = dataclasses.replace(
+            ex.req, path=prepared.path, query=prepared.query, headers=prepared.headers
+        )
+        if prepared.body is not None:  # read whole: sent with a Content-Length
+            wire = dataclasses.replace(
+                wire, content_length=len(prepared.body), chunked=False, expect_continue=False
+            )
+            ex.body_start, ex.body_buffered = prepared.body, True
+        ex.wire, ex.sign, ex.substituted = wire, prepared.signer, prepared.substituted
+
     async def _read_body_start(self, ex: Exchange) -> None:
         """Validate the start of the body before anything goes upstream."""
+        if ex.body_buffered:
+            return
         req, agent = ex.req, ex.agent
         if req.expect_continue and req.has_body:
             agent.ch.write(_CONTINUE)
@@ -617,11 +659,11 @@ class ProxyServer:
         resp = await self._final_response(ex, up, head)
         if resp.status == 101:
             return await self._switch(ex, up, resp)
-        if ex.credential is not None and self._audit.enabled:
+        if (ex.credential is not None or ex.substituted) and self._audit.enabled:
             self._audit_exchange(
                 ex,
                 allowed=True,
-                message="credential injected",
+                message="credential injected" if ex.credential else "credential substituted",
                 status_code=resp.status,
                 dst_ip=str(up.addr),
             )
@@ -710,7 +752,19 @@ class ProxyServer:
         )
         try:
             ex.agent.ch.write(switch_response_head(resp))
-            await self._relay(ex.agent, up.conn, self.limits.upgraded_idle_timeout)
+            refused = await self._relay(
+                ex.agent, up.conn, self.limits.upgraded_idle_timeout, ex.ws_messages
+            )
+            if refused is not None:  # a placeholder that may not go there: 1008, both ways
+                t = ex.target
+                if refused.code in (MISMATCH, UNAVAILABLE):
+                    self._audit.detection_finding(
+                        code=refused.code, method=ex.req.method, host=t.host, port=t.port,
+                        path=ex.req.path,
+                    )
+                self._audit_exchange(
+                    ex, allowed=False, message=refused.code, reason=sanitize(refused.reason)
+                )
         finally:
             up.close()
         return Outcome.SWITCHED
@@ -762,11 +816,21 @@ class ProxyServer:
         except ProxyError as exc:
             self._deny_connect(agent, exc, host, port)
             return
-        if d.intercept:
+        if d.intercept or self._static_inside(host, port, d.endpoint):
             await self._intercept(agent, host, port)
         else:
             assert d.endpoint is not None
             await self._tunnel(agent, host, port, d.endpoint)
+
+    def _static_inside(self, host: str, port: int, endpoint: Endpoint | None) -> bool:
+        """A tunnel to an inspected endpoint bound to static credentials is opened up: the
+        agent's placeholders can only be replaced in requests the proxy reads."""
+        if self._interceptor is None or endpoint is None or self._static is None:
+            return False
+        if endpoint.protocol is None or endpoint.tls == "skip":
+            return False
+        state = self._static()
+        return state is not None and state.table.covers(host, port)
 
     async def _tunnel(self, agent: Conn, host: str, port: int, endpoint: Endpoint) -> None:
         """A raw byte tunnel; it holds its upstream connection, and a slot, for its life."""
@@ -798,39 +862,52 @@ class ProxyServer:
             up.close()
             self._slots.release((host, port))
 
-    async def _relay(self, agent: Conn, up: Conn, idle: float) -> None:
+    async def _relay(
+        self, agent: Conn, up: Conn, idle: float, messages: ClientMessages | None = None
+    ) -> WsRefused | None:
         """Relay bytes both ways until both directions end or nothing moved for ``idle``
         seconds. Bytes already read on either side go first; a direction whose source
-        ended is half-closed onward (over TLS: close_notify), the other keeps flowing."""
+        ended is half-closed onward (over TLS: close_notify), the other keeps flowing.
+        ``messages``: the agent's WebSocket messages pass through it (static credentials);
+        when it refuses one, both sides get a close frame and the relay ends."""
         loop = asyncio.get_running_loop()
         last = [loop.time()]
         stalled: list[bool] = []  # a side stopped reading for send_timeout: end the tunnel
+        refused: list[WsRefused] = []
 
-        async def pump(src: Conn, dst: Channel) -> None:
+        async def pump(src: Conn, dst: Channel, parse: ClientMessages | None) -> None:
             try:
                 if src.buf:
-                    dst.write(bytes(src.buf))
+                    data = bytes(src.buf)
                     src.buf.clear()
+                    dst.write(parse.feed(data) if parse is not None else data)
                 while True:
                     await dst.drain()
                     data = await src.ch.read(1 << 18)
                     if not data:
                         break
                     last[0] = loop.time()
-                    dst.write(data)
+                    dst.write(parse.feed(data) if parse is not None else data)
             except TimeoutError:
                 stalled.append(True)
+            except WsRefused as exc:
+                refused.append(exc)
+                dst.write(upstream_close(exc.close_code))
+                agent.ch.write(close_frame(exc.close_code, "policy violation"))
+                with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+                    await agent.ch.drain()
+                return
             except (ConnectionError, OSError, ssl.SSLError):
                 pass
             with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
                 dst.write_eof()
 
         tasks = {
-            asyncio.create_task(pump(agent, up.ch)),
-            asyncio.create_task(pump(up, agent.ch)),
+            asyncio.create_task(pump(agent, up.ch, messages)),
+            asyncio.create_task(pump(up, agent.ch, None)),
         }
         try:
-            while tasks:
+            while tasks and not refused:
                 _done, tasks = await asyncio.wait(
                     tasks, timeout=idle / 4, return_when=asyncio.FIRST_COMPLETED
                 )
@@ -840,6 +917,7 @@ class ProxyServer:
         finally:
             for t in tasks:
                 t.cancel()
+        return refused[0] if refused else None
 
     async def _intercept(self, agent: Conn, host: str, port: int) -> None:
         assert self._interceptor is not None

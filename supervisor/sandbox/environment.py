@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 SANDBOX_MARKER = ("OPENSHELL_SANDBOX", "1")
 NO_PROXY_VALUE = "localhost,127.0.0.1,::1"
@@ -17,10 +17,14 @@ def is_forbidden(name: str) -> bool:
 
 
 def agent_environment(
-    inherited: Mapping[str, str], proxy_port: int, extra: Mapping[str, str]
+    inherited: Mapping[str, str],
+    proxy_port: int,
+    extra: Mapping[str, str],
+    withheld: Collection[str] = (),
 ) -> dict[str, str]:
-    """Scrub ``inherited`` and add the proxy, sandbox-marker and ``extra`` (CA) variables."""
-    env = {k: v for k, v in inherited.items() if not is_forbidden(k)}
+    """Scrub ``inherited`` and add the proxy, sandbox-marker and ``extra`` (CA, credential
+    placeholder) variables. ``withheld`` (static-credential variables) is never inherited."""
+    env = {k: v for k, v in inherited.items() if not is_forbidden(k) and k not in withheld}
     proxy = f"http://127.0.0.1:{proxy_port}"
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         env[name] = proxy
@@ -31,3 +35,16 @@ def agent_environment(
         env[name] = value
     env[SANDBOX_MARKER[0]] = SANDBOX_MARKER[1]
     return env
+
+
+def leaked_secret(env: Mapping[str, str], secrets: Collection[str]) -> str | None:
+    """The name of a variable whose value is, or holds, a configured secret (fail closed).
+
+    Equality for every secret; containment too for secrets long enough (16+) not to
+    occur by chance in an ordinary value.
+    """
+    for name, value in env.items():
+        for secret in secrets:
+            if value == secret or (len(secret) >= 16 and secret in value):
+                return name
+    return None

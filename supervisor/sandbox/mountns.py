@@ -91,7 +91,25 @@ def _require_namespace_root(before: tuple[int, int, int]) -> None:
         )
 
 
-def _build(socket: SocketPath | None) -> MountNamespace:
+def _hidden_directory(path: str) -> str:
+    """A directory to shadow (``--credentials-dir``): real path, dedicated, not a shared root."""
+    from supervisor.sandbox.socket_path import SHARED_ROOTS
+
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        raise SetupError("--credentials-dir", f"{path} is not a directory")
+    if real == "/" or real in SHARED_ROOTS:
+        raise SetupError("--credentials-dir", f"{real} is a shared directory; use a dedicated one")
+    return real
+
+
+def _hide(directory: str) -> None:
+    linux.mount("tmpfs", directory, "tmpfs", _TMPFS_FLAGS, _TMPFS_DATA)
+    if os.listdir(directory):
+        raise SetupError(STEP, f"{directory} is not empty after mounting tmpfs")
+
+
+def _build(socket: SocketPath | None, hidden: tuple[str, ...] = ()) -> MountNamespace:
     original = os.open(_THREAD_MNT_NS, os.O_RDONLY | os.O_CLOEXEC)
     sanitized = -1
     root_before = _root_identity()
@@ -110,6 +128,8 @@ def _build(socket: SocketPath | None) -> MountNamespace:
                 linux.mount("tmpfs", socket.directory, "tmpfs", _TMPFS_FLAGS, _TMPFS_DATA)
             if socket is not None:
                 _verify_hidden(socket)
+            for directory in hidden:
+                _hide(directory)
             sanitized = os.open(_THREAD_MNT_NS, os.O_RDONLY | os.O_CLOEXEC)
             if _ns_inode(sanitized) == _ns_inode(original):
                 raise SetupError(STEP, "namespace fd still refers to the original namespace")
@@ -132,6 +152,10 @@ def _build(socket: SocketPath | None) -> MountNamespace:
     return MountNamespace(fd=sanitized, hidden_directory=socket.directory if socket else None)
 
 
-def create_sanitized_mount_namespace(socket: SocketPath | None) -> MountNamespace:
-    """Build the agent's mount namespace; with ``socket``, its directory is hidden."""
-    return run_on_thread("openshell-mountns", lambda: _build(socket))
+def create_sanitized_mount_namespace(
+    socket: SocketPath | None, hidden: tuple[str, ...] = ()
+) -> MountNamespace:
+    """Build the agent's mount namespace; with ``socket``, its directory is hidden, and so
+    is each of ``hidden`` (the static credentials' directory)."""
+    dirs = tuple(_hidden_directory(d) for d in hidden)
+    return run_on_thread("openshell-mountns", lambda: _build(socket, dirs))

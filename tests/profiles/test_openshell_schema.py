@@ -428,7 +428,9 @@ def test_token_grant_endpoint_without_protocol_is_inspected_read_only(tmp_path: 
     a, b = load(tmp_path, doc).profiles[0].endpoints
     assert (a.protocol, a.access, a.inspected) == ("rest", "read-only", True)
     assert (b.protocol, b.access) == ("rest", "full")
+    # A static credential on a raw tunnel needs the explicit opt-in (ARCHITECTURE.md 9).
     static = {"id": "s", "credentials": [{"name": "c", "env_vars": ["S_KEY"]}],
-              "endpoints": [{"host": "a.example.com", "port": 443}]}
+              "endpoints": [{"host": "a.example.com", "port": 443,
+                             "allow_uninspected_credentials": True}]}
     (ep,) = load(tmp_path, static).profiles[0].endpoints
     assert (ep.protocol, ep.access, ep.inspected) == (None, None, False)

@@ -1,0 +1,180 @@
+"""Static credentials in the proxy: substitution and SigV4 signing for one request.
+
+``prepare`` runs after the policy decision and before any upstream connection: it finds
+the request's scope, substitutes placeholders in the target and the headers, buffers and
+rewrites the body where the endpoint allows it, and returns a signer for SigV4 endpoints
+that is applied to the final upstream headers. A refusal is a ``ProxyError`` with
+OpenShell's codes; nothing has been sent upstream at that point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.credentials import rewrite
+from supervisor.credentials.placeholders import CredentialRefused, Resolver
+from supervisor.credentials.scope import AWS_KEY_ID, AWS_SECRET, AWS_SESSION, Scope
+from supervisor.credentials.store import State
+from supervisor.proxy import errors
+from supervisor.proxy.channel import Conn
+from supervisor.proxy.egress import cleartext_injection_allowed
+from supervisor.proxy.errors import ProxyError
+from supervisor.proxy.http1 import ChunkedDecoder, Headers, ParseError, RequestHead
+from supervisor.proxy.ws_creds import ClientMessages, strip_extensions
+
+Signer = Callable[[str, str, Headers], Headers]  # (path, query, final headers)
+
+
+@dataclass(slots=True)
+class Prepared:
+    path: str
+    query: str
+    headers: Headers  # the agent's headers, rewritten (hop-by-hop still to be removed)
+    body: bytes | None  # the whole body when it was buffered, else None (stream it)
+    signer: Signer | None
+    substituted: bool
+    ws: ClientMessages | None = None  # client messages of a WebSocket it switches to
+
+
+def refused(exc: CredentialRefused) -> ProxyError:
+    return ProxyError(exc.code, exc.detail, status=exc.status)
+
+
+def _header(headers: Headers, name: str) -> str | None:
+    return next((v for n, v in headers if n.lower() == name), None)
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def read_body(agent: Conn, req: RequestHead, limit: int, timeout: float) -> bytes:
+    """The whole request body (de-chunked), refused with 413 beyond ``limit``."""
+    too_large = ProxyError(
+        errors.BAD_REQUEST, f"request body over the {limit // 1024} KiB rewrite limit",
+        status=413,
+    )
+    if not req.chunked and (req.content_length or 0) > limit:
+        raise too_large  # refused before the agent is invited to send it
+    if req.expect_continue and req.has_body:
+        agent.ch.write(_CONTINUE)
+    if not req.chunked:
+        n = req.content_length or 0
+        async with asyncio.timeout(timeout):
+            while len(agent.buf) < n:
+                if not await agent.fill():
+                    raise ProxyError(errors.BAD_REQUEST, "body ended early")
+        return agent.take(n)
+    dec = ChunkedDecoder()
+    out = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                out += b"".join(dec.feed(bytes(agent.buf)))
+                agent.buf.clear()
+                if len(out) > limit:
+                    raise too_large
+                if dec.done:
+                    agent.buf += dec.leftover
+                    return bytes(out)
+                if not await agent.fill():
+                    raise ProxyError(errors.BAD_REQUEST, "body ended early")
+    except ParseError as exc:
+        raise ProxyError(errors.BAD_REQUEST, exc.reason) from None
+
+
+async def prepare(
+    state: State,
+    agent: Conn,
+    req: RequestHead,
+    *,
+    scheme: str,
+    host: str,
+    port: int,
+    body_timeout: float,
+    upgrade: str | None = None,
+) -> Prepared | None:
+    """``None`` when the request has nothing to do with static credentials."""
+    scope: Scope = state.table.scope(host, port, req.path)
+    signing = scope.signing
+    headers: Headers = list(req.headers)
+    if signing is not None:
+        # The agent's SDK signed with placeholder keys: those headers are replaced.
+        from supervisor.credentials.sigv4 import DROPPED
+
+        headers = [(n, v) for n, v in headers if n.lower() not in DROPPED]
+    wants_body = scope.body_rewrite and req.has_body
+    resolver = Resolver(state.values, scope.variables)
+    ws = None
+    if upgrade is not None and upgrade.lower() == "websocket" and scope.variables:
+        # Messages to a credentialed endpoint are parsed: none may arrive compressed.
+        headers = strip_extensions(headers)
+        ws = ClientMessages(resolver, scope.websocket_rewrite)
+    if signing is None and not wants_body and ws is None and not rewrite.head_has_placeholder(
+        req.path, req.query, headers
+    ):
+        return None
+    try:
+        head = rewrite.head(resolver, req.path, req.query, headers)
+    except CredentialRefused as exc:
+        raise refused(exc) from None
+    substituted = head.replaced > 0
+    body: bytes | None = None
+    signer: Signer | None = None
+    if signing is not None:
+        signer, body = await _sigv4(state, scope, agent, req, head.headers, body_timeout)
+        substituted = True
+    elif wants_body:
+        body = await read_body(agent, req, rewrite.BODY_LIMIT, body_timeout)
+        try:
+            new = rewrite.body(resolver, _header(head.headers, "content-type"), body)
+        except CredentialRefused as exc:
+            raise refused(exc) from None
+        if new is not None:
+            body, substituted = new, True
+    if substituted and scheme != "https" and not cleartext_injection_allowed(host):
+        raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
+    return Prepared(head.path, head.query, head.headers, body, signer, substituted, ws)
+
+
+async def _sigv4(
+    state: State, scope: Scope, agent: Conn, req: RequestHead, headers: Headers, timeout: float
+) -> tuple[Signer, bytes | None]:
+    from supervisor.credentials import sigv4
+
+    assert scope.signing is not None
+    spec = scope.signing
+    values = state.values
+    for var in (AWS_KEY_ID, AWS_SECRET):
+        if var not in values:
+            raise refused(CredentialRefused("credential_unavailable", "AWS signature"))
+        if var not in scope.variables:
+            raise refused(CredentialRefused("credential_endpoint_mismatch", "AWS signature"))
+    session = values.get(AWS_SESSION) if AWS_SESSION in scope.variables else None
+    keys = sigv4.AwsKeys(values[AWS_KEY_ID], values[AWS_SECRET], session)
+    region = spec.region or sigv4.region_from_host(req.host)
+    if region is None:
+        raise ProxyError(errors.POLICY_DENIED, "no signing_region and none in the host name")
+    try:
+        mode = sigv4.payload_mode(
+            spec.mode,
+            _header(list(req.headers), "x-amz-content-sha256"),
+            req.content_length is not None and not req.chunked,
+        )
+    except sigv4.SigningError as exc:
+        raise ProxyError(errors.BAD_REQUEST, str(exc)) from None
+    body: bytes | None = None
+    if mode == "body":
+        body = await read_body(agent, req, sigv4.BODY_LIMIT, timeout) if req.has_body else b""
+    payload_value = sigv4.STREAMING_TRAILER if mode == "trailer" else None
+
+    def sign(path: str, query: str, final: Headers) -> Headers:
+        authority = _header(final, "host") or req.host
+        r = sigv4.Request(req.method, "https", authority, path, query, final)
+        return sigv4.sign(
+            r, payload=body, keys=keys, service=spec.service, region=region,
+            payload_value=payload_value,
+        )
+
+    return sign, body
