@@ -245,7 +245,7 @@ def world() -> Iterator[dict[str, Any]]:
     secret_dir = base / "secret"
     secret_dir.mkdir(mode=0o755)
     (secret_dir / "GITHUB_TOKEN").write_text(GITHUB_V1 + "\n")
-    (secret_dir / "GITHUB_TOKEN").chmod(0o600)
+    (secret_dir / "GITHUB_TOKEN").chmod(0o644)  # a Secret volume's default mode
 
     def github(rec: dict[str, Any]) -> tuple[int, str]:
         if rec["target"] == "/rotation":
@@ -253,7 +253,7 @@ def world() -> Iterator[dict[str, Any]]:
             if auth == f"Bearer {GITHUB_V1}":
                 tmp = secret_dir / ".GITHUB_TOKEN.new"
                 tmp.write_text(GITHUB_V2 + "\n")
-                tmp.chmod(0o600)
+                tmp.chmod(0o644)
                 os.replace(tmp, secret_dir / "GITHUB_TOKEN")  # as kubelet swaps atomically
                 return 200, "first"
             return 200, "second" if auth == f"Bearer {GITHUB_V2}" else "other"
@@ -392,9 +392,16 @@ def test_required_credential_without_value_is_125(world: dict[str, Any]) -> None
 
 
 def test_credentials_dir_is_hidden_from_the_agent(world: dict[str, Any]) -> None:
-    probe = ("import json,os,sys; d=sys.argv[1]; "
-             "print(json.dumps({'entries': os.listdir(d)}))")
+    """An empty, inaccessible tmpfs covers the directory in the agent's mount namespace."""
+    probe = ("import json,os,sys; d=sys.argv[1]; r={}\n"
+             "try: r['entries']=os.listdir(d)\n"
+             "except OSError as e: r['listdir']=e.errno\n"
+             "try: open(os.path.join(d,'GITHUB_TOKEN')).read(); r['read']=True\n"
+             "except OSError as e: r['read']=e.errno\n"
+             "print(json.dumps(r))")
     proc, _ = _run(world, [sys.executable, "-c", probe, str(world["secret_dir"])],
                    {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, **AWS_ENV})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"entries": []}
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen.get("entries", []) == [] and seen["read"] is not True, seen
+    assert GITHUB_V1 not in proc.stdout and GITHUB_V2 not in proc.stdout

@@ -95,8 +95,8 @@ class Services:
             self._audit = AuditLog(settings.audit_log)
         except OSError as err:
             raise SetupError("--audit-log", f"cannot open {settings.audit_log!r}: {err}") from None
-        self._prepare_static(self._profiles_for_event)
         self._prepare_tls(self._profiles_for_event)
+        self._prepare_static(self._profiles_for_event)  # adds to the CA variables
         self._thread = threading.Thread(
             target=self._thread_main, args=(listen_sock,), name="proxy-loop", daemon=True
         )
@@ -228,7 +228,7 @@ class Services:
         self._bundle_dir = self._settings.ca_bundle_dir or tempfile.mkdtemp(prefix="openshell-ca-")
         os.chmod(self._bundle_dir, 0o755)  # noqa: S103 (public certificates only, no keys)
         paths = self._ca.write_bundles(self._bundle_dir)
-        self.extra_env = env_vars(paths)
+        self.extra_env.update(env_vars(paths))
 
     async def _start_async(self, listen_sock: socket.socket) -> None:
         from supervisor.proxy.server import ProxyServer
