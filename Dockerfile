@@ -22,7 +22,7 @@
 # CAP_SYS_ADMIN is granted, and then for every process in the container, including user
 # namespaces for the agent. Use deploy/seccomp/openshell-supervisor.json: the default shape
 # plus mount/umount2/setns/unshare/clone for the supervisor, never CLONE_NEWUSER (setsid,
-# prctl and seccomp, with which the sandbox's init loads the agent's own filter, are in the
+# prctl and seccomp, with which the sandbox's child loads the agent's own filter, are in the
 # default shape). As a last resort, seccomp=unconfined.
 # AppArmor: docker-default (and containerd's default) deny mount(2): run with
 # apparmor=unconfined or a custom profile that allows the tmpfs, proc and sysfs mounts and
