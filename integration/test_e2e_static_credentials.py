@@ -405,3 +405,10 @@ def test_credentials_dir_is_hidden_from_the_agent(world: dict[str, Any]) -> None
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen.get("entries", []) == [] and seen["read"] is not True, seen
     assert GITHUB_V1 not in proc.stdout and GITHUB_V2 not in proc.stdout
+
+
+def test_a_secret_copied_into_another_variable_is_125(world: dict[str, Any]) -> None:
+    proc, _ = _run(world, ["/bin/true"], {"ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+                                         "LEAKY_COPY": ANTHROPIC_KEY, **AWS_ENV})
+    assert proc.returncode == 125, proc.stderr[-2000:]
+    assert "LEAKY_COPY" in proc.stderr and ANTHROPIC_KEY not in proc.stderr
