@@ -12,9 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -225,6 +223,8 @@ class Services:
         except Exception as err:
             raise SetupError("TLS interception", f"cannot create the sandbox CA: {err}") from None
         # Agent-readable trust bundles: a fresh root-owned directory, world-readable files.
+        import tempfile  # only with something to intercept: not on the plain start-up path
+
         self._bundle_dir = self._settings.ca_bundle_dir or tempfile.mkdtemp(prefix="openshell-ca-")
         os.chmod(self._bundle_dir, 0o755)  # noqa: S103 (public certificates only, no keys)
         paths = self._ca.write_bundles(self._bundle_dir)
@@ -324,6 +324,8 @@ class Services:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(_STOP_TIMEOUT)
         if self._bundle_dir is not None:
+            import shutil
+
             shutil.rmtree(self._bundle_dir, ignore_errors=True)
             self._bundle_dir = None
         if self._audit is not None:

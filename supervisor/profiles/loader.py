@@ -7,13 +7,20 @@ carrying every diagnostic found (never a traceback for bad input).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from hashlib import sha256
+else:
+    try:  # the interpreter's own SHA-256: hashlib loads OpenSSL's libcrypto (~2 ms a run)
+        from _sha256 import sha256
+    except ImportError:  # pragma: no cover - builds without it (3.12 renamed it _sha2)
+        from hashlib import sha256
 
 from supervisor.credentials.from_profiles import check_static
 from supervisor.profiles.bindings import expand_profile
@@ -56,7 +63,7 @@ class _StrictLoader(_BaseLoader):  # type: ignore[misc]
 
 def load_profiles(paths: Sequence[str]) -> ProfileSet:
     sink = Sink()
-    digest = hashlib.sha256()
+    digest = sha256()
     return assemble(read_profiles(paths, sink, digest), sink, digest.hexdigest())
 
 
@@ -119,7 +126,7 @@ def _endpoints_with_binaries(profile: Profile) -> Profile:
 
 def fingerprint_files(paths: Sequence[str]) -> str:
     """Same value as ``ProfileSet.fingerprint`` for unchanged files; cheap change check."""
-    digest = hashlib.sha256()
+    digest = sha256()
     for path in paths:
         _digest_file(digest, path, _read(path, Sink()))
     return digest.hexdigest()
