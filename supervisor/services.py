@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from supervisor.grants.provider import TokenProvider
     from supervisor.profiles.matcher import PolicyTable
     from supervisor.profiles.profileset import ProfileSet
+    from supervisor.proxy.ca_cert import CAMaterial
     from supervisor.proxy.interception import SandboxCA
     from supervisor.proxy.server import Identify, ProxyServer
 
@@ -75,7 +76,8 @@ class Services:
         self._server: ProxyServer | None = None
         self._provider: TokenProvider | _NoWorkloadApi | None = None
         self._audit: AuditLog | None = None
-        self._ca: SandboxCA | None = None
+        self._ca: SandboxCA | None = None  # on the proxy thread, from _ca_material
+        self._ca_material: CAMaterial | None = None
         self._bundle_dir: str | None = None
         self.extra_env: dict[str, str] = {}
         # Static credentials (ARCHITECTURE.md 9): built after the init was forked.
@@ -215,11 +217,15 @@ class Services:
         hosts = hosts_to_intercept(profiles.profiles)
         if not hosts:
             return  # no TLS to intercept: cryptography is never imported
-        from supervisor.proxy.interception import SandboxCA
-        from supervisor.proxy.tls_bundles import env_vars
+        # Before the agent runs only its key and certificate are made (cryptography's EC
+        # module, not x509 nor ssl: see ca_cert); the proxy thread makes the SandboxCA.
+        from datetime import UTC, datetime
+
+        from supervisor.proxy.ca_cert import DEFAULT_CA_VALIDITY, make_ca
+        from supervisor.proxy.tls_bundles import env_vars, write_bundles
 
         try:
-            self._ca = SandboxCA.generate(hosts)
+            self._ca_material = make_ca(hosts, datetime.now(UTC), DEFAULT_CA_VALIDITY)
         except Exception as err:
             raise SetupError("TLS interception", f"cannot create the sandbox CA: {err}") from None
         # Agent-readable trust bundles: a fresh root-owned directory, world-readable files.
@@ -227,10 +233,14 @@ class Services:
 
         self._bundle_dir = self._settings.ca_bundle_dir or tempfile.mkdtemp(prefix="openshell-ca-")
         os.chmod(self._bundle_dir, 0o755)  # noqa: S103 (public certificates only, no keys)
-        paths = self._ca.write_bundles(self._bundle_dir)
+        paths = write_bundles(self._bundle_dir, self._ca_material.pem)
         self.extra_env.update(env_vars(paths))
 
     async def _start_async(self, listen_sock: socket.socket) -> None:
+        if self._ca_material is not None:
+            from supervisor.proxy.interception import SandboxCA
+
+            self._ca = SandboxCA.from_material(self._ca_material)
         from supervisor.proxy.server import ProxyServer
         from supervisor.proxy.tls_upstream import build_upstream_context
 
@@ -284,8 +294,9 @@ class Services:
         """Swap in a validated profile set; drop cached tokens of bindings that are gone."""
         from supervisor.proxy.tls_names import hosts_to_intercept
 
-        if self._ca is not None:
-            uncovered = [h for h in hosts_to_intercept(profiles.profiles) if not self._ca.covers(h)]
+        material = self._ca_material
+        if material is not None:
+            uncovered = [h for h in hosts_to_intercept(profiles.profiles) if not material.covers(h)]
             if uncovered:
                 log.warning(
                     "reload: TLS interception for %s needs a restart (outside this run's CA)",

@@ -10,7 +10,6 @@ intercept, so even a leaked key could not impersonate anything else to the agent
 
 from __future__ import annotations
 
-import secrets
 import ssl
 import threading
 from collections import OrderedDict
@@ -23,16 +22,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from supervisor.proxy.ca_cert import CLOCK_SKEW, DEFAULT_CA_VALIDITY, CAMaterial, make_ca
 from supervisor.proxy.tls_bundles import BundlePaths, env_vars, write_bundles
 from supervisor.proxy.tls_memload import load_chain_in_memory
 from supervisor.proxy.tls_names import (
-    NO_DNS_SUBTREE,
     Constraints,
     HostError,
     InterceptionError,
     IPAddress,
-    constraints_for,
-    excluded_ip_networks,
     hosts_to_intercept,
     parse_host,
 )
@@ -49,13 +46,9 @@ __all__ = [
     "hosts_to_intercept",
 ]
 
-# The CA must outlive the run: the agent's trust bundle is fixed at start, so an expired CA
-# breaks every intercepted host until restart. A week covers long agent sessions; the key
-# never leaves memory, so a longer life adds little exposure. Leaves stay short (a day) and
-# are renewed from the cache before they expire.
-DEFAULT_CA_VALIDITY = timedelta(days=7)
+# The CA lives a week (ca_cert.DEFAULT_CA_VALIDITY). Leaves stay short (a day) and are
+# renewed from the cache before they expire.
 DEFAULT_LEAF_VALIDITY = timedelta(hours=24)
-CLOCK_SKEW = timedelta(minutes=5)  # backdating for agent clocks slightly behind ours
 RENEW_MARGIN = timedelta(hours=1)
 DEFAULT_CACHE_SIZE = 256
 ALPN = ["http/1.1"]
@@ -132,47 +125,27 @@ class SandboxCA:
     ) -> SandboxCA:
         """A fresh CA for the given host patterns (exact hosts, ``*``/``**`` patterns, IP
         literals). Raises ``HostError`` for a pattern that is not a host."""
-        constraints = constraints_for(intercept_hosts)
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = clock()
-        name = x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "OpenShell Supervisor"),
-                # A per-run suffix tells runs apart in client error messages.
-                x509.NameAttribute(
-                    NameOID.COMMON_NAME, f"OpenShell sandbox CA {secrets.token_hex(4)}"
-                ),
-            ]
+        material = make_ca(intercept_hosts, clock(), validity)
+        return cls.from_material(
+            material, leaf_validity=leaf_validity, cache_size=cache_size, clock=clock
         )
-        public = key.public_key()
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_key_usage(cert_sign=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False
-            )
-        )
-        if constraints is not None:
-            builder = builder.add_extension(_name_constraints(constraints), critical=True)
-        # else: some pattern fixes no label ('*', '**'), so any name may need a leaf and no
-        # permitted subtree can be written; the CA is then unconstrained (key still memory-only).
-        cert = builder.sign(key, hashes.SHA256())
+
+    @classmethod
+    def from_material(
+        cls,
+        material: CAMaterial,
+        *,
+        leaf_validity: timedelta = DEFAULT_LEAF_VALIDITY,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        clock: Clock = _utcnow,
+    ) -> SandboxCA:
+        """The CA ``ca_cert.make_ca`` made on the start-up path (its certificate parsed
+        here, on the proxy thread, where importing ``cryptography.x509`` costs no one)."""
+        cert = x509.load_der_x509_certificate(material.der)
         return cls(
-            key,
-            cert,
-            constraints,
-            leaf_validity=leaf_validity,
-            cache_size=cache_size,
-            clock=clock,
-        )
+            material.key, cert, material.constraints,
+            leaf_validity=leaf_validity, cache_size=cache_size, clock=clock,
+        )  # fmt: skip
 
     @property
     def ca_certificate(self) -> x509.Certificate:
@@ -305,16 +278,6 @@ def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
-
-
-def _name_constraints(constraints: Constraints) -> x509.NameConstraints:
-    permitted: list[x509.GeneralName] = [x509.DNSName(name) for name in constraints.dns]
-    if not constraints.dns:
-        # Only IP literals are intercepted: permit nothing but the reserved '.invalid'.
-        permitted.append(x509.DNSName(NO_DNS_SUBTREE))
-    permitted.extend(x509.IPAddress(net) for net in constraints.ips)
-    excluded = [x509.IPAddress(net) for net in excluded_ip_networks(constraints.ips)]
-    return x509.NameConstraints(permitted_subtrees=permitted, excluded_subtrees=excluded or None)
 
 
 def _server_context() -> ssl.SSLContext:
