@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 import prctl
 
+from supervisor.sandbox.confine import ConfineError
 from supervisor.sandbox.seccomp import SeccompSetupError, install_agent_filter
 from tests.deploy.seccomp_oci import load_profile, syscall_number
 
@@ -79,11 +80,13 @@ SETUP_STEPS: tuple[str, ...] = (
     "init: mount sysfs",
     "init: remount /sys read-only",
     "init: /sys shows only lo",
+    "init: open the Landlock paths",
     "init: drop bounding set",
     "init: setgroups",
     "init: setresgid",
     "init: setresuid",
     "init: no_new_privs",
+    "init: enforce Landlock",
     "init: load the agent's seccomp filter",
 )
 SIGNAL_STEP = "forward a signal to the agent"
@@ -177,7 +180,7 @@ class _Log:
         except OSError as err:
             self._write({"step": name, "ok": False, "errno": err.errno, "detail": str(err)})
             return False
-        except (CheckFailed, SeccompSetupError) as err:
+        except (CheckFailed, SeccompSetupError, ConfineError) as err:
             self._write({"step": name, "ok": False, "errno": 0, "detail": str(err)})
             return False
         self._write({"step": name, "ok": True, "errno": 0})
@@ -232,8 +235,20 @@ def _no_new_privs() -> None:
         raise CheckFailed("no_new_privs is not set")
 
 
+def _landlock_steps() -> tuple[Callable[[], object], Callable[[], object]]:
+    """confine.py's two steps with a hard_requirement plan: open as root, enforce later."""
+    from supervisor.sandbox import confine
+    from supervisor.sandbox.fsrules import FsPolicy, plan_rules
+
+    prepared: list[confine.Prepared] = []
+    plan = plan_rules(FsPolicy(("/usr", "/proc"), ("/dev/null",), hard_requirement=True), None)
+    return (lambda: prepared.append(confine.prepare(plan)),
+            lambda: confine.enforce(prepared[0]))
+
+
 def _init(log: _Log, sanitized: int, agent_net: int) -> None:
     """PID 1 of the new PID namespace: the sandbox's init (supervisor/sandbox/child.py, then openshell-init)."""
+    open_paths, enforce = _landlock_steps()
     log.steps(
         [
             ("init: setsid", os.setsid),
@@ -244,11 +259,13 @@ def _init(log: _Log, sanitized: int, agent_net: int) -> None:
             ("init: mount sysfs", lambda: mount("sysfs", "/sys", "sysfs", _AGENT_FS, None)),
             ("init: remount /sys read-only", _sys_ro),
             ("init: /sys shows only lo", _sys_shows_only_lo),
+            ("init: open the Landlock paths", open_paths),
             ("init: drop bounding set", _drop_bounding),
             ("init: setgroups", lambda: os.setgroups([])),
             ("init: setresgid", lambda: os.setresgid(AGENT_ID, AGENT_ID, AGENT_ID)),
             ("init: setresuid", lambda: os.setresuid(AGENT_ID, AGENT_ID, AGENT_ID)),
             ("init: no_new_privs", _no_new_privs),
+            ("init: enforce Landlock", enforce),
             ("init: load the agent's seccomp filter", install_agent_filter),
         ]
     )

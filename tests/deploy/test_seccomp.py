@@ -128,6 +128,8 @@ def without(profile: dict[str, Any], names: set[str]) -> dict[str, Any]:
         ({"setsid"}, "init: setsid"),
         ({"seccomp"}, "init: load the agent's seccomp filter"),
         ({"mount"}, "make / private"),
+        ({"landlock_create_ruleset", "landlock_add_rule", "landlock_restrict_self"},
+         "init: open the Landlock paths"),
     ],
 )
 def test_the_probe_needs_what_the_profile_allows(
