@@ -30,7 +30,6 @@ from supervisor import run_inputs
 from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment, leaked_secret
-from supervisor.sandbox.fsrules import LandlockPlan
 from supervisor.sandbox.mountns import create_sanitized_mount_namespace
 from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
 from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
@@ -41,6 +40,7 @@ from supervisor.settings import RunSettings, SetupError
 
 if TYPE_CHECKING:  # imported lazily at run time (start-up cost)
     from supervisor.profiles.profileset import ProfileSet
+    from supervisor.sandbox.fsrules import LandlockPlan
 
 log = logging.getLogger("supervisor.runner")
 

@@ -28,9 +28,9 @@ import json
 import os
 import stat
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from supervisor.sandbox import agentfs, confine, linux
-from supervisor.sandbox.fsrules import LandlockPlan
+from supervisor.sandbox import agentfs, linux
 from supervisor.sandbox.privileges import PrivilegeError, drop_privileges
 from supervisor.sandbox.protocol import (
     EXIT_NOT_FOUND,
@@ -43,6 +43,9 @@ from supervisor.sandbox.protocol import (
 )
 from supervisor.sandbox.seccomp import SeccompSetupError, install_agent_filter
 
+if TYPE_CHECKING:  # Landlock's modules load only for a run with a filesystem_policy
+    from supervisor.sandbox.confine import Prepared
+    from supervisor.sandbox.fsrules import LandlockPlan
 
 @dataclass(frozen=True)
 class InitSpec:
@@ -217,18 +220,22 @@ def _warn(message: str) -> None:
         os.write(2, f"openshell-supervisor: warning: {message}\n".encode())
 
 
-def _prepare_landlock(plan: LandlockPlan | None) -> confine.Prepared | None:
+def _prepare_landlock(plan: LandlockPlan | None) -> Prepared | None:
     if plan is None:
         return None
+    from supervisor.sandbox import confine
+
     try:
         return confine.prepare(plan, warn=_warn)
     except confine.ConfineError as exc:
         raise _SetupFailure(exc.step, exc.reason) from exc
 
 
-def _enforce_landlock(prepared: confine.Prepared | None) -> None:
+def _enforce_landlock(prepared: Prepared | None) -> None:
     if prepared is None:
         return
+    from supervisor.sandbox import confine
+
     try:
         confine.enforce(prepared)
     except confine.ConfineError as exc:
