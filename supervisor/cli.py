@@ -152,7 +152,9 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--audit-log",
     metavar="PATH",
-    help="Write OCSF JSON-lines audit events here ('-' = stderr).",
+    help="Write OCSF JSON-lines audit events here ('-' = stderr; the agent's own stderr is "
+    "then relayed with the prefix 'agent: ' unless stderr is a terminal). Rate-limited: "
+    "events over 50/s (burst 500) are summarized with counts.",
 )
 @click.option(
     "--workdir",
