@@ -2,8 +2,9 @@
 
 At start every path option is made absolute against the directory ``run`` was started in,
 and the supervisor then moves to ``/``: nothing it reads later resolves against a working
-directory the agent may own (the image's ``/workspace``). Profiles are checked with
-``trusted_files`` at start and before every reload; the ``--ca-bundle`` is checked and read
+directory the agent may own (the image's ``/workspace``). Profiles and the sandbox policy
+are checked with ``trusted_files`` at start and before every reload, the credentials
+directory at start; the ``--ca-bundle`` is checked and read
 once, before the agent starts, into a sealed in-memory file that the TLS code opens by a
 ``/proc/self/fd`` path no other process can reach.
 """
@@ -21,7 +22,7 @@ from supervisor.settings import RunSettings, SetupError
 CA_BUNDLE_LIMIT = 16 << 20
 _PEM_MARKER = b"-----BEGIN CERTIFICATE-----"
 # Paths in RunSettings that name files or directories (``audit_log`` '-' is stderr).
-_PATH_FIELDS = ("ca_bundle", "audit_log", "workdir")
+_PATH_FIELDS = ("ca_bundle", "audit_log", "workdir", "policy", "credentials_dir")
 
 
 def current_directory() -> str | None:
@@ -50,13 +51,28 @@ def absolute_settings(settings: RunSettings, cwd: str | None) -> RunSettings:
     return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
 
 
-def check_profiles(paths: tuple[str, ...]) -> None:
-    """Raise SetupError('--profile', ...) naming the first profile file that is not safe."""
-    for path in paths:
+def check_config_files(settings: RunSettings) -> None:
+    """Raise SetupError naming the option and the first file that is not safe to read:
+    the profiles and the sandbox policy, both re-read on every change."""
+    named = [("--profile", p) for p in settings.profiles]
+    if settings.policy is not None:
+        named.append(("--policy", settings.policy))
+    for option, path in named:
         try:
             trusted_files.check_file(path)
         except trusted_files.UntrustedPathError as exc:
-            raise SetupError("--profile", str(exc)) from None
+            raise SetupError(option, str(exc)) from None
+
+
+def check_credentials_dir(settings: RunSettings) -> None:
+    """The directory of static-credential files: nobody but root may add, remove or swap
+    its entries (each file's own owner and mode are the credential store's to check)."""
+    if settings.credentials_dir is None:
+        return
+    try:
+        trusted_files.check_directory(settings.credentials_dir)
+    except trusted_files.UntrustedPathError as exc:
+        raise SetupError("--credentials-dir", str(exc)) from None
 
 
 def _sealed_copy(data: bytes) -> int:
@@ -103,6 +119,7 @@ def prepare(settings: RunSettings) -> tuple[RunSettings, str]:
     cwd = current_directory()
     settings = absolute_settings(settings, cwd)
     os.chdir("/")
-    check_profiles(settings.profiles)
+    check_config_files(settings)
+    check_credentials_dir(settings)
     settings = load_ca_bundle(settings)
     return settings, cwd or "/"

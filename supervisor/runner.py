@@ -109,8 +109,8 @@ def _make_loader(settings: RunSettings) -> ProfileLoader:
     return PolicyConfig(settings.policy)
 
 
-def _landlock_plan(settings: RunSettings, loader: ProfileLoader,
-                   sock_path: SocketPath | None, init_path: str) -> LandlockPlan | None:
+def _landlock_plan(settings: RunSettings, loader: ProfileLoader, sock_path: SocketPath | None,
+                   init_path: str, started_in: str) -> LandlockPlan | None:
     """The Landlock plan of the policy's static part (None: no filesystem_policy)."""
     policy = getattr(loader, "started", None)
     if policy is None or policy.filesystem is None:
@@ -118,7 +118,7 @@ def _landlock_plan(settings: RunSettings, loader: ProfileLoader,
     from supervisor.sandbox.fsrules import plan_rules
 
     return plan_rules(  # its warnings are printed by the child that applies it
-        policy.filesystem, settings.workdir or os.getcwd(),
+        policy.filesystem, settings.workdir or started_in,  # run works from / itself
         own_exec=[init_path],  # static: nothing else to load
         own_read=[settings.ca_bundle_dir] if settings.ca_bundle_dir else [],
         hidden=[sock_path.directory] if sock_path else [],
@@ -196,7 +196,7 @@ class _Supervision:
         try:
             # The same check as at start: a file or directory that became writable by
             # someone other than root since then is not read (ARCHITECTURE.md S11).
-            run_inputs.check_profiles(self.settings.profiles)
+            run_inputs.check_config_files(self.settings)
         except SetupError as exc:
             log.warning("profile reload (%s) refused, keeping the current set: %s", why, exc.reason)
             return
@@ -325,14 +325,14 @@ def run_supervisor(
 ) -> int:
     """Run the agent in the sandbox; return the exit code of ``run`` (ARCHITECTURE.md 2)."""
     starter = start_services or _default_starter
-    loader = load_profiles or _make_loader(settings)
     if not settings.command:
         raise SetupError("COMMAND", "no command given")
     try:
         linux.set_dumpable(False)
     except OSError as exc:
         raise SetupError("prctl", f"cannot make the supervisor non-dumpable: {exc}") from exc
-    settings, started_in = run_inputs.prepare(settings)
+    settings, started_in = run_inputs.prepare(settings)  # absolute paths, then cwd '/'
+    loader = load_profiles or _make_loader(settings)
     profiles = _load_initial(loader, settings.profiles)
     settings = _apply_policy_identity(settings, loader)
     sock_path: SocketPath | None = None
@@ -360,7 +360,7 @@ def run_supervisor(
             mount_ns_fd=mount_ns.fd,
             net_ns_fd=network.ns_fd,
             init_path=init_path,
-            landlock=_landlock_plan(settings, loader, sock_path, init_path),
+            landlock=_landlock_plan(settings, loader, sock_path, init_path, started_in),
             stderr_fd=relay.agent_fd if relay is not None else None,
         )
         # Blocked across fork so a signal arriving now is forwarded once handlers exist.

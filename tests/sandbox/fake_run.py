@@ -99,6 +99,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=3128)
     parser.add_argument("--workdir")
     parser.add_argument("--ca-bundle")
+    parser.add_argument("--credentials-dir")
     parser.add_argument("--extra", action="append", default=[], help="NAME=VALUE for extra_env")
     parser.add_argument("--break-seccomp", action="store_true",
                         help="make libseccomp unloadable in the init (fail-closed test)")
@@ -120,6 +121,7 @@ def main() -> int:
         proxy_port=args.port,
         workdir=args.workdir,
         ca_bundle=args.ca_bundle,
+        credentials_dir=args.credentials_dir,
     )
     try:
         return run_supervisor(

@@ -209,3 +209,55 @@ def test_ca_bundle_without_a_certificate_is_125(root_dir: Path) -> None:
     result = run_fake("/bin/true", options=("--profile", str(profile), "--ca-bundle", str(bundle)))
     assert result.returncode == 125
     assert f"--ca-bundle: {bundle} holds no PEM certificate" in result.stderr
+
+
+SYSTEM = "[/usr, /lib, /lib64, /bin, /etc, /proc, /dev/urandom, /dev/null]"
+
+
+def _cli(*args: str, cwd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, "-m", "supervisor", "run", *args], capture_output=True,
+                          text=True, timeout=60, env=clean_env(), cwd=cwd)
+
+
+def test_policy_in_an_agent_writable_directory_is_refused(agent_dir: Path) -> None:
+    """The sandbox policy is re-read like the profiles: its network_policies are endpoints."""
+    policy = agent_dir / "policy.yaml"
+    policy.write_text("version: 1\nnetwork_policies: {}\n")
+    marker = agent_dir / "ran"
+    done = _cli("--policy", str(policy), "--", "/bin/touch", str(marker), cwd="/")
+    assert done.returncode == 125, done.stderr
+    assert f"--policy: {policy}: the directory {agent_dir} is" in done.stderr
+    assert not marker.exists()
+
+
+def test_relative_policy_is_read_where_run_started(root_dir: Path) -> None:
+    (root_dir / "policy.yaml").write_text("version: 1\nnetwork_policies: {}\n")
+    done = _cli("--policy", "policy.yaml", "--", "/bin/true", cwd=str(root_dir))
+    assert done.returncode == 0, done.stderr
+
+
+def test_include_workdir_is_the_directory_run_started_in(
+    root_dir: Path, agent_dir: Path
+) -> None:
+    """run works from '/' itself; the agent's default working directory (and Landlock's
+    include_workdir) stays the directory run was started in."""
+    policy = root_dir / "policy.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f"filesystem_policy:\n  include_workdir: true\n  read_only: {SYSTEM}\n"
+        "landlock: {compatibility: hard_requirement}\n"
+    )
+    done = _cli("--policy", str(policy), "--", "/bin/sh", "-c", "pwd; echo x > f && echo wrote",
+                cwd=str(agent_dir))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(agent_dir), "wrote"], done.stderr
+    assert (agent_dir / "f").read_text() == "x\n"
+
+
+def test_credentials_dir_the_agent_could_fill_is_refused(root_dir: Path, agent_dir: Path) -> None:
+    profile = root_dir / "profile.yaml"
+    profile.write_text("one\n")
+    result = run_fake("/bin/true", options=("--profile", str(profile), "--credentials-dir",
+                                            str(agent_dir)))
+    assert result.returncode == 125
+    assert f"--credentials-dir: {agent_dir}: the directory is writable" in result.stderr
