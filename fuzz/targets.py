@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fuzz.l7_oracles import check_canonical_path, check_graphql, check_jsonrpc
 from fuzz.oracles import check_request_head, check_token_response
 
 ROOT = Path(__file__).resolve().parent
@@ -23,6 +24,21 @@ def token_response(data: bytes) -> None:
     check_token_response(data, _STATUSES[len(data) % len(_STATUSES)])
 
 
+def l7_path(data: bytes) -> None:
+    """A request path: canonical form, idempotence, no dodge of a path deny rule."""
+    check_canonical_path(data.decode("latin-1"))
+
+
+def graphql_body(data: bytes) -> None:
+    """A GraphQL-over-HTTP request (GET query string or POST body): classification."""
+    check_graphql(data)
+
+
+def jsonrpc_body(data: bytes) -> None:
+    """A JSON-RPC / MCP request body: classification and the MCP tool decision."""
+    check_jsonrpc(data)
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -38,5 +54,12 @@ class Target:
 
 
 TARGETS = {
-    t.name: t for t in (Target("http_head", http_head), Target("token_response", token_response))
+    t.name: t
+    for t in (
+        Target("http_head", http_head),
+        Target("token_response", token_response),
+        Target("l7_path", l7_path),
+        Target("graphql_body", graphql_body),
+        Target("jsonrpc_body", jsonrpc_body),
+    )
 }

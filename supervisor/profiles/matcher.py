@@ -120,6 +120,24 @@ def _order(entry: _Entry[T]) -> _Order:
     return entry.order
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Every endpoint that bears on one request (DESIGN.md 10.3's overlap rule).
+
+    ``inspected``: some endpoint on the host:port has an inspected protocol (or a token
+    is injected there), so requests are judged by rules (``rules.judge``) over
+    ``matching``; otherwise the host:port is L4 and a request only needs a ``matching``
+    endpoint. ``selected`` is the most specific inspected endpoint whose path matches:
+    it fixes the protocol (GraphQL/JSON-RPC body inspection), the body limits and the
+    enforcement mode, as OpenShell selects one L7 configuration per request.
+    """
+
+    declared: bool  # some endpoint covers host:port (whatever its path)
+    inspected: bool
+    matching: tuple[Endpoint, ...]  # host, port and path match; most specific first
+    selected: Endpoint | None
+
+
 class PolicyTable:
     """Endpoint and binding lookup for one immutable profile set (thread-safe: read-only)."""
 
@@ -145,6 +163,24 @@ class PolicyTable:
         """The most specific credential binding for a request, or ``None`` (no injection)."""
         return self._bindings.match(normalize_host(host), port, canonical_path(path), usable)
 
+    def route(self, host: str, port: int, path: str) -> Route:
+        """Endpoints for a request; ``path`` is canonical (``canonical.canonicalize``)."""
+        h = normalize_host(host)
+        entries = sorted(self._endpoints.candidates(h, port), key=_order)
+        inspected = any(e.value.inspected for e in entries) or self._bindings.covers(h, port)
+        matching = tuple(
+            e.value for e in entries if e.path is None or e.path.matches(path)
+        )
+        selected = next((e for e in matching if e.inspected), None)
+        return Route(bool(entries), inspected, matching, selected)
+
+    def allows_encoded_slash(self, host: str, port: int) -> bool:
+        """Does any endpoint on host:port keep %2F in paths (``allow_encoded_slash``)?"""
+        return any(
+            e.value.allow_encoded_slash
+            for e in self._endpoints.candidates(normalize_host(host), port)
+        )
+
     def declares(self, host: str, port: int) -> bool:
         """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""
         return self._endpoints.covers(normalize_host(host), port)
@@ -164,6 +200,8 @@ class PolicyTable:
         if self._bindings.covers(h, port):
             return True
         entries = list(self._endpoints.candidates(h, port))
+        if any(e.value.inspected for e in entries):
+            return True
         host_wide = [e for e in entries if e.path is None]
         if not host_wide:
             return True

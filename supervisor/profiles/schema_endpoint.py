@@ -92,7 +92,7 @@ def parse_endpoint(ctx: Ctx, raw: object, path: str) -> Endpoint | None:
     ports = _parse_ports(ctx, m, path)
     raw_path = ctx.get(m, "path", path, str, "")
     epath: str | None = None
-    if raw_path not in ("", "**", "/**"):  # OpenShell: empty or '**' = every path
+    if raw_path not in ("", "**"):  # OpenShell: empty or "**" = every path
         message = check_path(raw_path)
         if message is not None:
             ctx.err(join(path, "path"), message)

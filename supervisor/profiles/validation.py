@@ -287,8 +287,10 @@ def check_skip_tunnels(
 def check_endpoint_overlaps(profiles: Sequence[Profile], sink: Sink) -> None:
     """Warn when endpoints can match one request with equal specificity but differ.
 
-    The matcher then uses the one of the lowest profile id (then list position), which
-    is deterministic but probably not what at least one of the authors meant.
+    Rules and access are combined (DESIGN.md 10.3: a request is allowed when any matching
+    endpoint allows it and no deny rule denies it), but one endpoint's connection settings
+    (tls, allowed_ips, enforcement) apply: the one of the lowest profile id, then list
+    position — deterministic, probably not what at least one of the authors meant.
     """
     groups: dict[tuple[int, tuple[int, ...]], list[tuple[Profile, int, Endpoint]]] = (
         defaultdict(list)
@@ -318,10 +320,12 @@ def check_endpoint_overlaps(profiles: Sequence[Profile], sink: Sink) -> None:
                 sink.warning(
                     pb.source, pb.id, f"endpoints[{jb}]",
                     f"overlaps endpoints[{ja}] of profile {pa.id!r} with equal specificity "
-                    "but different tls/access/enforcement/allowed_ips; requests matching both "
-                    f"use profile {pa.id!r}'s",
+                    "but different tls/enforcement/allowed_ips; requests matching both are "
+                    "allowed when either allows them, with profile "
+                    f"{pa.id!r}'s connection settings",
                 )
 
 
 def _settings(ep: Endpoint) -> tuple[object, ...]:
-    return (ep.protocol, ep.tls, ep.access, ep.enforcement, ep.allowed_ips)
+    # An L4 entry beside an inspected one is the normal case (10.3): not a conflict.
+    return (ep.tls, ep.enforcement, ep.allowed_ips)

@@ -224,14 +224,18 @@ def test_identifiers_rejected(tmp_path: Path) -> None:
 
 def test_equal_endpoints_with_different_settings_warn(tmp_path: Path) -> None:
     a = base(id="a", credentials=[], endpoints=[{"host": "api.example.com", "port": 443,
-                                                  "access": "full"}])
+                                                  "tls": "skip"}])
     b = base(id="b", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
     ps = load(tmp_path, b, a)
     (diag,) = ps.diagnostics
     assert diag.profile_id == "b" and "profile 'a'" in diag.message
-    assert endpoint(ps.table, "api.example.com", 443, "/").access == "full"
+    assert endpoint(ps.table, "api.example.com", 443, "/").tls == "skip"
     same = base(id="c", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
     assert warnings(tmp_path, b, same) == []
+    # Different access/rules are combined (DESIGN.md 10.3), not a conflict.
+    rules = base(id="d", credentials=[], endpoints=[{"host": "api.example.com", "port": 443,
+                                                      "protocol": "rest", "access": "full"}])
+    assert warnings(tmp_path, b, rules) == []
 
 
 @pytest.mark.parametrize(

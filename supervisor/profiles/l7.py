@@ -1,0 +1,95 @@
+"""One request through the L7 policy, without I/O: plan (what is judged, whether a body
+must be read first) then verdict. The proxy calls ``plan_request`` when a request head
+arrives, reads at most ``plan.body_limit`` body bytes when ``plan.body`` says so, then
+calls ``judge_request``; tests and fuzz targets use the same two calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from supervisor.profiles.canonical import CanonicalError, canonicalize, query_params
+from supervisor.profiles.matcher import PolicyTable, Route
+from supervisor.profiles.model import Endpoint
+from supervisor.profiles.rules import L7Request, Verdict, judge
+
+BodyKind = Literal["graphql", "json-rpc", "mcp"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    route: Route
+    path: str  # canonical: judged, and what the upstream is sent
+    query: dict[str, list[str]]  # decoded, for query matchers (never logged)
+    body: BodyKind | None  # read this much of the body before judging
+    body_limit: int
+    receive_stream: bool  # MCP GET opening the server-to-client event stream
+
+    @property
+    def selected(self) -> Endpoint | None:
+        return self.route.selected
+
+    @property
+    def audit_only(self) -> bool:
+        s = self.route.selected
+        return s is not None and s.enforcement == "audit"
+
+
+def plan_request(
+    table: PolicyTable, host: str, port: int, method: str, path: str, query: str,
+    *, accept_event_stream: bool = False, has_body: bool = False,
+) -> Plan:
+    """``CanonicalError`` when the path cannot be judged (the request is refused, 400)."""
+    # Canonicalize permissively when any endpoint here allows %2F, then hold the endpoint
+    # that applies to its own setting (OpenShell's order: the route needs the path).
+    permissive = table.allows_encoded_slash(host, port)
+    canon = canonicalize(path, allow_encoded_slash=permissive)
+    route = table.route(host, port, canon.path)
+    if canon.has_encoded_slash:
+        judged = [route.selected] if route.inspected else list(route.matching)
+        if not judged or not all(e is not None and e.allow_encoded_slash for e in judged):
+            raise CanonicalError("encoded '/' (%2F) is not allowed on this endpoint")
+    sel = route.selected if route.inspected else None
+    body: BodyKind | None = None
+    limit = 0
+    stream = False
+    if sel is not None and sel.protocol == "graphql" and method == "POST":
+        body, limit = "graphql", sel.graphql_max_body_bytes
+    elif sel is not None and sel.protocol in ("json-rpc", "mcp"):
+        if sel.protocol == "mcp" and method == "GET" and accept_event_stream and not has_body:
+            stream = True
+        elif method == "POST":
+            body = "mcp" if sel.protocol == "mcp" else "json-rpc"
+            limit = sel.mcp.max_body_bytes if sel.protocol == "mcp" else (
+                sel.json_rpc_max_body_bytes)
+    return Plan(route, canon.path, query_params(query), body, limit, stream)
+
+
+def judge_request(
+    plan: Plan, method: str, body: bytes | None = None, *, upgrade: bool = False
+) -> Verdict:
+    """The verdict for an inspected route; ``body`` is what ``plan.body`` asked for."""
+    from supervisor.profiles import graphql_ops, jsonrpc
+
+    route = plan.route
+    if not route.matching:
+        return Verdict(False, f"no endpoint declares the path of {method} {plan.path}")
+    if not route.inspected:
+        return Verdict(True, "")  # L4: a matching endpoint is all it takes
+    sel = route.selected
+    if sel is None:
+        return Verdict(False, f"no inspected endpoint declares {method} {plan.path}")
+    if sel is not None and sel.protocol == "websocket" and not upgrade:
+        return Verdict(False, "websocket endpoint requires a WebSocket upgrade request")
+    req = L7Request(method, plan.path, plan.query)
+    if sel is not None and sel.protocol == "graphql":
+        info = graphql_ops.classify(method, plan.query, body or b"")
+        req = L7Request(method, plan.path, plan.query, graphql=info)
+    elif plan.receive_stream:
+        req = L7Request(method, plan.path, plan.query, jsonrpc=jsonrpc.RECEIVE_STREAM)
+    elif plan.body in ("json-rpc", "mcp") and sel is not None:
+        info2 = jsonrpc.classify(body or b"", mcp=plan.body == "mcp",
+                                 strict_tool_names=sel.mcp.strict_tool_names)
+        req = L7Request(method, plan.path, plan.query, jsonrpc=info2)
+    return judge(route.matching, req)
