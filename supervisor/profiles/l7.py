@@ -6,15 +6,31 @@ calls ``judge_request``; tests and fuzz targets use the same two calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from supervisor.profiles.canonical import CanonicalError, canonicalize, query_params
-from supervisor.profiles.matcher import PolicyTable, Route
-from supervisor.profiles.model import Endpoint
+from supervisor.profiles.matcher import Route
+from supervisor.profiles.model import Binding, Endpoint
 from supervisor.profiles.rules import L7Request, Verdict, judge
 
 BodyKind = Literal["graphql", "json-rpc", "mcp"]
+
+
+@runtime_checkable
+class L7Table(Protocol):
+    """What the L7 decision needs of a profile table (``matcher.PolicyTable``)."""
+
+    def route(self, host: str, port: int, path: str,
+              usable: Callable[[Endpoint], bool] | None = None) -> Route: ...
+
+    def allows_encoded_slash(self, host: str, port: int) -> bool: ...
+
+    def declared_exactly(self, host: str, port: int) -> bool: ...
+
+    def match_binding(self, host: str, port: int, path: str,
+                      usable: Callable[[Binding], bool] | None = None) -> Binding | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +53,16 @@ class Plan:
 
 
 def plan_request(
-    table: PolicyTable, host: str, port: int, method: str, path: str, query: str,
+    table: L7Table, host: str, port: int, method: str, path: str, query: str,
     *, accept_event_stream: bool = False, has_body: bool = False,
+    usable: Callable[[Endpoint], bool] | None = None,
 ) -> Plan:
     """``CanonicalError`` when the path cannot be judged (the request is refused, 400)."""
     # Canonicalize permissively when any endpoint here allows %2F, then hold the endpoint
     # that applies to its own setting (OpenShell's order: the route needs the path).
     permissive = table.allows_encoded_slash(host, port)
     canon = canonicalize(path, allow_encoded_slash=permissive)
-    route = table.route(host, port, canon.path)
+    route = table.route(host, port, canon.path, usable)
     if canon.has_encoded_slash:
         judged = [route.selected] if route.inspected else list(route.matching)
         if not judged or not all(e is not None and e.allow_encoded_slash for e in judged):

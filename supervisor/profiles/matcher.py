@@ -60,6 +60,7 @@ class _Index(Generic[T]):
             else:
                 patterns[port][_literal_suffix(hp)].append(entry)
         self._literal = {k: tuple(sorted(v, key=_order)) for k, v in literal.items()}
+        self._literal_keys = frozenset(self._literal)
         self._patterns = {
             port: {sfx: tuple(sorted(v, key=_order)) for sfx, v in buckets.items()}
             for port, buckets in patterns.items()
@@ -84,6 +85,10 @@ class _Index(Generic[T]):
                         best = entry
                         break
         return None if best is None else best.value
+
+    @property
+    def literal_keys(self) -> frozenset[tuple[str, int]]:
+        return self._literal_keys
 
     def covers(self, host: str, port: int) -> bool:
         if (host, port) in self._literal:
@@ -136,6 +141,7 @@ class Route:
     inspected: bool
     matching: tuple[Endpoint, ...]  # host, port and path match; most specific first
     selected: Endpoint | None
+    binary_refused: bool = False  # endpoints match but none allows the connecting binary
 
 
 class PolicyTable:
@@ -163,16 +169,22 @@ class PolicyTable:
         """The most specific credential binding for a request, or ``None`` (no injection)."""
         return self._bindings.match(normalize_host(host), port, canonical_path(path), usable)
 
-    def route(self, host: str, port: int, path: str) -> Route:
-        """Endpoints for a request; ``path`` is canonical (``canonical.canonicalize``)."""
+    def route(self, host: str, port: int, path: str,
+              usable: Callable[[Endpoint], bool] | None = None) -> Route:
+        """Endpoints for a request; ``path`` is canonical (``canonical.canonicalize``).
+        ``usable`` keeps only endpoints the connecting binary may use (``binaries``)."""
         h = normalize_host(host)
         entries = sorted(self._endpoints.candidates(h, port), key=_order)
         inspected = any(e.value.inspected for e in entries) or self._bindings.covers(h, port)
-        matching = tuple(
-            e.value for e in entries if e.path is None or e.path.matches(path)
-        )
+        on_path = [e.value for e in entries if e.path is None or e.path.matches(path)]
+        matching = tuple(on_path if usable is None else (e for e in on_path if usable(e)))
         selected = next((e for e in matching if e.inspected), None)
-        return Route(bool(entries), inspected, matching, selected)
+        return Route(bool(entries), inspected, matching, selected,
+                     binary_refused=bool(on_path) and not matching)
+
+    def declared_exactly(self, host: str, port: int) -> bool:
+        """Is host:port declared by an exact (non-wildcard) host? (SSRF, DESIGN.md 10.1)"""
+        return (normalize_host(host), port) in self._endpoints.literal_keys
 
     def allows_encoded_slash(self, host: str, port: int) -> bool:
         """Does any endpoint on host:port keep %2F in paths (``allow_encoded_slash``)?"""

@@ -11,7 +11,10 @@ Per request on an inspected host:port, given every endpoint whose host, port and
 * the request is allowed when ANY matching endpoint allows it and NO matching endpoint's
   ``deny_rules`` denies it; a GraphQL endpoint is authoritative for the requests routed to
   it (an operation its rules do not allow is denied even if a broader REST rule allows
-  the HTTP request); client-to-server JSON-RPC responses are denied on ``json-rpc``;
+  the HTTP request), and so is a JSON-RPC/MCP endpoint (deliberate: OpenShell's engine
+  lets a broad REST rule on the same host allow any call; here the routed endpoint's
+  method and tool rules always hold); client-to-server JSON-RPC responses are denied on
+  ``json-rpc``;
 * matchers: method (``*`` any, case-insensitive, a ``GET`` rule also allows ``HEAD``),
   path glob (``globs.py``; deny rules also match case-insensitively, see
   ``canonical.py``), query matchers on decoded names (allow: the parameter is present
@@ -175,9 +178,13 @@ def _denies(ep: Endpoint, req: L7Request) -> bool:
     gq = req.graphql
     if _jsonrpc_family(ep):
         jr = req.jsonrpc
-        if jr is None or req.method != "POST":
+        if jr is None:
             return False
-        return any(
+        # Authoritative for what is routed to it, like a GraphQL endpoint (deliberate: a
+        # broader REST rule on the host must not let an unlisted tool or method through).
+        if not _jsonrpc_allows(ep, c, req):
+            return True
+        return req.method == "POST" and any(
             _call_matches(ep, call, rule) for call in jr.calls for rule in c.deny
             if rule.method is not None
         )

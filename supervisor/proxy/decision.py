@@ -1,4 +1,12 @@
-"""Per-request egress decision: declared destination, access preset, cleartext rule."""
+"""Per-request egress decision: declared destination, L7 rules, cleartext rule.
+
+A table that knows L7 routing (``supervisor.profiles.matcher.PolicyTable``: the
+``L7Table`` protocol) gets OpenShell's decision (DESIGN.md 10.3, ``profiles/l7.py``):
+the path is canonicalized (judged and forwarded in that form), every endpoint bearing on
+the request is consulted, and a GraphQL/JSON-RPC/MCP body is judged once read (the
+decision then carries ``pending``). Other tables (test fakes) get the single-endpoint
+access-preset decision.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from supervisor.grants.errors import GrantError
+from supervisor.profiles.canonical import CanonicalError
+from supervisor.profiles.l7 import L7Table, Plan, judge_request, plan_request
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
@@ -27,6 +37,9 @@ class Decision:
     endpoint: Endpoint
     binding: Binding | None
     audit_violation: str | None  # access rule broken on an ``enforcement: audit`` endpoint
+    path: str | None = None  # canonical path to forward (None: forward the agent's)
+    pending: Plan | None = None  # a body to read (bounded) and judge before forwarding
+    private_ok: bool = False  # exact declared host: RFC 1918 answers allowed (10.1)
 
 
 def decide(
@@ -39,6 +52,8 @@ def decide(
     path: str,
     headers: Sequence[tuple[str, str]] = (),
     binary: BinaryJudge | None = None,
+    query: str = "",
+    has_body: bool = False,
 ) -> Decision:
     """Raise ``ProxyError`` when the request may not leave; else what applies to it.
 
@@ -53,6 +68,10 @@ def decide(
         )
     if port in CONTROL_PLANE_PORTS:
         raise ProxyError(errors.SSRF_DENIED, f"port {port} is a control-plane port")
+    if isinstance(policy, L7Table):
+        return _decide_l7(
+            policy, method, scheme, host, port, path, query, headers, has_body, binary
+        )
     endpoint = policy.match_endpoint(host, port, path)
     if endpoint is None:
         if policy.declares(host, port):
@@ -60,7 +79,7 @@ def decide(
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
     endpoint = _endpoint_for_binary(policy, endpoint, host, port, path, binary)
     if not_yet_enforced(endpoint):
-        raise ProxyError(errors.POLICY_DENIED, "endpoint rules are not enforced yet")
+        raise ProxyError(errors.POLICY_DENIED, "endpoint rules need the profile table")
     violation = None
     if not endpoint.allows_method(method):
         violation = f"method {method} not allowed by access {endpoint.access}"
@@ -105,6 +124,7 @@ class ConnectDecision:
 
     intercept: bool
     endpoint: Endpoint | None  # the raw tunnel's endpoint (its allowed_ips); None if intercepted
+    private_ok: bool = False  # exact declared host: RFC 1918 answers allowed (10.1)
 
 
 def decide_connect(
@@ -136,11 +156,70 @@ def decide_connect(
     if endpoint is None:
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is declared for some paths only")
     # A raw tunnel carries no requests to judge later: the binary is judged now.
-    return ConnectDecision(False, _endpoint_for_binary(policy, endpoint, host, port, "/", binary))
+    endpoint = _endpoint_for_binary(policy, endpoint, host, port, "/", binary)
+    private_ok = isinstance(policy, L7Table) and policy.declared_exactly(host, port)
+    return ConnectDecision(False, endpoint, private_ok)
+
+
+def _header_has(headers: Sequence[tuple[str, str]], name: str, token: str) -> bool:
+    return any(
+        k.lower() == name and any(t.strip().split(";")[0].strip().lower() == token
+                                  for t in v.split(","))
+        for k, v in headers
+    )
+
+
+def _decide_l7(
+    table: L7Table, method: str, scheme: str, host: str, port: int, path: str, query: str,
+    headers: Sequence[tuple[str, str]], has_body: bool, binary: BinaryJudge | None,
+) -> Decision:
+    try:
+        plan = plan_request(
+            table, host, port, method, path, query,
+            accept_event_stream=_header_has(headers, "accept", "text/event-stream"),
+            has_body=has_body,
+            usable=lambda e: _binary_ok(e.binaries, binary),
+        )
+    except CanonicalError as exc:
+        raise ProxyError(errors.BAD_REQUEST, f"path refused: {exc}") from None
+    route = plan.route
+    if not route.declared:
+        raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
+    if not route.matching:
+        if route.binary_refused:
+            who = binary.denial() if binary is not None else "binary identity unavailable"
+            raise ProxyError(errors.BINARY_DENIED, f"{host}:{port}: {who}")
+        raise ProxyError(errors.POLICY_DENIED, f"path not declared for {host}:{port}")
+    endpoint = route.selected or route.matching[0]
+    # A credential serves its own profile's binaries only, whatever let the request out.
+    binding = table.match_binding(
+        host, port, plan.path, usable=lambda b: _binary_ok(b.endpoint.binaries, binary)
+    )
+    if binding is not None and scheme != "https" and not cleartext_injection_allowed(host):
+        raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
+    private_ok = table.declared_exactly(host, port)
+    if plan.body is not None:
+        return Decision(endpoint, binding, None, plan.path, plan, private_ok)
+    violation = judge_l7(plan, method, None, headers)
+    return Decision(endpoint, binding, violation, plan.path, None, private_ok)
+
+
+def judge_l7(
+    plan: Plan, method: str, body: bytes | None, headers: Sequence[tuple[str, str]]
+) -> str | None:
+    """``None`` when allowed; the reason when only audited; ``ProxyError`` when denied."""
+    upgrade = _header_has(headers, "upgrade", "websocket")
+    verdict = judge_request(plan, method, body, upgrade=upgrade)
+    if verdict.allowed:
+        return None
+    if plan.audit_only:
+        return verdict.reason
+    raise ProxyError(errors.POLICY_DENIED, verdict.reason)
 
 
 def not_yet_enforced(endpoint: Endpoint) -> bool:
-    """Rules this proxy cannot decide yet: refused, never over-granted (fail closed)."""
+    """Rules only the profile table's L7 decision can judge: a table without it (a test
+    fake) refuses them rather than over-granting (fail closed)."""
     return (
         endpoint.rules is not None
         or bool(endpoint.deny_rules)

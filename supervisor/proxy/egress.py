@@ -100,11 +100,27 @@ def is_metadata(addr: IPAddress) -> bool:
     return isinstance(addr, ipaddress.IPv6Address) and _embedded_v4(addr) in METADATA_ADDRESSES
 
 
-def check_destination(addr: IPAddress, port: int, allowed_ips: Iterable[IPNetwork]) -> str | None:
+_RFC1918 = tuple(
+    ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+
+
+def is_rfc1918(addr: IPAddress) -> bool:
+    v4 = _embedded_v4(addr) if isinstance(addr, ipaddress.IPv6Address) else addr
+    return v4 is not None and any(v4 in net for net in _RFC1918)
+
+
+def check_destination(
+    addr: IPAddress, port: int, allowed_ips: Iterable[IPNetwork], *, private_ok: bool = False
+) -> str | None:
     """None when (addr, port) may be connected to, else the reason for refusing it.
 
     ``allowed_ips`` (when non-empty) is the set of networks the address must fall in; a
     special-range address is allowed only when one of them explicitly covers it.
+    ``private_ok`` (DESIGN.md 10.1, as OpenShell): the host was declared exactly (not by a
+    wildcard), so with no ``allowed_ips`` it may resolve to RFC 1918 private addresses
+    (in-cluster services); loopback, link-local, metadata and the other special ranges
+    still need ``allowed_ips``.
     """
     if port in CONTROL_PLANE_PORTS:
         return f"port {port} is a control-plane port"
@@ -117,6 +133,8 @@ def check_destination(addr: IPAddress, port: int, allowed_ips: Iterable[IPNetwor
     if nets and not covered:
         return f"address {addr} is outside the endpoint's allowed_ips"
     if is_special(addr) and not covered:
+        if private_ok and not nets and is_rfc1918(addr):
+            return None
         return f"address {addr} is in a special-purpose range"
     return None
 

@@ -56,7 +56,9 @@ ECHO_METHODS = frozenset({"TRACE", "TRACK"})
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 
 # Path segments an upstream would normalize away: a policy on /api/** must not admit /api/../x.
-_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|%2[eEfF]|%5[cC]|\\")
+# An encoded '/' (%2F) passes here: the policy's canonicalization refuses it (400) unless
+# the endpoint sets allow_encoded_slash (npm's '/@scope%2Fname').
+_DOT_SEGMENT = re.compile(r"(?:^|/)\.{1,2}(?:/|$)|%2[eE]|%5[cC]|\\")
 
 Headers = list[tuple[str, str]]
 TargetForm = Literal["absolute", "authority", "origin"]
@@ -134,7 +136,7 @@ def split_path(target: str) -> tuple[str, str]:
     if not path.startswith("/"):
         raise ParseError("invalid path")
     if _DOT_SEGMENT.search(path):
-        raise ParseError("dot segment or encoded separator in path")
+        raise ParseError("dot segment or encoded '.' or '\\' in path")
     return path, sep + query
 
 

@@ -45,6 +45,7 @@ from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
 from supervisor.profiles.model import Endpoint
 from supervisor.proxy import errors
+from supervisor.proxy.body import read_bounded_body
 from supervisor.proxy.channel import (
     Channel,
     Conn,
@@ -56,7 +57,13 @@ from supervisor.proxy.channel import (
     relay_until_eof,
     start_chunked,
 )
-from supervisor.proxy.decision import credential_header, decide, decide_connect, grant_audit
+from supervisor.proxy.decision import (
+    credential_header,
+    decide,
+    decide_connect,
+    grant_audit,
+    judge_l7,
+)
 from supervisor.proxy.egress import IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError, error_response, sanitize
 from supervisor.proxy.exchange import (
@@ -485,7 +492,10 @@ class ProxyServer:
                 if req.max_forwards == 0:
                     return self._answer_options(ex)
                 await self._substitute_static(ex)
-                await self._read_body_start(ex)
+                if ex.decision is not None and ex.decision.pending is not None:
+                    await self._inspect_body(ex)
+                else:
+                    await self._read_body_start(ex)
                 await self._hold_slot(ex)
                 await self._checkout(ex)
                 await self._fetch_credential(ex)
@@ -523,16 +533,48 @@ class ProxyServer:
             path=req.path,
             headers=req.headers,
             binary=ex.agent.judge,
+            query=req.query,
+            has_body=req.has_body,
         )
         ex.upgrade = requested_upgrade(req)
-        if d.audit_violation is not None:
+        if d.path is not None:
+            req.path = d.path  # the canonical path: what was judged is what is sent
+        self._audit_violation(ex, d.audit_violation)
+
+    def _audit_violation(self, ex: Exchange, violation: str | None) -> None:
+        """A request denied by rules but only audited (``enforcement: audit``): forwarded."""
+        if violation is not None:
             self._audit_exchange(
                 ex,
                 allowed=True,
                 message="access rule violated (enforcement: audit)",
-                reason=d.audit_violation,
+                reason=violation,
                 severity=SEVERITY_MEDIUM,  # a violation let through, not routine
             )
+            log.warning("audit: would deny %s %s:%d (%s)", ex.req.method, ex.target.host,
+                        ex.target.port, sanitize(violation))
+
+    async def _inspect_body(self, ex: Exchange) -> None:
+        """A GraphQL/JSON-RPC/MCP request: read the whole body (bounded), judge it, and
+        forward exactly the bytes judged (re-framed with Content-Length)."""
+        d, req = ex.decision, ex.req
+        assert d is not None and d.pending is not None
+        plan = d.pending
+        if ex.body_buffered:  # static credentials already read it whole
+            body = ex.body_start
+        else:
+            if req.expect_continue and req.has_body:
+                ex.agent.ch.write(_CONTINUE)
+            body = await read_bounded_body(
+                ex.agent, req, plan.body_limit, self.limits.body_timeout
+            )
+            ex.body_start, ex.body_left, ex.decoder = body, 0, None
+            ex.body_buffered = True
+            length = len(body) if req.has_body else None
+            req.chunked, req.content_length = False, length
+            if ex.wire is not None:
+                ex.wire = dataclasses.replace(ex.wire, chunked=False, content_length=length)
+        self._audit_violation(ex, judge_l7(plan, req.method, body, req.headers))
 
     def _answer_options(self, ex: Exchange) -> Outcome:
         """OPTIONS with Max-Forwards: 0 is answered here; a body, never read, ends the
@@ -601,15 +643,19 @@ class ProxyServer:
         """A pooled connection still admitted by the policy, else a checked address."""
         t, nets = ex.target, ex.allowed_ips
         up = self._pool.take((t.scheme, t.host, t.port))
+        private_ok = ex.decision is not None and ex.decision.private_ok
         if up is not None and up.checked_for is not nets:
-            if check_destination(up.addr, t.port, nets):
+            if check_destination(up.addr, t.port, nets, private_ok=private_ok):
                 up.close()  # the policy changed since this connection was checked
                 up = None
             else:
                 up.checked_for = nets
         ex.upstream = up
         if up is None:
-            ex.addr = await resolve_checked(self._resolver, t.host, t.port, nets)
+            assert ex.decision is not None
+            ex.addr = await resolve_checked(
+                self._resolver, t.host, t.port, nets, private_ok=ex.decision.private_ok
+            )
         else:
             ex.addr = up.addr
 
@@ -820,7 +866,7 @@ class ProxyServer:
             await self._intercept(agent, host, port)
         else:
             assert d.endpoint is not None
-            await self._tunnel(agent, host, port, d.endpoint)
+            await self._tunnel(agent, host, port, d.endpoint, d.private_ok)
 
     def _static_inside(self, host: str, port: int, endpoint: Endpoint | None) -> bool:
         """A tunnel to an inspected endpoint bound to static credentials is opened up: the
@@ -832,11 +878,15 @@ class ProxyServer:
         state = self._static()
         return state is not None and state.table.covers(host, port)
 
-    async def _tunnel(self, agent: Conn, host: str, port: int, endpoint: Endpoint) -> None:
+    async def _tunnel(
+        self, agent: Conn, host: str, port: int, endpoint: Endpoint, private_ok: bool = False
+    ) -> None:
         """A raw byte tunnel; it holds its upstream connection, and a slot, for its life."""
         held = False
         try:
-            addr = await resolve_checked(self._resolver, host, port, endpoint.allowed_ips)
+            addr = await resolve_checked(
+                self._resolver, host, port, endpoint.allowed_ips, private_ok=private_ok
+            )
             await self._take_slot(host, port)
             held = True
             up = await open_upstream(

@@ -41,7 +41,8 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
 
 
 async def resolve_checked(
-    resolver: Resolver, host: str, port: int, allowed_ips: Iterable[IPNetwork]
+    resolver: Resolver, host: str, port: int, allowed_ips: Iterable[IPNetwork],
+    *, private_ok: bool = False,
 ) -> IPAddress:
     """Resolve once and return the first address the SSRF rules admit (we connect to it)."""
     try:
@@ -53,7 +54,7 @@ async def resolve_checked(
     nets = tuple(allowed_ips)
     refused: list[str] = []
     for addr in addrs:
-        reason = check_destination(addr, port, nets)
+        reason = check_destination(addr, port, nets, private_ok=private_ok)
         if reason is None:
             return addr
         refused.append(f"{addr}: {reason}" if str(addr) not in reason else reason)
