@@ -72,6 +72,8 @@ def decide(
         return _decide_l7(
             policy, method, scheme, host, port, path, query, headers, has_body, binary
         )
+    if "%2f" in path.lower():  # only the L7 table knows allow_encoded_slash: refuse
+        raise ProxyError(errors.BAD_REQUEST, "encoded '/' (%2F) in path")
     endpoint = policy.match_endpoint(host, port, path)
     if endpoint is None:
         if policy.declares(host, port):

@@ -505,8 +505,10 @@ class ProxyServer:
                     self._audit.detection_finding(
                         code=exc.code, method=req.method, host=t.host, port=t.port, path=req.path
                     )
-                self._deny_exchange(ex, exc, close=ex.close_on_error)
-                return Outcome.CLOSE if ex.close_on_error else Outcome.REUSABLE
+                # A path refused as malformed closes like a parse rejection (DESIGN.md 7).
+                close = ex.close_on_error or exc.code == errors.BAD_REQUEST
+                self._deny_exchange(ex, exc, close=close)
+                return Outcome.CLOSE if close else Outcome.REUSABLE
             except ParseError as exc:  # the start of a chunked body
                 self._reject(agent.ch, exc)
                 return Outcome.CLOSE
