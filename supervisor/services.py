@@ -294,14 +294,22 @@ class Services:
         """Swap in a validated profile set; drop cached tokens of bindings that are gone."""
         from supervisor.proxy.tls_names import hosts_to_intercept
 
+        hosts = hosts_to_intercept(profiles.profiles)
         material = self._ca_material
         if material is not None:
-            uncovered = [h for h in hosts_to_intercept(profiles.profiles) if not material.covers(h)]
+            uncovered = [h for h in hosts if not material.covers(h)]
             if uncovered:
                 log.warning(
-                    "reload: TLS interception for %s needs a restart (outside this run's CA)",
+                    "reload: TLS interception for %s needs a restart (outside this run's CA "
+                    "name constraints): HTTPS to these hosts is refused until then",
                     ", ".join(uncovered),
                 )
+        elif hosts:
+            log.warning(
+                "reload: TLS interception for %s needs a restart (this run started without "
+                "an interception CA): inspected HTTPS to these hosts is refused until then",
+                ", ".join(hosts),
+            )
         self._table = profiles.table
         if self._static is not None:
             from supervisor.credentials.from_profiles import static_credentials

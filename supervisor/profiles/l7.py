@@ -13,7 +13,7 @@ from typing import Literal, Protocol, runtime_checkable
 from supervisor.profiles.canonical import CanonicalError, canonicalize, query_params
 from supervisor.profiles.matcher import Route
 from supervisor.profiles.model import Binding, Endpoint
-from supervisor.profiles.rules import L7Request, Verdict, judge
+from supervisor.profiles.rules import WEBSOCKET_TEXT, L7Request, Verdict, judge
 
 BodyKind = Literal["graphql", "json-rpc", "mcp"]
 
@@ -109,4 +109,13 @@ def judge_request(
         info2 = jsonrpc.classify(body or b"", mcp=plan.body == "mcp",
                                  strict_tool_names=sel.mcp.strict_tool_names)
         req = L7Request(method, plan.path, plan.query, jsonrpc=info2)
-    return judge(route.matching, req)
+    verdict = judge(route.matching, req)
+    if verdict.allowed and upgrade and sel is not None and sel.protocol == "websocket":
+        # Client text messages are judged as WEBSOCKET_TEXT on the upgrade's path. The
+        # relay does not judge frames one by one, so an upgrade is allowed only when every
+        # text message on it would be (fail closed: read-only WebSocket is refused).
+        text = judge(route.matching, L7Request(WEBSOCKET_TEXT, plan.path, plan.query))
+        if not text.allowed:
+            return Verdict(False, f"WebSocket {plan.path}: client text messages would be "
+                           "denied and cannot be judged one by one")
+    return verdict

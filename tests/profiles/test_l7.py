@@ -259,3 +259,31 @@ def test_every_construct_together_with_real_shapes(tmp_path: Path) -> None:
     t = ps.table
     assert ok(t, "GET", "api.grant.test", "/x") and not ok(t, "POST", "api.grant.test", "/x")
     assert not ok(t, "POST", "forge.test", "/o/r/git-receive-pack")
+
+
+WS = """\
+id: ws
+endpoints:
+  - {host: rw.ws.test, port: 443, protocol: websocket, access: read-write}
+  - {host: ro.ws.test, port: 443, protocol: websocket, access: read-only}
+  - host: deny.ws.test
+    port: 443
+    protocol: websocket
+    access: full
+    deny_rules:
+      - {method: WEBSOCKET_TEXT, path: "/admin/**"}
+"""
+
+
+def test_websocket_access_expansions(tmp_path: Path) -> None:
+    (tmp_path / "ws.yaml").write_text(WS)
+    t = load_profiles([str(tmp_path / "ws.yaml")]).table
+    assert ok(t, "GET", "rw.ws.test", "/v1/realtime", upgrade=True)
+    assert not ok(t, "GET", "rw.ws.test", "/v1/realtime")  # not an upgrade
+    assert not ok(t, "POST", "rw.ws.test", "/v1/realtime", upgrade=True)
+    # read-only = the handshake only: text messages cannot be judged frame by frame by the
+    # relay, so the upgrade itself is refused (fail closed).
+    v = verdict(t, "GET", "ro.ws.test", "/v1/realtime", upgrade=True)
+    assert not v.allowed and "text messages" in v.reason
+    assert ok(t, "GET", "deny.ws.test", "/v1/x", upgrade=True)
+    assert not ok(t, "GET", "deny.ws.test", "/admin/x", upgrade=True)
