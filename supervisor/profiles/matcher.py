@@ -127,7 +127,7 @@ def _order(entry: _Entry[T]) -> _Order:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Every endpoint that bears on one request (DESIGN.md 10.3's overlap rule).
+    """Every endpoint that bears on one request (ARCHITECTURE.md 4.2's overlap rule).
 
     ``inspected``: some endpoint on the host:port has an inspected protocol (or a token
     is injected there), so requests are judged by rules (``rules.judge``) over
@@ -183,7 +183,7 @@ class PolicyTable:
                      binary_refused=bool(on_path) and not matching)
 
     def declared_exactly(self, host: str, port: int) -> bool:
-        """Is host:port declared by an exact (non-wildcard) host? (SSRF, DESIGN.md 10.1)"""
+        """Is host:port declared by an exact (non-wildcard) host? (SSRF, ARCHITECTURE.md 4.1)"""
         return (normalize_host(host), port) in self._endpoints.literal_keys
 
     def allows_encoded_slash(self, host: str, port: int) -> bool:

@@ -1,4 +1,4 @@
-"""L7 decisions, as OpenShell's policy engine takes them (DESIGN.md 10.3). Pure: no I/O.
+"""L7 decisions, as OpenShell's policy engine takes them (ARCHITECTURE.md 4.2). Pure: no I/O.
 
 Per request on an inspected host:port, given every endpoint whose host, port and
 ``path`` match (``matching``):

@@ -287,7 +287,7 @@ def check_skip_tunnels(
 def check_endpoint_overlaps(profiles: Sequence[Profile], sink: Sink) -> None:
     """Warn when endpoints can match one request with equal specificity but differ.
 
-    Rules and access are combined (DESIGN.md 10.3: a request is allowed when any matching
+    Rules and access are combined (ARCHITECTURE.md 4.2: a request is allowed when any matching
     endpoint allows it and no deny rule denies it), but one endpoint's connection settings
     (tls, allowed_ips, enforcement) apply: the one of the lowest profile id, then list
     position — deterministic, probably not what at least one of the authors meant.

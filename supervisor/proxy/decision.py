@@ -1,7 +1,7 @@
 """Per-request egress decision: declared destination, L7 rules, cleartext rule.
 
 A table that knows L7 routing (``supervisor.profiles.matcher.PolicyTable``: the
-``L7Table`` protocol) gets OpenShell's decision (DESIGN.md 10.3, ``profiles/l7.py``):
+``L7Table`` protocol) gets OpenShell's decision (ARCHITECTURE.md 4.2, ``profiles/l7.py``):
 the path is canonicalized (judged and forwarded in that form), every endpoint bearing on
 the request is consulted, and a GraphQL/JSON-RPC/MCP body is judged once read (the
 decision then carries ``pending``). Other tables (test fakes) get the single-endpoint

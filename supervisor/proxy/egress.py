@@ -117,7 +117,7 @@ def check_destination(
 
     ``allowed_ips`` (when non-empty) is the set of networks the address must fall in; a
     special-range address is allowed only when one of them explicitly covers it.
-    ``private_ok`` (DESIGN.md 10.1, as OpenShell): the host was declared exactly (not by a
+    ``private_ok`` (ARCHITECTURE.md 4.1, as OpenShell): the host was declared exactly (not by a
     wildcard), so with no ``allowed_ips`` it may resolve to RFC 1918 private addresses
     (in-cluster services); loopback, link-local, metadata and the other special ranges
     still need ``allowed_ips``.

@@ -505,7 +505,7 @@ class ProxyServer:
                     self._audit.detection_finding(
                         code=exc.code, method=req.method, host=t.host, port=t.port, path=req.path
                     )
-                # A path refused as malformed closes like a parse rejection (DESIGN.md 7).
+                # A path refused as malformed closes like a parse rejection (ARCHITECTURE.md 6).
                 close = ex.close_on_error or exc.code == errors.BAD_REQUEST
                 self._deny_exchange(ex, exc, close=close)
                 return Outcome.CLOSE if close else Outcome.REUSABLE

@@ -232,7 +232,7 @@ def test_equal_endpoints_with_different_settings_warn(tmp_path: Path) -> None:
     assert endpoint(ps.table, "api.example.com", 443, "/").tls == "skip"
     same = base(id="c", credentials=[], endpoints=[{"host": "api.example.com", "port": 443}])
     assert warnings(tmp_path, b, same) == []
-    # Different access/rules are combined (DESIGN.md 10.3), not a conflict.
+    # Different access/rules are combined (ARCHITECTURE.md 4.2), not a conflict.
     rules = base(id="d", credentials=[], endpoints=[{"host": "api.example.com", "port": 443,
                                                       "protocol": "rest", "access": "full"}])
     assert warnings(tmp_path, b, rules) == []

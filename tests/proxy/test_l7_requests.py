@@ -1,4 +1,4 @@
-"""L7 rules through the running proxy (DESIGN.md 10.3), with profiles loaded from YAML:
+"""L7 rules through the running proxy (ARCHITECTURE.md 4.2), with profiles loaded from YAML:
 deny beating allow, path canonicalization (issue 12 item 4), encoded slashes, GraphQL,
 MCP, and audit mode. Plain HTTP to a loopback upstream; every exchange is real."""
 
