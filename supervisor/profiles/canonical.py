@@ -27,6 +27,7 @@ case-insensitively (``rules.py``). Allow rules and endpoint ``path`` selection s
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -36,6 +37,9 @@ _LITERAL = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@"
 )
 _HEX = "0123456789ABCDEF"
+# Already canonical (the common case): literal characters only, no '%' or ';', no '//'
+# and no segment starting with '.'. Such a path is returned as it is.
+_PLAIN = re.compile(r"(?:/[A-Za-z0-9\-_~!$&'()*+,=:@][A-Za-z0-9\-._~!$&'()*+,=:@]*)*/?")
 
 
 class CanonicalError(ValueError):
@@ -56,6 +60,8 @@ def canonicalize(path: str, *, allow_encoded_slash: bool) -> CanonicalPath:
         raise CanonicalError("path must start with '/'")
     if len(path) > MAX_PATH_LENGTH:
         raise CanonicalError("path too long")
+    if _PLAIN.fullmatch(path) is not None:
+        return CanonicalPath(path, False)
     decoded = _decode(path, allow_encoded_slash)
     segments = decoded[1:].split("/")
     # ';params' go first: '..;x' must be seen as '..' by the resolution below.

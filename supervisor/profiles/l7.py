@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from supervisor.profiles import graphql_ops, jsonrpc
 from supervisor.profiles.canonical import CanonicalError, canonicalize, query_params
 from supervisor.profiles.matcher import Route
 from supervisor.profiles.model import Binding, Endpoint
@@ -87,8 +88,6 @@ def judge_request(
     plan: Plan, method: str, body: bytes | None = None, *, upgrade: bool = False
 ) -> Verdict:
     """The verdict for an inspected route; ``body`` is what ``plan.body`` asked for."""
-    from supervisor.profiles import graphql_ops, jsonrpc
-
     route = plan.route
     if not route.matching:
         return Verdict(False, f"no endpoint declares the path of {method} {plan.path}")

@@ -144,6 +144,16 @@ class Route:
     binary_refused: bool = False  # endpoints match but none allows the connecting binary
 
 
+_MAX_DESTS = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Dest:
+    entries: tuple[_Entry[Endpoint], ...]  # every endpoint on host:port, best first
+    inspected: bool
+    encoded_slash: bool
+
+
 class PolicyTable:
     """Endpoint and binding lookup for one immutable profile set (thread-safe: read-only)."""
 
@@ -157,6 +167,24 @@ class PolicyTable:
         self._bindings: _Index[Binding] = _Index(
             (b.host, b.port, b.path, (b.id,), b) for b in bindings
         )
+        # Per (host, port): the candidates in order and what they imply. Bounded; reset
+        # when full (the agent chooses hosts: it must not grow this without limit).
+        self._dests: dict[tuple[str, int], _Dest] = {}
+
+    def _dest(self, host: str, port: int) -> _Dest:
+        key = (host, port)
+        d = self._dests.get(key)
+        if d is None:
+            entries = tuple(sorted(self._endpoints.candidates(host, port), key=_order))
+            d = _Dest(
+                entries,
+                any(e.value.inspected for e in entries) or self._bindings.covers(host, port),
+                any(e.value.allow_encoded_slash for e in entries),
+            )
+            if len(self._dests) >= _MAX_DESTS:
+                self._dests.clear()
+            self._dests[key] = d
+        return d
 
     def match_endpoint(self, host: str, port: int, path: str,
                        usable: Callable[[Endpoint], bool] | None = None) -> Endpoint | None:
@@ -173,13 +201,11 @@ class PolicyTable:
               usable: Callable[[Endpoint], bool] | None = None) -> Route:
         """Endpoints for a request; ``path`` is canonical (``canonical.canonicalize``).
         ``usable`` keeps only endpoints the connecting binary may use (``binaries``)."""
-        h = normalize_host(host)
-        entries = sorted(self._endpoints.candidates(h, port), key=_order)
-        inspected = any(e.value.inspected for e in entries) or self._bindings.covers(h, port)
-        on_path = [e.value for e in entries if e.path is None or e.path.matches(path)]
+        d = self._dest(normalize_host(host), port)
+        on_path = [e.value for e in d.entries if e.path is None or e.path.matches(path)]
         matching = tuple(on_path if usable is None else (e for e in on_path if usable(e)))
         selected = next((e for e in matching if e.inspected), None)
-        return Route(bool(entries), inspected, matching, selected,
+        return Route(bool(d.entries), d.inspected, matching, selected,
                      binary_refused=bool(on_path) and not matching)
 
     def declared_exactly(self, host: str, port: int) -> bool:
@@ -188,10 +214,7 @@ class PolicyTable:
 
     def allows_encoded_slash(self, host: str, port: int) -> bool:
         """Does any endpoint on host:port keep %2F in paths (``allow_encoded_slash``)?"""
-        return any(
-            e.value.allow_encoded_slash
-            for e in self._endpoints.candidates(normalize_host(host), port)
-        )
+        return self._dest(normalize_host(host), port).encoded_slash
 
     def declares(self, host: str, port: int) -> bool:
         """Does any endpoint cover host:port (any path)? Used to admit CONNECT."""

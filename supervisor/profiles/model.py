@@ -8,7 +8,7 @@ swapped atomically on reload and shared across threads without locks.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -145,6 +145,8 @@ class Endpoint:
     graphql_max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
     json_rpc_max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
     mcp: McpOptions = McpOptions()
+    # The compiled L7 rules (rules.py), filled on first use; not part of the value.
+    l7_cache: object = field(default=None, compare=False, hash=False, repr=False)
 
     # Executables (path globs) allowed to use it; None = any process (ARCHITECTURE.md 11).
     binaries: tuple[str, ...] | None = None

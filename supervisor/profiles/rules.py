@@ -114,8 +114,16 @@ class _Compiled:
     tool_narrowed: bool  # MCP: tool-specific allow rules exist (tools/call is narrowed)
 
 
-@functools.lru_cache(maxsize=4096)
 def _compiled(ep: Endpoint) -> _Compiled:
+    cached = ep.l7_cache
+    if isinstance(cached, _Compiled):
+        return cached
+    compiled = _compile(ep)
+    object.__setattr__(ep, "l7_cache", compiled)  # same value if two threads race
+    return compiled
+
+
+def _compile(ep: Endpoint) -> _Compiled:
     proto = ep.protocol
     allow: tuple[L7Rule, ...]
     if ep.rules is not None:
