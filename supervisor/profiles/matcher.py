@@ -203,9 +203,16 @@ class PolicyTable:
         ``usable`` keeps only endpoints the connecting binary may use (``binaries``)."""
         d = self._dest(normalize_host(host), port)
         on_path = [e.value for e in d.entries if e.path is None or e.path.matches(path)]
-        matching = tuple(on_path if usable is None else (e for e in on_path if usable(e)))
+        if usable is None:
+            matching, inspected = tuple(on_path), d.inspected
+        else:
+            # As OpenShell: only the endpoints of profiles whose binaries allow the process
+            # take part -- in the decision and in whether rules apply at all (pip beside a
+            # git-only rule set on github.com:443 stays an L4 client).
+            matching = tuple(e for e in on_path if usable(e))
+            inspected = any(e.value.inspected and usable(e.value) for e in d.entries)
         selected = next((e for e in matching if e.inspected), None)
-        return Route(bool(d.entries), d.inspected, matching, selected,
+        return Route(bool(d.entries), inspected, matching, selected,
                      binary_refused=bool(on_path) and not matching)
 
     def declared_exactly(self, host: str, port: int) -> bool:
