@@ -25,7 +25,8 @@ MAX_ERROR_FIELD = 256
 _TOKEN68 = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 # RFC 6749 sections 4.1.2.1 and 5.2: the codes the agent may see. Anything else an issuer
-# puts in ``error`` is its own vocabulary (tenant names, internal states): audit log only.
+# puts in ``error`` is its own vocabulary (tenant names, internal states): audit log only
+# (ARCHITECTURE.md S13).
 RFC6749_ERRORS = frozenset(
     {
         "invalid_request",

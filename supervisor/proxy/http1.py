@@ -50,7 +50,8 @@ _CHUNK_EXT = re.compile(
     + rb"|\"[\t\x20-\x21\x23-\x5b\x5d-\x7e]*\"))?)*"
 )
 # Methods whose response echoes the request (RFC 9110 9.3.8; TRACK is IIS's TRACE): an
-# echo would hand the agent the credential the proxy injected. Never forwarded.
+# echo would hand the agent the credential the proxy injected. Never forwarded
+# (ARCHITECTURE.md S13).
 ECHO_METHODS = frozenset({"TRACE", "TRACK"})
 # Headers frameworks read as "treat this request as method X".
 METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})

@@ -59,7 +59,8 @@ async def resolve_checked(
             return addr
         refused.append(f"{addr}: {reason}" if str(addr) not in reason else reason)
     # Where a name points is for the audit log: told to the agent, a refusal would be a
-    # DNS oracle for every name under a wildcard host (internal addresses, metadata).
+    # DNS oracle for every name under a wildcard host (internal addresses, metadata;
+    # ARCHITECTURE.md S13).
     raise ProxyError(
         errors.SSRF_DENIED,
         f"{host}: resolves to an address this endpoint may not reach",
