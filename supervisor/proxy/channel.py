@@ -48,9 +48,9 @@ class Channel(Protocol):
 
 class PlainChannel:
     """A stream's two halves. ``send_timeout``: how long ``drain`` waits for a peer that
-    reads none of our pending bytes; then the connection is aborted (a plain close would
-    keep the transport and its unsent buffer until the peer reads) and TimeoutError
-    raised. None = wait as long as it takes."""
+    reads none of our pending bytes (any progress restarts the wait); then the connection
+    is aborted (a plain close would keep the transport and its unsent buffer until the
+    peer reads) and TimeoutError raised. None = wait as long as it takes."""
 
     __slots__ = (
         "_buffered",
@@ -87,14 +87,24 @@ class PlainChannel:
         # layers. A closing one goes through them, so a lost peer still raises here.
         pending = self._buffered()
         if pending > self._low and self.send_timeout is not None:
-            try:
-                async with asyncio.timeout(self.send_timeout):
-                    await self._drain()
-            except TimeoutError:
-                self.writer.transport.abort()  # the peer is not reading: free it all now
-                raise
+            await self._drain_while_progressing(pending, self.send_timeout)
         elif pending or self._closing():
             await self._drain()
+
+    async def _drain_while_progressing(self, pending: int, timeout: float) -> None:
+        # A slow reader that keeps reading is served; one that read nothing for a whole
+        # ``timeout`` is cut.
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._drain()
+                return
+            except TimeoutError:
+                left = self._buffered()
+                if left >= pending or self._closing():
+                    self.writer.transport.abort()  # not reading: free it all now
+                    raise
+                pending = left
 
     def close(self) -> None:
         self.writer.close()

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.proxy.channel import PlainChannel
 from supervisor.proxy.server import Limits
 from tests.proxy.harness import endpoint, recv_response
 
@@ -161,3 +162,67 @@ def test_idle_pool_is_capped_across_destinations(make_env: Any) -> None:
         )
         assert recv_response(s)[2] == b"ok"
     assert env.upstream.connections == 10
+
+
+def _socket_channel(
+    send_timeout: float,
+) -> tuple[asyncio.AbstractEventLoop, PlainChannel, socket.socket]:
+    """A PlainChannel over a socketpair with small kernel buffers on both ends, so the
+    transport's own buffer holds what the peer has not read."""
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    loop = asyncio.new_event_loop()
+
+    async def open_() -> PlainChannel:
+        reader, writer = await asyncio.open_connection(sock=a)
+        return PlainChannel(reader, writer, send_timeout)
+
+    return loop, loop.run_until_complete(open_()), b
+
+
+def test_slow_but_steady_reader_is_not_cut() -> None:
+    """The timeout is about progress: a peer that keeps reading, however slowly, is served
+    even when one drain takes several timeouts long (512 KiB read at ~400 KiB/s)."""
+    loop, ch, peer = _socket_channel(0.3)
+    got = bytearray()
+    stop = threading.Event()
+
+    def read_slowly() -> None:
+        while not stop.is_set() and len(got) < (1 << 19):
+            got.extend(peer.recv(8192))
+            time.sleep(0.02)
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    reader.start()
+    try:
+        ch.write(b"x" * (1 << 19))
+        started = time.monotonic()
+        loop.run_until_complete(ch.drain())
+        assert time.monotonic() - started > 0.6  # several timeouts long, yet not cut
+        assert not ch.writer.transport.is_closing()
+    finally:
+        stop.set()
+        reader.join(5)
+        ch.close()
+        peer.close()
+        loop.close()
+
+
+def test_reader_that_stops_is_cut_after_the_timeout() -> None:
+    loop, ch, peer = _socket_channel(0.3)
+    try:
+        ch.write(b"x" * (1 << 20))
+        started = time.monotonic()
+        try:
+            loop.run_until_complete(ch.drain())
+            raise AssertionError("drain returned for a peer that reads nothing")
+        except TimeoutError:
+            pass
+        assert 0.25 < time.monotonic() - started < 3
+        assert ch.writer.transport.is_closing()  # aborted: its buffer is freed now
+        assert ch.writer.transport.get_write_buffer_size() == 0
+    finally:
+        ch.close()
+        peer.close()
+        loop.close()
