@@ -2,10 +2,9 @@
 
 ``--credentials-dir DIR`` holds one file per variable, as a Kubernetes Secret volume
 mounts them (``DIR/VAR`` is a symlink into ``DIR/..data/``, swapped atomically on
-rotation). One trailing newline is stripped. A file is trusted only when, with symlinks
-resolved, it stays inside DIR, is a regular file owned by root (or by us), and neither it
-nor any directory from DIR down to it is writable by group or others (a sticky directory
-owned by root, as Kubernetes mounts it, is fine). Diagnostics name the variable and the
+rotation). One trailing newline is stripped. A file is trusted only when nobody but root
+can change it or swap any entry on the way to it (``supervisor.trusted_files``, ARCHITECTURE.md
+S11) and, symlinks resolved, it stays inside DIR. Diagnostics name the variable and the
 file, never a value.
 """
 
@@ -25,30 +24,18 @@ TrustCheck = Callable[[str, str], None]
 
 
 def check_trusted_file(directory: str, path: str) -> None:
-    """The ownership and mode rules above; ``ValueError`` names the offending path."""
+    """``trusted_files.check_file`` (only root can change the file or swap any entry on the
+    way to it; read-only mounts count as unwritable), and the file, symlinks resolved,
+    stays inside ``directory``. ``ValueError`` names the path, never the content."""
+    from supervisor import trusted_files
+
+    try:
+        real = trusted_files.check_file(path)
+    except trusted_files.UntrustedPathError as exc:
+        raise ValueError(exc.reason) from None
     root = os.path.realpath(directory)
-    real = os.path.realpath(path)
     if os.path.commonpath([root, real]) != root:
         raise ValueError(f"{path} resolves outside {directory}")
-    uid_ok = (0, os.geteuid())
-    st = os.stat(real)
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{path} is not a regular file")
-    if st.st_uid not in uid_ok:
-        raise ValueError(f"{path} is owned by uid {st.st_uid}, not root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ValueError(f"{path} is writable by group or others")
-    here = os.path.dirname(real)
-    while True:
-        d = os.stat(here)
-        if d.st_uid not in uid_ok:
-            raise ValueError(f"{here} is owned by uid {d.st_uid}, not root")
-        writable = d.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if writable and not (d.st_mode & stat.S_ISVTX and d.st_uid == 0):
-            raise ValueError(f"{here} is writable by group or others")
-        if here == root:
-            break
-        here = os.path.dirname(here)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def test_untrusted_files_are_refused_and_named(tmp_path):
     assert got.values == {}
     text = " ".join(got.problems)
     assert "A:" in text and "owned by uid 12345" in text
-    assert "B:" in text and "writable by group or others" in text
+    assert "B:" in text and "writable by group and others" in text
     assert "C:" in text and "outside" in text
     assert "a" not in got.values and "b\n" not in text
 
@@ -63,7 +63,7 @@ def test_group_writable_directory_is_refused(tmp_path):
     (d / "A").write_bytes(b"v")
     (d / "A").chmod(0o600)
     d.chmod(0o775)
-    with pytest.raises(ValueError, match="writable by group or others"):
+    with pytest.raises(ValueError, match="writable by its group"):
         check_trusted_file(str(d), str(d / "A"))
 
 
