@@ -1,3 +1,3 @@
-from supervisor.cli import main
+from supervisor.run_cli import main
 
 main()

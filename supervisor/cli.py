@@ -1,50 +1,19 @@
 """Command line of openshell-supervisor: click commands, nothing else.
 
-Each command imports its implementation lazily so that `run` pays only for what it uses
-on the start-up path.
+Each command imports its implementation lazily. The console script is
+``supervisor.run_cli:main``: it parses well-formed `run` invocations itself (click is not
+imported on that path) and hands everything else to ``main`` here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import sys
-from typing import TYPE_CHECKING
 
 import click
 
 from supervisor import __version__
-from supervisor.settings import (
-    DEFAULT_GRANT_TIMEOUT,
-    DEFAULT_PROXY_PORT,
-    RunSettings,
-    SetupError,
-    parse_metrics_address,
-    parse_user,
-    profiles_from_env,
-    socket_from_env,
-)
-
-if TYPE_CHECKING:
-    from supervisor.proxy.upstream_proxy import UpstreamProxy
-
-EXIT_SETUP = 125
-
-
-def _exit_run(code: int) -> None:
-    """Leave ``run`` without interpreter finalization.
-
-    A short-lived agent can end while the proxy thread is still importing its stack (it
-    starts beside the agent and nobody waits for it). Finalizing the interpreter under a
-    live thread crashed once in CI (SIGSEGV in libc on that thread, so the agent's status
-    was lost); the supervisor has nothing left to finalize, so flush and exit at once.
-    """
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(code)
+from supervisor.run_cli import run_command, setup_logging
+from supervisor.settings import DEFAULT_GRANT_TIMEOUT, DEFAULT_PROXY_PORT
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,11 +41,7 @@ def main(log_level: str) -> None:
       openshell-supervisor run --profile p.yaml -- AGENT [ARGS...]
       openshell-supervisor demo                        see the whole flow locally
     """
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()),
-        format="openshell-supervisor: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(log_level)
 
 
 @main.command()
@@ -249,49 +214,14 @@ def run(
     (the message names the field or step); 126 not executable; 127 not found.
     SIGHUP reloads the profiles and the policy's network_policies.
     """
-    try:
-        uid, gid, groups = parse_user(user_spec or "65534:65534")
-        settings = RunSettings(
-            profiles=profiles or profiles_from_env(),
-            command=command,
-            spiffe_socket=spiffe_socket or socket_from_env(),
-            uid=uid,
-            gid=gid,
-            supplementary_gids=groups,
-            network=network,
-            proxy_port=proxy_port,
-            ca_bundle=ca_bundle,
-            audit_log=audit_log,
-            workdir=workdir,
-            grant_timeout=grant_timeout,
-            upstream_proxy=_upstream_proxy(
-                upstream_proxy, no_upstream_proxy, upstream_proxy_auth_file, token_via_proxy
-            ),
-            metrics_address=parse_metrics_address(metrics_address) if metrics_address else None,
-            policy=os.path.abspath(policy) if policy else None,
-            user_from_policy=user_spec is None and policy is not None,
-            credentials_dir=credentials_dir,
-        )
-        from supervisor.runner import run_supervisor
-
-        code = run_supervisor(settings)
-    except SetupError as err:
-        click.echo(f"openshell-supervisor: error: {err}", err=True)
-        _exit_run(EXIT_SETUP)
-        return
-    _exit_run(code)
-
-
-def _upstream_proxy(
-    url: str | None, no_proxy: str, auth_file: str | None, token_hosts: str
-) -> UpstreamProxy | None:
-    if not url:
-        return None  # the other three options only refine --upstream-proxy
-    from supervisor.proxy.upstream_proxy import parse_upstream_proxy
-
-    return parse_upstream_proxy(
-        url, no_proxy=no_proxy, auth_file=auth_file, token_endpoint_hosts=token_hosts
-    )
+    run_command(
+        profiles=profiles, spiffe_socket=spiffe_socket, policy=policy, user_spec=user_spec,
+        network=network, proxy_port=proxy_port, ca_bundle=ca_bundle, audit_log=audit_log,
+        workdir=workdir, grant_timeout=grant_timeout, upstream_proxy=upstream_proxy,
+        no_upstream_proxy=no_upstream_proxy, upstream_proxy_auth_file=upstream_proxy_auth_file,
+        token_via_proxy=token_via_proxy, metrics_address=metrics_address,
+        credentials_dir=credentials_dir, command=command,
+    )  # fmt: skip
 
 
 @main.command("check-isolation")

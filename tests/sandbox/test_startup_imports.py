@@ -1,0 +1,107 @@
+"""The import budget of `run`: what the supervisor has imported when it releases the agent.
+
+Everything imported before the release is start-up time of every sandboxed command (a
+sandbox per shell command puts `run` on an agent's hot path). The proxy's stack (asyncio,
+ssl, cryptography, grpc, httpx) belongs on the proxy thread, which starts after the
+release; the CLI framework and rich belong to the other commands. A subprocess runs the
+real CLI with the release wrapped to record ``sys.modules`` at that moment (root: `run`
+creates namespaces). Timings are the bench's business; this test only checks modules.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import clean_env
+
+pytestmark = pytest.mark.privileged
+
+# Modules (and their submodules) that must not be imported before the agent's release.
+# The per-run CA's key and certificate are made before it (the agent's trust bundles must
+# exist when it starts) with cryptography's EC primitives only: x509 waits for the proxy.
+FORBIDDEN = {
+    "click": "the CLI framework: `run` parses its own options",
+    "rich": "terminal rendering, for validate/check-isolation only",
+    "asyncio": "the proxy's event loop lives on its thread, after the release",
+    "ssl": "TLS belongs to the proxy thread",
+    "cryptography.x509": "the CA certificate is encoded by supervisor.proxy.ca_cert",
+    "httpx": "token grants happen on the proxy thread",
+    "grpc": "the Workload API client starts on the proxy thread",
+    "spiffe": "the Workload API client starts on the proxy thread",
+    "jwt": "token grants happen on the proxy thread",
+    "certifi": "only a fallback when no system bundle exists",
+}
+
+RECORDER = """
+import json, sys
+out, argv = sys.argv[1], sys.argv[2:]
+from supervisor.sandbox import spawn
+release = spawn.InitProcess.start
+def start(self, env):
+    with open(out, "w") as f:
+        json.dump(sorted(sys.modules), f)
+    return release(self, env)
+spawn.InitProcess.start = start
+from importlib.metadata import entry_points
+(script,) = entry_points(group="console_scripts", name="openshell-supervisor")
+sys.argv = ["openshell-supervisor", *argv]
+script.load()()  # what the installed command runs
+"""
+
+TUNNELS_ONLY = """\
+- id: tunnels-only
+  display_name: Tunnels only
+  description: every endpoint tunnelled, nothing the proxy could intercept
+  category: other
+  credentials: []
+  endpoints:
+    - host: 127.0.0.1
+      port: 9
+      protocol: rest
+      tls: skip
+      access: read-only
+      allowed_ips: [127.0.0.0/8]
+"""
+
+INTERCEPTABLE = """\
+- id: interceptable
+  display_name: Interceptable
+  description: an HTTPS endpoint the proxy may terminate (a per-run CA is made)
+  category: other
+  credentials: []
+  endpoints:
+    - host: api.example.com
+      port: 443
+      protocol: rest
+      access: read-only
+"""
+
+
+def modules_at_release(tmp_path: Path, profile: str) -> set[str]:
+    path = tmp_path / "profile.yaml"
+    path.write_text(profile)
+    out = tmp_path / "modules.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", RECORDER, str(out), "run", "--profile", str(path), "--",
+         "/bin/true"],
+        env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.exists(), "the agent was released without passing the recorder"
+    return set(json.loads(out.read_text()))
+
+
+@pytest.mark.parametrize("profile", [TUNNELS_ONLY, INTERCEPTABLE], ids=["plain", "intercept"])
+def test_nothing_heavy_before_the_agent_is_released(tmp_path: Path, profile: str) -> None:
+    loaded = modules_at_release(tmp_path, profile)
+    assert "supervisor" in loaded  # the recorder saw the real run
+    crept_in = {
+        name: why for name, why in FORBIDDEN.items()
+        if any(m == name or m.startswith(name + ".") for m in loaded)
+    }  # fmt: skip
+    assert not crept_in, f"imported before the agent's release: {crept_in}"
