@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from supervisor.settings import RunSettings, SetupError
+from supervisor.telemetry import ProxyStats
 
 if TYPE_CHECKING:
     import asyncio
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from supervisor.audit import AuditLog
     from supervisor.credentials.store import CredentialStore, State
     from supervisor.grants.provider import TokenProvider
+    from supervisor.metrics import MetricsServer
     from supervisor.profiles.matcher import PolicyTable
     from supervisor.profiles.profileset import ProfileSet
     from supervisor.proxy.ca_cert import CAMaterial
@@ -79,6 +81,7 @@ class Services:
         self._ca: SandboxCA | None = None  # on the proxy thread, from _ca_material
         self._ca_material: CAMaterial | None = None
         self._bundle_dir: str | None = None
+        self._metrics: MetricsServer | None = None
         self.extra_env: dict[str, str] = {}
         # Static credentials (ARCHITECTURE.md 9): built after the init was forked.
         self._static: CredentialStore | None = None
@@ -275,8 +278,31 @@ class Services:
             upstream_proxy_tls=upstream_ssl,
             identify=self._identify(),
             static_credentials=self._static_state if self._static is not None else None,
+            # Bytes are counted only when someone can read them.
+            stats=ProxyStats(count_bytes=settings.metrics_address is not None),
         )
         await self._server.start()
+        if settings.metrics_address is not None:
+            self._start_metrics(settings.metrics_address)
+
+    def _start_metrics(self, address: tuple[str, int]) -> None:
+        """The Prometheus endpoint, bound from this thread: the supervisor's network
+        namespace, never the agent's (ARCHITECTURE.md 8)."""
+        from supervisor.grants.provider import TokenProvider
+        from supervisor.metrics import MetricsServer, Sources
+
+        server, provider, audit = self._server, self._provider, self._audit
+        assert server is not None and audit is not None
+        grants = provider if isinstance(provider, TokenProvider) else None
+        self._metrics = MetricsServer(address, Sources(
+            proxy=lambda: server.stats,
+            agent_connections=lambda: server.counters.active,
+            grants=lambda: grants.metrics if grants is not None else None,
+            token_cache_evictions=lambda: grants.cache.evictions if grants is not None else 0,
+            audit_events_dropped=lambda: audit.dropped_total,
+        ))
+        self._metrics.start()
+        log.info("metrics at http://%s:%d/metrics", *self._metrics.address)
 
     def _identify(self) -> Identify | None:
         """Binary identity through the sandbox's /proc (ARCHITECTURE.md 11)."""
@@ -353,6 +379,8 @@ class Services:
             self._audit.close()
 
     async def _stop_async(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
         if self._server is not None:
             await self._server.close()
         if self._provider is not None:
@@ -384,6 +412,11 @@ def start_services(
     Returns once the agent-facing parts exist (the CA bundles and ``extra_env``); the proxy
     finishes starting on its thread: ``watch(on_failure)`` reports a failure, and
     ``wait_ready()`` blocks until it serves. Raises SetupError."""
+    if settings.metrics_address is not None and settings.network == "host":
+        raise SetupError(
+            "--metrics-address",
+            "needs --network isolated: in the host's network the agent could reach it",
+        )
     if profiles.bindings and not settings.spiffe_socket:
         first = profiles.bindings[0].id
         raise SetupError(

@@ -90,6 +90,7 @@ class TokenCache:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
         self.max_entries = max_entries
+        self.evictions = 0  # tokens dropped before use: expired, or pushed out by the LRU bound
         self._entries: OrderedDict[CacheKey, Entry] = OrderedDict()
         self._failures: OrderedDict[CacheKey, Failure] = OrderedDict()
 
@@ -103,6 +104,7 @@ class TokenCache:
             return None
         if now >= entry.expires_at:
             del self._entries[key]
+            self.evictions += 1
             return None
         if touch:
             entry.last_used = now
@@ -119,12 +121,14 @@ class TokenCache:
         self.purge(now)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+            self.evictions += 1
         return entry
 
     def purge(self, now: float) -> None:
         """Remove expired entries (a token is never served past its lifetime)."""
         for key in [k for k, e in self._entries.items() if now >= e.expires_at]:
             del self._entries[key]
+            self.evictions += 1
 
     def fail(self, key: CacheKey, error: GrantError, now: float,
              rand: Callable[[], float]) -> Failure:

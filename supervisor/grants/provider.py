@@ -28,6 +28,7 @@ from supervisor.grants.errors import GrantError
 from supervisor.grants.exchange import TokenResponse, is_token68
 from supervisor.profiles.model import Binding, GrantSpec
 from supervisor.settings import DEFAULT_GRANT_TIMEOUT
+from supervisor.telemetry import GrantStats
 
 if TYPE_CHECKING:
     from supervisor.proxy.upstream_proxy import UpstreamProxy
@@ -85,6 +86,7 @@ class TokenProvider:
         self._epoch = 0
         self._closed = False
         self.stats = ProviderStats()
+        self.metrics = GrantStats()  # what the metrics endpoint shows (ARCHITECTURE.md 8)
 
     @property
     def cache(self) -> TokenCache:
@@ -99,14 +101,17 @@ class TokenProvider:
         entry = self._cache.get(key, now)
         if entry is not None:
             self.stats.cache_hits += 1
+            self.metrics.cache["hit"] += 1
             if entry.refresh_due(now):
                 self._start_refresh(key, binding.grant)
             return _checked(entry.token)
+        self.metrics.cache["miss"] += 1
         task = self._inflight.get(key)
         if task is None:
             failure = self._cache.backoff(key, now)
             if failure is not None:
                 self.stats.backoff_rejections += 1
+                self.metrics.grants["backoff"] += 1
                 earlier = failure.error
                 raise GrantError(
                     "backoff", f"retrying after an earlier failure: {earlier}", retryable=True,
@@ -182,7 +187,7 @@ class TokenProvider:
         try:
             try:
                 self.stats.svid_fetches += 1
-                svid = await self._svids.fetch(spec.jwt_svid_audience)
+                svid = await self._fetch_svid(spec.jwt_svid_audience)
                 self.stats.grants += 1
                 response = await self._exchanger.exchange(spec, svid)
                 del svid
@@ -196,6 +201,7 @@ class TokenProvider:
                 wrapped = GrantError("token_endpoint", f"internal error ({type(err).__name__})")
                 self._record_failure(key, wrapped, epoch)
                 raise wrapped from None
+            self.metrics.grants["success"] += 1
             if self._still_wanted(key, epoch):
                 now = self._clock()
                 life = cachemod.lifetime(response.expires_in, spec.cache_ttl_seconds)
@@ -208,8 +214,22 @@ class TokenProvider:
             if self._inflight.get(key) is asyncio.current_task():
                 del self._inflight[key]
 
+    async def _fetch_svid(self, audience: str) -> str:
+        """One Workload API call, timed for the metrics."""
+        m = self.metrics
+        m.workload_api_calls += 1
+        started = time.monotonic()
+        try:
+            return await self._svids.fetch(audience)
+        except BaseException:
+            m.workload_api_failures += 1
+            raise
+        finally:
+            m.workload_api_seconds.observe(time.monotonic() - started)
+
     def _record_failure(self, key: CacheKey, err: GrantError, epoch: int) -> None:
         self.stats.grant_failures += 1
+        self.metrics.grants["failure"] += 1
         if self._still_wanted(key, epoch):
             self._cache.fail(key, err, self._clock(), self._rand)
         log.warning("token grant failed for %s: %s", key.binding_id, err)

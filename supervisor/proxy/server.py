@@ -100,13 +100,15 @@ from supervisor.proxy.upstream import (
 from supervisor.proxy.upstream_proxy import UpstreamProxy
 from supervisor.proxy.websocket import close_frame
 from supervisor.proxy.ws_creds import ClientMessages, WsRefused, upstream_close
+from supervisor.telemetry import ALLOWED, DENIED, ProxyStats, status_class
 
 log = logging.getLogger("supervisor.proxy")
 
 
-class _Via(TypedDict, total=False):
+class _DialOptions(TypedDict, total=False):
     via: UpstreamProxy
     via_tls: ssl.SSLContext | None
+    stats: ProxyStats
 
 
 _CONNECT_OK = b"HTTP/1.1 200 Connection Established\r\n\r\n"
@@ -200,6 +202,7 @@ class ProxyServer:
         upstream_proxy_tls: ssl.SSLContext | None = None,
         identify: Identify | None = None,
         static_credentials: Callable[[], StaticState | None] | None = None,
+        stats: ProxyStats | None = None,
     ) -> None:
         self._sock = listen_sock
         self._static = static_credentials
@@ -214,6 +217,7 @@ class ProxyServer:
         self._identify = identify  # binary identity of a connection (ARCHITECTURE.md 11)
         self.limits = limits or Limits()
         self.counters = Counters()
+        self.stats = stats if stats is not None else ProxyStats()  # for the metrics
         self._pool = Pool(
             self.limits.max_idle_per_destination,
             self.limits.pool_idle_seconds,
@@ -276,13 +280,13 @@ class ProxyServer:
             await asyncio.sleep(max(self.limits.pool_idle_seconds / 2, 0.5))
             self._pool.prune()
 
-    def _via(self, host: str, addr: IPAddress) -> _Via:
-        """``open_upstream``'s arguments for the upstream proxy, when this destination uses
-        it (ARCHITECTURE.md 7)."""
+    def _via(self, host: str, addr: IPAddress) -> _DialOptions:
+        """``open_upstream``'s arguments: the statistics, and the upstream proxy when this
+        destination uses it (ARCHITECTURE.md 7)."""
         proxy = self._upstream_proxy
         if proxy is None or not proxy.routes(host, addr):
-            return {}
-        return {"via": proxy, "via_tls": self._upstream_proxy_tls}
+            return {"stats": self.stats}
+        return {"via": proxy, "via_tls": self._upstream_proxy_tls, "stats": self.stats}
 
     def _upstream_tls(self) -> ssl.SSLContext:
         if self._upstream_ssl is None:
@@ -374,6 +378,7 @@ class ProxyServer:
 
     async def _serve(self, agent: Conn, tunnel: Target | None) -> None:
         """Serve requests on one agent connection (or tunnel) until it must close."""
+        loop = asyncio.get_running_loop()
         while True:
             req = await self._next_request(agent, tunnel)
             if req is None:
@@ -385,7 +390,11 @@ class ProxyServer:
                     return
                 await self._connect(agent, req)
                 return
-            if await self._serve_request(agent, req, tunnel) is not Outcome.REUSABLE:
+            started = loop.time()
+            outcome = await self._serve_request(agent, req, tunnel)
+            if outcome is not Outcome.SWITCHED:  # a relay's life is not a request's duration
+                self.stats.duration.observe(loop.time() - started)
+            if outcome is not Outcome.REUSABLE:
                 return
 
     async def _next_request(self, agent: Conn, tunnel: Target | None) -> RequestHead | None:
@@ -418,11 +427,13 @@ class ProxyServer:
 
     def _reject(self, ch: Channel, exc: ParseError) -> None:
         self.counters.parse_errors += 1
+        self.stats.request(DENIED, errors.BAD_REQUEST)
         self._audit.parse_rejection(reason=exc.reason, status_code=exc.status)
         ch.write(error_response(exc.status, errors.BAD_REQUEST, exc.reason, close=True))
 
     def _tunnel_refused(self, host: str, port: int, message: str, exc: BaseException) -> None:
         """An intercepted tunnel that could not be opened: logged and audited, then closed."""
+        self.stats.request(DENIED, "interception_failed")
         log.warning("%s (%s:%d): %s", message, host, port, sanitize(str(exc)))
         self._audit.http_event(
             method="CONNECT",
@@ -436,6 +447,7 @@ class ProxyServer:
         )
 
     def _count_denial(self, exc: ProxyError) -> None:
+        self.stats.request(DENIED, exc.code)
         c = self.counters
         if exc.code == errors.TOKEN_GRANT_FAILED:
             c.grant_failures += 1
@@ -582,6 +594,7 @@ class ProxyServer:
         """OPTIONS with Max-Forwards: 0 is answered here; a body, never read, ends the
         connection."""
         keep = ex.req.keep_alive and not ex.req.has_body
+        self.stats.request(ALLOWED, "answered_by_proxy")
         ex.agent.ch.write(_OPTIONS_HERE if keep else _OPTIONS_HERE_CLOSE)
         return Outcome.REUSABLE if keep else Outcome.CLOSE
 
@@ -705,6 +718,7 @@ class ProxyServer:
         if head is None or up is None:
             return Outcome.CLOSE  # the agent stopped sending its body: nothing to answer
         resp = await self._final_response(ex, up, head)
+        self.stats.request(ALLOWED, status_class(resp.status))
         if resp.status == 101:
             return await self._switch(ex, up, resp)
         if (ex.credential is not None or ex.substituted) and self._audit.enabled:
@@ -908,6 +922,7 @@ class ProxyServer:
             return
         try:
             self.counters.tunnels += 1
+            self.stats.request(ALLOWED, "tunnel")
             agent.ch.write(_CONNECT_OK)
             await self._relay(agent, up.conn, self.limits.tunnel_idle_timeout)
         finally:

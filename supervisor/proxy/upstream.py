@@ -17,6 +17,7 @@ from supervisor.proxy.egress import IPAddress, check_destination
 from supervisor.proxy.errors import ProxyError
 from supervisor.proxy.http1 import ParseError
 from supervisor.proxy.upstream_proxy import UpstreamProxy, check_connect_response, connect_request
+from supervisor.telemetry import ProxyStats
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 PoolKey = tuple[str, str, int]  # scheme, host, port
@@ -71,9 +72,11 @@ async def resolve_checked(
 class Upstream:
     """One upstream connection: its buffered reader and the address it was checked for."""
 
-    __slots__ = ("addr", "ch", "checked_for", "conn", "idle_since", "key")
+    __slots__ = ("addr", "ch", "checked_for", "conn", "idle_since", "key", "stats")
 
-    def __init__(self, key: PoolKey, addr: IPAddress, ch: Channel) -> None:
+    def __init__(
+        self, key: PoolKey, addr: IPAddress, ch: Channel, stats: ProxyStats | None = None
+    ) -> None:
         self.key = key
         self.addr = addr
         self.ch = ch  # a PlainChannel, or a TlsChannel over one for https
@@ -82,8 +85,14 @@ class Upstream:
         # The allowed_ips tuple ``addr`` was last admitted under: the SSRF check is a pure
         # function of (addr, port, networks), so a reuse under the same tuple skips it.
         self.checked_for: tuple[IPNetwork, ...] | None = None
+        self.stats = stats  # counts this connection in ``upstream_open`` until closed
+        if stats is not None:
+            stats.upstream_open += 1
 
     def close(self) -> None:
+        stats, self.stats = self.stats, None  # close() may run more than once
+        if stats is not None:
+            stats.upstream_open -= 1
         self.conn.release()
         self.ch.close()
 
@@ -97,31 +106,34 @@ async def open_upstream(
     send_timeout: float | None = None,
     via: UpstreamProxy | None = None,
     via_tls: ssl.SSLContext | None = None,
+    stats: ProxyStats | None = None,
 ) -> Upstream:
     """Connect to the checked ``addr`` (and do TLS for ``host``) within ``timeout``;
     ``send_timeout`` bounds every later wait for the upstream to read (``PlainChannel``).
 
     ``via``: a CONNECT tunnel through the upstream proxy to ``addr`` instead of a direct
     connection (``via_tls`` when the proxy itself speaks TLS); what follows is the same.
+    ``stats``: the connection is counted while open, its bytes too when asked for.
     """
     _scheme, host, port = key
     plain: PlainChannel | None = None
     try:
         async with asyncio.timeout(timeout):
+            counted = stats is not None and stats.count_bytes
             if via is None:
                 reader, writer = await asyncio.open_connection(str(addr), port, limit=READ_SIZE)
-                plain = PlainChannel(reader, writer, send_timeout)
+                plain = _new_plain(reader, writer, send_timeout, stats if counted else None)
                 raw: Channel = plain
                 early = b""
             else:
                 reader, writer = await _dial_proxy(via)
-                plain = PlainChannel(reader, writer, send_timeout)
+                plain = _new_plain(reader, writer, send_timeout, stats if counted else None)
                 raw, early = await _tunnel(plain, via, via_tls, addr, port)
             if tls is None:
-                return Upstream(key, addr, _Prefixed(raw, early) if early else raw)
+                return Upstream(key, addr, _Prefixed(raw, early) if early else raw, stats)
             ch = TlsChannel(raw, tls, early, server_side=False, server_hostname=host)
             await ch.handshake()
-            return Upstream(key, addr, ch)
+            return Upstream(key, addr, ch, stats)
     except ssl.SSLCertVerificationError as exc:
         _close(plain)
         raise ProxyError(
@@ -144,6 +156,47 @@ async def open_upstream(
     except BaseException:
         _close(plain)
         raise
+
+
+def _new_plain(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    send_timeout: float | None,
+    stats: ProxyStats | None,
+) -> PlainChannel:
+    if stats is None:
+        return PlainChannel(reader, writer, send_timeout)
+    return CountingChannel(reader, writer, send_timeout, stats)
+
+
+class CountingChannel(PlainChannel):
+    """A ``PlainChannel`` that adds what crosses it to ``ProxyStats`` (bytes on the wire to
+    and from upstreams: TLS records and CONNECT heads included). Only used when metrics
+    are served: it costs one Python call per read and write."""
+
+    __slots__ = ("_raw_read", "_raw_write", "_stats")
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        send_timeout: float | None,
+        stats: ProxyStats,
+    ) -> None:
+        super().__init__(reader, writer, send_timeout)
+        self._stats = stats
+        self._raw_read, self._raw_write = self.read, self.write
+        self.read = self._counted_read
+        self.write = self._counted_write
+
+    async def _counted_read(self, n: int = -1) -> bytes:
+        data = await self._raw_read(n)
+        self._stats.bytes_from_upstream += len(data)
+        return data
+
+    def _counted_write(self, data: bytes | bytearray | memoryview) -> None:
+        self._stats.bytes_to_upstream += len(data)
+        self._raw_write(data)
 
 
 async def _dial_proxy(
