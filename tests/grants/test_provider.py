@@ -291,3 +291,28 @@ async def test_backoff_error_keeps_the_issuer_text_for_the_audit_only() -> None:
     assert "invalid_client" in str(info.value)
     assert info.value.audit_detail is not None and "(DESC)" in info.value.audit_detail
     await p.aclose()
+
+
+async def test_metrics_count_outcomes_cache_results_and_workload_calls() -> None:
+    clock, ex, svids = FakeClock(), FakeExchanger(expires_in=60), FakeSvids()
+    p = provider(clock, ex, svids, max_entries=1)
+    a, b = make_binding(URL), make_binding(URL, binding_id="demo/token@beta.test:443",
+                                           audience="beta")
+    m = p.metrics
+    assert await p.token_for(a) == "tok1"
+    assert await p.token_for(a) == "tok1"
+    assert (m.grants["success"], m.cache["miss"], m.cache["hit"]) == (1, 1, 1)
+    assert m.workload_api_calls == 1 and m.workload_api_seconds.count == 1
+    await p.token_for(b)  # the bound of one entry pushes a out
+    assert p.cache.evictions == 1
+    clock.advance(3600)  # b expires: dropped when looked up
+    svids.error = GrantError("workload_api", "socket gone")
+    with pytest.raises(GrantError):
+        await p.token_for(b)
+    assert p.cache.evictions == 2
+    assert m.grants["failure"] == 1 and m.workload_api_failures == 1
+    with pytest.raises(GrantError, match="retrying"):
+        await p.token_for(b)  # inside the backoff: refused at once, no call
+    assert m.grants["backoff"] == 1 and m.workload_api_calls == 3
+    assert m.cache["miss"] == 4
+    await p.aclose()
