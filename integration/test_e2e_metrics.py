@@ -24,14 +24,14 @@ pytestmark = pytest.mark.privileged
 MARKER = "q7marker"  # in every request's query: in no log line and not in the metrics
 PATH_MARKER = "pathmark"  # in every path: the audit log may name it, the metrics never
 
-AGENT = """\
+AGENT = f"""\
 import json, os, socket, sys, time, urllib.request, urllib.error
 
 alpha, beta, port, flags = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 results = []
 for url in (alpha, beta, alpha, "http://undeclared.example/"):
     try:
-        with urllib.request.urlopen(url + "p/{path}?k={marker}", timeout=20) as r:
+        with urllib.request.urlopen(url + "p/{PATH_MARKER}?k={MARKER}", timeout=20) as r:
             results.append(r.status)
     except urllib.error.HTTPError as err:
         results.append(err.code)
@@ -46,7 +46,7 @@ deadline = time.monotonic() + 30
 while not os.path.exists(os.path.join(flags, "done")) and time.monotonic() < deadline:
     time.sleep(0.05)
 print(json.dumps({{"statuses": results, "metrics": metrics}}))
-""".format(marker=MARKER, path=PATH_MARKER)
+"""
 
 
 def _free_port() -> int:
