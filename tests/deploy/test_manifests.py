@@ -64,7 +64,9 @@ def test_every_manifest_parses(path: Path) -> None:
 
 
 def test_every_manifest_is_reachable_from_a_kustomization(demo: list[Resource]) -> None:
-    used = {r.source for r in demo} | {p for p in ALL_MANIFESTS if p.name == "kustomization.yaml"}
+    monitoring = render(KUBE / "monitoring")
+    used = {r.source for r in [*demo, *monitoring]}
+    used |= {p for p in ALL_MANIFESTS if p.name == "kustomization.yaml"}
     assert set(ALL_MANIFESTS) == used
 
 
@@ -250,13 +252,16 @@ def test_demo_hosts_match_the_services(demo: list[Resource], base: list[Resource
     issuer_host = grant["token_endpoint"].split("/")[2]
     assert issuer_host.split(".")[0] in services
     for name, svc in services.items():
-        (deploy,) = [
-            r.doc
+        # Every Service selects exactly one Deployment's pods (alpha, beta and the issuer
+        # by their own names; the sandbox's metrics Service the sandbox).
+        selected = [
+            r.doc["metadata"]["name"]
             for r in demo
-            if r.doc["kind"] == "Deployment" and r.doc["metadata"]["name"] == name
+            if r.doc["kind"] == "Deployment"
+            and svc["spec"]["selector"].items()
+            <= r.doc["spec"]["template"]["metadata"]["labels"].items()
         ]
-        labels = deploy["spec"]["template"]["metadata"]["labels"]
-        assert svc["spec"]["selector"].items() <= labels.items()
+        assert selected == [name.removesuffix("-metrics")], name
         # The issuer expects exactly the SVID audience the profile asks for.
     issuer = find(demo, "Deployment", "token-issuer")["spec"]["template"]["spec"]["containers"][0]
     assert f"--expected-svid-audience={grant['jwt_svid_audience']}" in issuer["args"]
