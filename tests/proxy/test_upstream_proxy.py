@@ -306,3 +306,36 @@ def test_https_proxy_is_verified(make_env: Any, tmp_path: Path) -> None:
         status, _, body = _get(env)
     assert status == 502
     assert "upstream proxy: certificate verification failed" in json.loads(body)["detail"]
+
+
+def test_intercepted_https_goes_tls_in_a_tunnel(tmp_path: Path) -> None:
+    """TLS to the upstream runs inside the CONNECT tunnel (the proxy sees only ciphertext),
+    and its certificate is still checked for the name the agent asked for."""
+    from tests.proxy.harness import FakePolicy, FakeTokens, binding, endpoint
+    from tests.proxy.test_tunnels import Interceptor
+    from tests.proxy.tlscerts import make_pki
+
+    pki = make_pki(tmp_path)
+    with RecordingConnectProxy() as proxy:
+        env = Env(FakePolicy(), FakeTokens(), str(tmp_path / "audit.jsonl"),
+                  upstream_ssl=pki.upstream_client(), interceptor=Interceptor(pki.agent_side),
+                  upstream_proxy=parse_upstream_proxy(proxy.url))
+        try:
+            env.upstream.server.close()  # type: ignore[union-attr]
+            env.call(env.upstream.start(pki.upstream_server))
+            ep = endpoint("127.0.0.1", env.upstream.port, tls="terminate")
+            env.policy.endpoints.append(ep)
+            env.policy.bindings.append(binding(ep))
+            a = f"127.0.0.1:{env.upstream.port}"
+            raw = env.connect()
+            raw.sendall(f"CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n".encode())
+            assert recv_response(raw, head_only=True)[0] == 200
+            client = ssl.create_default_context(cafile=str(pki.ca_path))
+            with client.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(f"GET /headers HTTP/1.1\r\nHost: {a}\r\n\r\n".encode())
+                status, _, body = recv_response(s)  # type: ignore[arg-type]
+            assert status == 200
+            assert f"authorization: bearer {SECRET}".lower() in body.decode().lower()
+            assert proxy.targets() == [a]
+        finally:
+            env.close()
