@@ -26,11 +26,11 @@ id -u
 """
 
 
-def run(policy: Path, *command: str, options: tuple[str, ...] = ()
+def run(policy: Path, *command: str, options: tuple[str, ...] = (), cwd: Path = REPO
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PY, "-m", "supervisor", "run", "--policy", str(policy), *options, "--", *command],
-        capture_output=True, text=True, timeout=60, env=clean_env(), cwd=str(REPO),
+        capture_output=True, text=True, timeout=60, env=clean_env(), cwd=str(cwd),
     )
 
 
@@ -185,3 +185,15 @@ def test_socket_directory_and_supervisor_files_stay_unreachable(
     assert done.stdout.split() == ["0", "package-denied", "package-dir-denied", "policy-denied",
                                    "workdir-writable"]
     assert workload_socket.connections == []
+
+
+def test_include_workdir_without_workdir_is_where_run_started(
+    tmp_path: Path, dirs: dict[str, Path]
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("version: 1\n"
+                      f"filesystem_policy:\n  read_only: {SYSTEM}\n  include_workdir: true\n")
+    done = run(policy, "/bin/sh", "-c", "pwd; echo data > here && echo written",
+               cwd=dirs["rw"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(dirs["rw"]), "written"]
