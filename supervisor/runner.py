@@ -267,6 +267,26 @@ def _load_initial(loader: ProfileLoader, paths: tuple[str, ...]) -> ProfileSet:
         raise SetupError("--profile", _describe_profile_error(exc)) from exc
 
 
+def _diag_socket(network: AgentNetwork) -> socket.socket | None:
+    """A sock_diag socket in the agent's network namespace: binary identity finds the
+    agent's socket with one kernel lookup (ARCHITECTURE.md 11); None = /proc tables."""
+    from supervisor.binaries.diag import open_diag_socket
+    from supervisor.sandbox.threadns import run_on_thread
+
+    ns_fd = network.ns_fd
+
+    def in_namespace() -> socket.socket:
+        if ns_fd is not None:
+            linux.setns(ns_fd, linux.CLONE_NEWNET)  # this short-lived thread only
+        return open_diag_socket()
+
+    try:
+        return run_on_thread("sock-diag", in_namespace)
+    except OSError as exc:
+        log.debug("no sock_diag socket (%s): binary identity reads /proc tables", exc)
+        return None
+
+
 def _make_bundle_dir() -> str:
     """A fresh root-owned directory for the agent's CA bundles (public certificates)."""
     import tempfile
@@ -347,6 +367,7 @@ def run_supervisor(
     relay = StderrRelay() if stderr_relay.wanted(settings.audit_log) else None
     try:
         network = _prepare_network(settings)
+        diag = _diag_socket(network)
         if os.getpid() != 1:
             linux.set_child_subreaper()  # orphans of ours come back to us to be reaped
         init_path = find_init()
@@ -374,7 +395,10 @@ def run_supervisor(
             raise
         if relay is not None:
             relay.start()
-        settings = dataclasses.replace(settings, sandbox_init_pid=init.pid)
+        settings = dataclasses.replace(
+            settings, sandbox_init_pid=init.pid,
+            sandbox_diag_fd=diag.fileno() if diag is not None else None,
+        )
         supervision = _Supervision(init, settings, loader, profiles)
         with supervision.handlers():
             mount_ns.close()
@@ -419,3 +443,5 @@ def run_supervisor(
         if network is not None:
             network.close_ns()
             network.listen_sock.close()
+            if diag is not None:
+                diag.close()

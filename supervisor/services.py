@@ -310,7 +310,11 @@ class Services:
             return None
         from supervisor.binaries.identity import BinaryResolver
 
-        return BinaryResolver(self._settings.sandbox_init_pid).lookup
+        diag = None
+        if self._settings.sandbox_diag_fd is not None:
+            # Our own descriptor: the runner closes its own when the run ends.
+            diag = socket.socket(fileno=os.dup(self._settings.sandbox_diag_fd))
+        return BinaryResolver(self._settings.sandbox_init_pid, diag=diag).lookup
 
     def _current_table(self) -> PolicyTable:
         # Read on every request: a reload swaps one reference, which is atomic.

@@ -54,6 +54,7 @@ class RunSettings:
     user_from_policy: bool = False  # no --user: the policy's process identity applies
     ca_bundle_dir: str | None = None  # where the agent's CA bundles go (made before the fork)
     sandbox_init_pid: int | None = None  # set by run once the init exists (binary identity)
+    sandbox_diag_fd: int | None = None  # sock_diag socket in the agent's network namespace
     credentials_dir: str | None = None  # one file per static-credential variable
 
     @property

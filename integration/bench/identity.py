@@ -4,7 +4,8 @@ a cold connection, and to a request on a warm one (ARCHITECTURE.md 11; target: <
 A shell stands in for the sandbox's init; a client below it opens one connection at a time
 to a listener of ours and waits. For each accepted connection we time the proxy's judge on
 its first use (the /proc lookup: the socket's inode, the holders among the init's
-descendants, exe and ancestors, trust-on-first-use check) and on a second use (cached on
+descendants, exe and ancestors, trust-on-first-use check; the socket found with sock_diag
+as the proxy does, and through /proc tables for comparison) and on a second use (cached on
 the connection: what every later request pays). The first sight of a binary (its SHA-256)
 is timed on its own: it is paid once per executable per run, not per connection.
 Run alone: ``python -m integration.bench.identity [N]`` (root).
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from statistics import median, quantiles
 
+from supervisor.binaries.diag import open_diag_socket
 from supervisor.binaries.globs import with_resolved
 from supervisor.binaries.identity import BinaryResolver
 from supervisor.binaries.judge import ConnectionJudge
@@ -35,9 +37,10 @@ for _ in range(n):
 
 @dataclass
 class IdentityCost:
-    cold_ms: list[float]  # first judgement on a fresh connection (the /proc lookup)
+    cold_ms: list[float]  # first judgement on a fresh connection (sock_diag, as the proxy)
     warm_ms: list[float]  # later judgements on the same connection (cached)
     first_sight_ms: float  # hashing the client's executable the first time it is seen
+    tables_ms: list[float]  # the same lookup through /proc/<init>/net/tcp (the fallback)
 
     def summary(self) -> dict[str, float]:
         def p95(xs: list[float]) -> float:
@@ -48,6 +51,7 @@ class IdentityCost:
             "cold_median_ms": median(self.cold_ms), "cold_p95_ms": p95(self.cold_ms),
             "warm_median_ms": median(self.warm_ms), "warm_p95_ms": p95(self.warm_ms),
             "first_sight_ms": self.first_sight_ms,
+            "tables_median_ms": median(self.tables_ms), "tables_p95_ms": p95(self.tables_ms),
         }
 
 
@@ -59,10 +63,12 @@ def binary_identity_cost(n: int = 200) -> IdentityCost:
     port = listener.getsockname()[1]
     init = subprocess.Popen(["/bin/sh", "-c", f'"$0" -c \'{CLIENT}\' {port} {n + 1}; sleep 30',
                              sys.executable])
-    resolver = BinaryResolver(init.pid)
+    resolver = BinaryResolver(init.pid, diag=open_diag_socket())
+    tables = BinaryResolver(init.pid, trust=resolver.trust)  # no sock_diag: /proc tables
     patterns = with_resolved([sys.executable])
     cold: list[float] = []
     warm: list[float] = []
+    via_tables: list[float] = []
     first_sight = 0.0
     try:
         for i in range(n + 1):
@@ -79,14 +85,19 @@ def binary_identity_cost(n: int = 200) -> IdentityCost:
                     raise RuntimeError(f"the client was not recognized: {judge.denial()}")
                 if i == 0:
                     first_sight = elapsed  # includes hashing the interpreter once
-                else:
-                    cold.append(elapsed)
-                    warm.append(cached)
+                    continue
+                cold.append(elapsed)
+                warm.append(cached)
+                start = time.perf_counter_ns()
+                tables.lookup(peer, ("127.0.0.1", port))
+                via_tables.append((time.perf_counter_ns() - start) / 1e6)
     finally:
         init.kill()
         init.wait()
         listener.close()
-    return IdentityCost(cold, warm, first_sight)
+    if resolver.diag is not None:
+        resolver.diag.close()
+    return IdentityCost(cold, warm, first_sight, via_tables)
 
 
 if __name__ == "__main__":
