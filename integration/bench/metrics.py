@@ -230,7 +230,8 @@ def _connection_targets(m: Measured) -> list[Target]:
         Target(f"RSS cost of {idle.connections if idle else 1000} idle keep-alive connections",
                _fmt(idle_cost, " MiB", 1), f"< {MAX_IDLE_1000_MIB:g} MiB",
                None if idle_cost is None else idle_cost < MAX_IDLE_1000_MIB, idle_detail),
-        Target("first request on a cold connection over a warm one", _fmt(first, " ms", 3),
+        Target("first request on a cold connection over a warm one, binary identity",
+               _fmt(first, " ms", 3),
                f"<= {MAX_FIRST_REQUEST_MS:g} ms", _at_most(first, MAX_FIRST_REQUEST_MS),
                first_detail),
     ]  # fmt: skip

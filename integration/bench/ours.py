@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from integration.bench import metrics
 from integration.bench.certs import BenchPKI
-from integration.bench.conns import first_request
+from integration.bench.conns import FirstRequestResult
 from integration.bench.conns import idle_connections as idle_connections_rss
 from integration.bench.harness import ROOT, Bench, console
 from integration.bench.legs import StreamPorts
@@ -253,10 +255,16 @@ class OurProxy:
             self.bench.report.idle = idle
             console.print(f"idle connections: +{idle.cost_mib:.1f} MiB for {idle.connections} "
                           f"({idle.answered} answered 200)")  # fmt: skip
-        with self.bench.component("first request on a cold connection"):
-            first = first_request(port, self.up.bound_port, True, first_requests)
-            self.bench.report.first = first
-            console.print(f"first request: +{first.added_ms:.3f} ms over a warm connection")
+        for binaries in (False, True):
+            what = "binary identity" if binaries else "no binaries"
+            with self.bench.component(f"first request in a sandbox, {what}"):
+                first = first_request_in_sandbox(self.bench.work, self.up, first_requests, binaries)
+                if binaries:
+                    self.bench.report.first = first
+                else:
+                    self.bench.report.first_plain = first
+                console.print(f"first request ({what}): +{first.added_ms:.3f} ms over a warm "
+                              "connection")  # fmt: skip
 
     def startup(self) -> None:
         """Time start-up (after the loads, on a machine the bench no longer loads)."""
@@ -264,6 +272,40 @@ class OurProxy:
             return
         with self.bench.component("start-up"):
             _startup_phase(self.bench, self.plain_profile, self.profile, self.socket_addr)
+
+
+IDENTITY_PROFILE = """\
+- id: bench-identity
+  display_name: Bench upstream for one binary
+  description: nginx's open server on loopback, for the agent's interpreter only
+  category: other
+  credentials: []
+{binaries}  endpoints:
+{endpoint}"""
+
+
+def first_request_in_sandbox(
+    work: Path, up: Upstream, n: int, binaries: bool
+) -> FirstRequestResult:
+    """A fresh connection's first request against a warm one's, timed by an agent inside
+    `run` through the sandbox's proxy. ``binaries``: the endpoint admits only the agent's
+    interpreter, so the proxy looks up the connecting executable (ARCHITECTURE.md 11) on a
+    connection's first request."""
+    interpreter = os.path.realpath(sys.executable)
+    listed = f"  binaries:\n    - {interpreter}\n" if binaries else ""
+    profile = work / f"bench-identity-{int(binaries)}.yaml"
+    profile.write_text(IDENTITY_PROFILE.format(
+        binaries=listed, endpoint=_endpoint(up.plain_port, "skip")))  # fmt: skip
+    agent = [sys.executable, str(ROOT / "integration" / "bench" / "first_request_agent.py"),
+             str(up.plain_port), str(n)]  # fmt: skip
+    argv = [str(supervisor_exe()), "run", "--profile", str(profile), "--", *agent]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise RuntimeError(f"the agent failed: {why[:300]}")
+    doc = json.loads(lines[-1])
+    return FirstRequestResult(doc["cold_ms"], doc["warm_ms"])
 
 
 def precompile() -> str:

@@ -35,7 +35,8 @@ class BenchReport:
     bulk_rss_max_mib: float | None = None  # our proxy during the bulk legs (context)
     streams: list[StreamResult] = field(default_factory=list)
     idle: IdleResult | None = None
-    first: FirstRequestResult | None = None
+    first: FirstRequestResult | None = None  # in a sandbox, binary identity on
+    first_plain: FirstRequestResult | None = None  # the same without binaries (context)
     unavailable: dict[str, str] = field(default_factory=dict)  # component -> why
     elapsed_s: float = 0.0
 
@@ -84,8 +85,9 @@ class BenchReport:
                 **dataclasses.asdict(self.idle), "cost_mib": self.idle.cost_mib,
                 "per_connection_kib": self.idle.per_connection_kib,
             },
-            "first_request": None if self.first is None else {
-                **dataclasses.asdict(self.first), "added_ms": self.first.added_ms,
+            "first_request": {
+                name: None if r is None else {**dataclasses.asdict(r), "added_ms": r.added_ms}
+                for name, r in (("binary_identity", self.first), ("no_binaries", self.first_plain))
             },
             "rss": self.rss,
             "rss_baselines_max_mib": self.rss_baselines,
@@ -212,11 +214,13 @@ def _connections_lines(report: BenchReport) -> list[str]:
             f"(+{i.cost_mib:.1f} MiB, {i.per_connection_kib:.1f} KiB each), "
             f"{i.after_close_kib / 1024:.1f} MiB after closing them"
         )
-    if report.first is not None:
-        f = report.first
+    for what, f in (("binary identity", report.first), ("no binaries", report.first_plain)):
+        if f is None:
+            continue
         lines.append(
-            f"first request on a fresh connection: median {median(f.cold_ms):.3f} ms, on a "
-            f"warm one {median(f.warm_ms):.3f} ms (+{f.added_ms:.3f} ms; {len(f.cold_ms)} each)"
+            f"first request on a fresh connection inside a sandbox ({what}): median "
+            f"{median(f.cold_ms):.3f} ms, on a warm one {median(f.warm_ms):.3f} ms "
+            f"(+{f.added_ms:.3f} ms; {len(f.cold_ms)} each)"
         )
     if report.bulk_rss_max_mib is not None:
         lines.append(f"our proxy's RSS during the bulk legs: max {report.bulk_rss_max_mib:.1f} MiB")
