@@ -138,6 +138,8 @@ def test_a_denial_loop_cannot_fill_the_disk(profile_file: Path, tmp_path: Path) 
     events = [json.loads(line) for line in audit.read_text().splitlines()]
     single = [e for e in events if e["class_uid"] == 4002 and e["action_id"] == 2]
     summaries = [e for e in events if "suppressed" in (e.get("unmapped") or {})]
+    suppressed = sum(s["unmapped"]["suppressed"] for s in summaries)
     assert len(single) <= DEFAULT_BURST + DEFAULT_RATE * elapsed
-    assert len(single) + sum(s["unmapped"]["suppressed"] for s in summaries) == 1500
-    assert "rate limited" in result.stderr  # reported at exit
+    assert len(single) + suppressed == 1500
+    if elapsed < (1500 - DEFAULT_BURST) / DEFAULT_RATE:  # else a slow machine never hit it
+        assert suppressed > 0 and "rate limited" in result.stderr  # reported at exit
