@@ -108,13 +108,16 @@ def judge_request(
         info2 = jsonrpc.classify(body or b"", mcp=plan.body == "mcp",
                                  strict_tool_names=sel.mcp.strict_tool_names)
         req = L7Request(method, plan.path, plan.query, jsonrpc=info2)
-    verdict = judge(route.matching, req)
-    if verdict.allowed and upgrade and sel is not None and sel.protocol == "websocket":
-        # Client text messages are judged as WEBSOCKET_TEXT on the upgrade's path. The
-        # relay does not judge frames one by one, so an upgrade is allowed only when every
-        # text message on it would be (fail closed: read-only WebSocket is refused).
-        text = judge(route.matching, L7Request(WEBSOCKET_TEXT, plan.path, plan.query))
-        if not text.allowed:
-            return Verdict(False, f"WebSocket {plan.path}: client text messages would be "
-                           "denied and cannot be judged one by one")
-    return verdict
+    return judge(route.matching, req)
+
+
+def websocket_text_denial(plan: Plan) -> str | None:
+    """Why client text messages on an upgraded connection are denied (``WEBSOCKET_TEXT``
+    on the upgrade's path), or None when they are allowed. ``read-only`` WebSocket allows
+    the handshake only: the relay then closes the connection at the first text message."""
+    route = plan.route
+    sel = route.selected
+    if not route.inspected or sel is None or sel.protocol != "websocket":
+        return None
+    verdict = judge(route.matching, L7Request(WEBSOCKET_TEXT, plan.path, plan.query))
+    return None if verdict.allowed else f"client text message: {verdict.reason}"

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from supervisor.grants.errors import GrantError
 from supervisor.profiles.canonical import CanonicalError
-from supervisor.profiles.l7 import L7Table, Plan, judge_request, plan_request
+from supervisor.profiles.l7 import (
+    L7Table,
+    Plan,
+    judge_request,
+    plan_request,
+    websocket_text_denial,
+)
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
@@ -40,6 +46,9 @@ class Decision:
     path: str | None = None  # canonical path to forward (None: forward the agent's)
     pending: Plan | None = None  # a body to read (bounded) and judge before forwarding
     private_ok: bool = False  # exact declared host: RFC 1918 answers allowed (10.1)
+    # A WebSocket upgrade whose client text messages the rules deny: the relay closes the
+    # connection (1008) at the first one. None: text messages are allowed (or audited).
+    ws_text_denied: str | None = None
 
 
 def decide(
@@ -203,7 +212,12 @@ def _decide_l7(
     if plan.body is not None:
         return Decision(endpoint, binding, None, plan.path, plan, private_ok)
     violation = judge_l7(plan, method, None, headers)
-    return Decision(endpoint, binding, violation, plan.path, None, private_ok)
+    ws_text = None
+    if _header_has(headers, "upgrade", "websocket"):
+        ws_text = websocket_text_denial(plan)
+        if ws_text is not None and plan.audit_only:
+            violation, ws_text = violation or ws_text, None
+    return Decision(endpoint, binding, violation, plan.path, None, private_ok, ws_text)
 
 
 def judge_l7(

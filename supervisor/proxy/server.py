@@ -99,7 +99,8 @@ from supervisor.proxy.upstream import (
 )
 from supervisor.proxy.upstream_proxy import UpstreamProxy
 from supervisor.proxy.websocket import close_frame
-from supervisor.proxy.ws_creds import ClientMessages, WsRefused, upstream_close
+from supervisor.proxy.ws_creds import WsRefused, upstream_close
+from supervisor.proxy.ws_policy import FrameFilter, TextPolicy
 from supervisor.telemetry import ALLOWED, DENIED, ProxyStats, status_class
 
 log = logging.getLogger("supervisor.proxy")
@@ -814,8 +815,12 @@ class ProxyServer:
         )
         try:
             ex.agent.ch.write(switch_response_head(resp))
+            messages: FrameFilter | None = ex.ws_messages
+            d = ex.decision
+            if d is not None and d.ws_text_denied is not None:
+                messages = TextPolicy(d.ws_text_denied, then=messages)
             refused = await self._relay(
-                ex.agent, up.conn, self.limits.upgraded_idle_timeout, ex.ws_messages
+                ex.agent, up.conn, self.limits.upgraded_idle_timeout, messages
             )
             if refused is not None:  # a placeholder that may not go there: 1008, both ways
                 t = ex.target
@@ -930,7 +935,7 @@ class ProxyServer:
             self._slots.release((host, port))
 
     async def _relay(
-        self, agent: Conn, up: Conn, idle: float, messages: ClientMessages | None = None
+        self, agent: Conn, up: Conn, idle: float, messages: FrameFilter | None = None
     ) -> WsRefused | None:
         """Relay bytes both ways until both directions end or nothing moved for ``idle``
         seconds. Bytes already read on either side go first; a direction whose source
@@ -942,7 +947,7 @@ class ProxyServer:
         stalled: list[bool] = []  # a side stopped reading for send_timeout: end the tunnel
         refused: list[WsRefused] = []
 
-        async def pump(src: Conn, dst: Channel, parse: ClientMessages | None) -> None:
+        async def pump(src: Conn, dst: Channel, parse: FrameFilter | None) -> None:
             try:
                 if src.buf:
                     data = bytes(src.buf)

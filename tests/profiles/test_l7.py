@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.profiles.canonical import CanonicalError
-from supervisor.profiles.l7 import judge_request, plan_request
+from supervisor.profiles.l7 import judge_request, plan_request, websocket_text_denial
 from supervisor.profiles.loader import load_profiles
 from supervisor.profiles.matcher import PolicyTable
 from supervisor.profiles.rules import Verdict
@@ -281,9 +281,14 @@ def test_websocket_access_expansions(tmp_path: Path) -> None:
     assert ok(t, "GET", "rw.ws.test", "/v1/realtime", upgrade=True)
     assert not ok(t, "GET", "rw.ws.test", "/v1/realtime")  # not an upgrade
     assert not ok(t, "POST", "rw.ws.test", "/v1/realtime", upgrade=True)
-    # read-only = the handshake only: text messages cannot be judged frame by frame by the
-    # relay, so the upgrade itself is refused (fail closed).
-    v = verdict(t, "GET", "ro.ws.test", "/v1/realtime", upgrade=True)
-    assert not v.allowed and "text messages" in v.reason
-    assert ok(t, "GET", "deny.ws.test", "/v1/x", upgrade=True)
-    assert not ok(t, "GET", "deny.ws.test", "/admin/x", upgrade=True)
+    # read-only = the handshake only: text messages are denied (the relay closes the
+    # connection at the first one); read-write and full allow them, deny rules narrow.
+    def text(host: str, path: str) -> str | None:
+        return websocket_text_denial(plan_request(t, host, 443, "GET", path, ""))
+
+    assert ok(t, "GET", "ro.ws.test", "/v1/realtime", upgrade=True)
+    assert text("ro.ws.test", "/v1/realtime") is not None
+    assert text("rw.ws.test", "/v1/realtime") is None
+    assert ok(t, "GET", "deny.ws.test", "/admin/x", upgrade=True)
+    assert text("deny.ws.test", "/v1/x") is None
+    assert text("deny.ws.test", "/admin/x") is not None
