@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from supervisor.profiles.model import IPNetwork
 from supervisor.proxy import errors
@@ -38,8 +39,7 @@ class Outcome(enum.Enum):
     SWITCHED = "switched"  # it became a two-way relay (a protocol switch), now finished
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """The origin a request goes to; fixed by the tunnel for requests inside one."""
 
     scheme: str

@@ -12,7 +12,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 MAX_HEAD = 16 * 1024
 MAX_CHUNK_LINE = 4096
@@ -550,8 +550,7 @@ def switch_response_head(resp: ResponseHead) -> bytes:
     return serialize_head(f"HTTP/1.1 101 {resp.reason or 'Switching Protocols'}", headers)
 
 
-@dataclass(frozen=True, slots=True)
-class AgentResponse:
+class AgentResponse(NamedTuple):
     """What the proxy writes to the agent for a final response, and what follows it."""
 
     head: bytes

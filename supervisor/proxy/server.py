@@ -6,14 +6,16 @@ and authority. One request is an ``Exchange`` (``supervisor.proxy.exchange``) th
 through these states, each a short method filling in the context:
 
 1. admit     ``_admit``: authority check, ``decide()`` (policy), audit-only violations.
+1b. static   ``_substitute_static``: static credentials' placeholders replaced, or a
+             SigV4 re-signing prepared (the rewrite seam in use, see below).
 2. body      ``_read_body_start``: 100-continue, the chunked body's first line, the
              buffered start of a body; nothing has gone upstream yet.
-3. route     ``_hold_slot``, ``_checkout``: a destination slot, a pooled connection or a
-             checked address (resolved once).
+3. route     ``_wait_slot`` (only when none is free), ``_take_pooled`` or a resolved,
+             checked address.
 4. credential ``_fetch_credential``: the token, before any upstream byte or connection.
 5. prepare   ``prepare_upstream_request(ex)`` (pure): the head and body start to send.
 6. send      ``_send``: open or reuse the upstream, write, relay the body, first head.
-7. respond   ``_final_response`` then ``_respond`` (relay) or a protocol switch.
+7. respond   ``_after_interim`` (1xx) then ``_respond`` (relay) or ``_switch`` (101).
 
 Seams for what hooks into this path: a rule that needs the request body (a bounded read)
 or that only audits runs in ``_admit`` after ``decide()`` or right after step 2; a rewrite
@@ -58,6 +60,7 @@ from supervisor.proxy.channel import (
     start_chunked,
 )
 from supervisor.proxy.decision import (
+    Decision,
     credential_header,
     decide,
     decide_connect,
@@ -380,8 +383,9 @@ class ProxyServer:
     async def _serve(self, agent: Conn, tunnel: Target | None) -> None:
         """Serve requests on one agent connection (or tunnel) until it must close."""
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         while True:
-            req = await self._next_request(agent, tunnel)
+            req = await self._next_request(agent, tunnel, task)
             if req is None:
                 return
             self.counters.requests += 1
@@ -398,12 +402,14 @@ class ProxyServer:
             if outcome is not Outcome.REUSABLE:
                 return
 
-    async def _next_request(self, agent: Conn, tunnel: Target | None) -> RequestHead | None:
+    async def _next_request(
+        self, agent: Conn, tunnel: Target | None, task: asyncio.Task[Any] | None
+    ) -> RequestHead | None:
         """The next parsed request head; None when the connection is to close (EOF, idle
         or head timeout, a rejected head: answered here)."""
         lim = self.limits
         # Between requests the connection is idle: close() may cut it at once.
-        idle = None if agent.buf else asyncio.current_task()
+        idle = None if agent.buf else task
         try:
             # Answers the agent has not read yet (refusals are written without waiting)
             # stop us reading more requests: bounded by send_timeout, then cut.
@@ -499,19 +505,33 @@ class ProxyServer:
     async def _serve_request(self, agent: Conn, req: RequestHead, tunnel: Target | None) -> Outcome:
         """Handle one non-CONNECT request through the exchange states (module docstring)."""
         ex = Exchange(agent, req, tunnel or absolute_target(req), tunnel is not None)
+        dest = ex.target.dest
         try:
             try:
-                self._admit(ex)
+                decision = self._admit(ex)
                 if req.max_forwards == 0:
                     return self._answer_options(ex)
-                await self._substitute_static(ex)
-                if ex.decision is not None and ex.decision.pending is not None:
+                if self._static is not None:
+                    await self._substitute_static(ex)
+                # Each state awaits only when it has to: most requests wait for nothing
+                # before the upstream write.
+                if decision.pending is not None:
                     await self._inspect_body(ex)
-                else:
+                elif req.has_body:
                     await self._read_body_start(ex)
-                await self._hold_slot(ex)
-                await self._checkout(ex)
-                await self._fetch_credential(ex)
+                if not self._slots.try_acquire(dest):
+                    await self._wait_slot(dest)
+                ex.slot_held = True
+                if not self._take_pooled(ex):
+                    ex.addr = await resolve_checked(
+                        self._resolver,
+                        ex.target.host,
+                        ex.target.port,
+                        ex.allowed_ips,
+                        private_ok=decision.private_ok,
+                    )
+                if decision.binding is not None:
+                    await self._fetch_credential(ex)
             except ProxyError as exc:
                 if exc.code in (MISMATCH, UNAVAILABLE):
                     t = ex.target
@@ -532,9 +552,9 @@ class ProxyServer:
                 return Outcome.CLOSE
         finally:
             if ex.slot_held:
-                self._slots.release(ex.target.dest)
+                self._slots.release(dest)
 
-    def _admit(self, ex: Exchange) -> None:
+    def _admit(self, ex: Exchange) -> Decision:
         """The policy decision; an access rule broken under ``enforcement: audit`` is logged."""
         req, t = ex.req, ex.target
         if ex.in_tunnel:
@@ -555,6 +575,7 @@ class ProxyServer:
         if d.path is not None:
             req.path = d.path  # the canonical path: what was judged is what is sent
         self._audit_violation(ex, d.audit_violation)
+        return d
 
     def _audit_violation(self, ex: Exchange, violation: str | None) -> None:
         """A request denied by rules but only audited (``enforcement: audit``): forwarded."""
@@ -630,7 +651,7 @@ class ProxyServer:
         if ex.body_buffered:
             return
         req, agent = ex.req, ex.agent
-        if req.expect_continue and req.has_body:
+        if req.expect_continue:
             agent.ch.write(_CONTINUE)
         if req.chunked:
             ex.decoder, ex.body_start = await start_chunked(agent, self.limits.head_timeout)
@@ -639,47 +660,35 @@ class ProxyServer:
             ex.body_start = agent.take(min(req.content_length, _SMALL_BODY))
             ex.body_left = req.content_length - len(ex.body_start)
 
-    async def _hold_slot(self, ex: Exchange) -> None:
-        await self._take_slot(ex.target.host, ex.target.port)
-        ex.slot_held = True
-
-    async def _take_slot(self, host: str, port: int) -> None:
-        """A destination slot (``Limits.max_active_per_destination``), or 503 upstream_busy."""
-        dest = (host, port)
-        if self._slots.try_acquire(dest) or await self._slots.acquire(
-            dest, self.limits.destination_wait
-        ):
+    async def _wait_slot(self, dest: tuple[str, int]) -> None:
+        """Wait for a destination slot (``Limits.max_active_per_destination``) when none
+        was free at once, or 503 upstream_busy."""
+        if await self._slots.acquire(dest, self.limits.destination_wait):
             return
         self.counters.busy += 1
         raise ProxyError(
-            errors.UPSTREAM_BUSY, f"{host}:{port}: too many concurrent upstream connections"
+            errors.UPSTREAM_BUSY, f"{dest[0]}:{dest[1]}: too many concurrent upstream connections"
         )
 
-    async def _checkout(self, ex: Exchange) -> None:
-        """A pooled connection still admitted by the policy, else a checked address."""
+    def _take_pooled(self, ex: Exchange) -> bool:
+        """A pooled connection still admitted by the policy (then ``ex.addr`` is its)."""
         t, nets = ex.target, ex.allowed_ips
         up = self._pool.take((t.scheme, t.host, t.port))
-        private_ok = ex.decision is not None and ex.decision.private_ok
-        if up is not None and up.checked_for is not nets:
+        if up is None:
+            return False
+        if up.checked_for is not nets:
+            private_ok = ex.decision is not None and ex.decision.private_ok
             if check_destination(up.addr, t.port, nets, private_ok=private_ok):
                 up.close()  # the policy changed since this connection was checked
-                up = None
-            else:
-                up.checked_for = nets
-        ex.upstream = up
-        if up is None:
-            assert ex.decision is not None
-            ex.addr = await resolve_checked(
-                self._resolver, t.host, t.port, nets, private_ok=ex.decision.private_ok
-            )
-        else:
-            ex.addr = up.addr
+                return False
+            up.checked_for = nets
+        self.counters.upstream_reused += 1
+        ex.upstream, ex.addr = up, up.addr
+        return True
 
     async def _fetch_credential(self, ex: Exchange) -> None:
-        assert ex.decision is not None
+        assert ex.decision is not None and ex.decision.binding is not None
         binding = ex.decision.binding
-        if binding is None:
-            return
         try:
             ex.credential = credential_header(binding, await self._tokens.token_for(binding))
         except GrantError as exc:  # the agent: step and status, never the issuer's text
@@ -692,10 +701,7 @@ class ProxyServer:
                 ex.upstream = None
 
     async def _open(self, ex: Exchange) -> Upstream:
-        up = ex.upstream
-        if up is not None:
-            self.counters.upstream_reused += 1
-            return up
+        """A new upstream connection to the checked address."""
         t = ex.target
         assert ex.addr is not None
         tls = self._upstream_tls() if t.scheme == "https" else None
@@ -718,7 +724,9 @@ class ProxyServer:
         up = ex.upstream
         if head is None or up is None:
             return Outcome.CLOSE  # the agent stopped sending its body: nothing to answer
-        resp = await self._final_response(ex, up, head)
+        resp = self._response_head(up, head)
+        if resp.status < 200:
+            resp = await self._after_interim(ex, up, resp)
         self.stats.request(ALLOWED, status_class(resp.status))
         if resp.status == 101:
             return await self._switch(ex, up, resp)
@@ -739,10 +747,13 @@ class ProxyServer:
         lim, t, req = self.limits, ex.target, ex.req
         retry = ex.upstream is not None and not req.has_body
         while True:
-            up = await self._open(ex)
+            up = ex.upstream or await self._open(ex)
             try:
                 up.ch.write(opening)
-                await self._send_body(ex, up)
+                if ex.body_left or ex.decoder is not None:
+                    await self._send_body(ex, up)
+                else:
+                    await up.ch.drain()
                 head = await up.conn.read_head(
                     lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
                 )
@@ -769,6 +780,7 @@ class ProxyServer:
             retry, ex.upstream = False, None
 
     async def _send_body(self, ex: Exchange, up: Upstream) -> None:
+        """The rest of the body, relayed from the agent as it arrives."""
         timeout = self.limits.body_timeout
         if ex.decoder is not None and not ex.decoder.done:
             await relay_chunked(ex.agent, up.ch, timeout, decoder=ex.decoder)
@@ -777,29 +789,40 @@ class ProxyServer:
         else:
             await up.ch.drain()
 
-    async def _final_response(self, ex: Exchange, up: Upstream, head: bytes) -> ResponseHead:
-        """The final response head, or a 101 answering the agent's upgrade; other interim
-        (1xx) heads are dropped (we answered Expect ourselves)."""
-        lim = self.limits
+    def _response_head(self, up: Upstream, head: bytes) -> ResponseHead:
         try:
-            resp = parse_response_head(head)
-            while 100 <= resp.status < 200:
-                if resp.status == 101:
-                    if switch_accepted(ex.upgrade, resp):
-                        return resp
-                    raise ParseError("unexpected protocol switch")
+            return parse_response_head(head)
+        except ParseError as exc:
+            up.close()
+            raise ProxyError(
+                errors.UPSTREAM_UNREACHABLE, f"invalid upstream response: {exc.reason}"
+            ) from None
+
+    async def _after_interim(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> ResponseHead:
+        """Past interim (1xx) heads to the final one (we answered Expect ourselves); a 101
+        answering the agent's upgrade is final, any other 101 an error."""
+        lim = self.limits
+        while 100 <= resp.status < 200:
+            if resp.status == 101:
+                if switch_accepted(ex.upgrade, resp):
+                    return resp
+                up.close()
+                raise ProxyError(
+                    errors.UPSTREAM_UNREACHABLE,
+                    "invalid upstream response: unexpected protocol switch",
+                )
+            try:
                 got = await up.conn.read_head(
                     lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
                 )
-                if got is None:
-                    raise ParseError("closed without final response")
-                resp = parse_response_head(got)
-        except (ParseError, TimeoutError, ConnectionError) as exc:
-            up.close()
-            detail = exc.reason if isinstance(exc, ParseError) else "no response"
-            raise ProxyError(
-                errors.UPSTREAM_UNREACHABLE, f"invalid upstream response: {detail}"
-            ) from None
+            except (ParseError, TimeoutError, ConnectionError):
+                got = None
+            if got is None:
+                up.close()
+                raise ProxyError(
+                    errors.UPSTREAM_UNREACHABLE, "invalid upstream response: no final response"
+                )
+            resp = self._response_head(up, got)
         return resp
 
     async def _switch(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
@@ -908,7 +931,8 @@ class ProxyServer:
             addr = await resolve_checked(
                 self._resolver, host, port, endpoint.allowed_ips, private_ok=private_ok
             )
-            await self._take_slot(host, port)
+            if not self._slots.try_acquire((host, port)):
+                await self._wait_slot((host, port))
             held = True
             up = await open_upstream(
                 ("tcp", host, port),

@@ -350,8 +350,9 @@ class Pool:
 
     def prune(self) -> None:
         now = time.monotonic()
-        for up in [u for u in self._order if not (now - u.idle_since < self._max_age
-                                                     and u.ch.usable())]:
+        for up in [
+            u for u in self._order if not (now - u.idle_since < self._max_age and u.ch.usable())
+        ]:
             self._drop(up)
 
     def close_all(self) -> None:
