@@ -13,7 +13,12 @@ import click
 
 from supervisor import __version__
 from supervisor.run_cli import run_command, setup_logging
-from supervisor.settings import DEFAULT_GRANT_TIMEOUT, DEFAULT_PROXY_PORT
+from supervisor.settings import (
+    DEFAULT_GRANT_TIMEOUT,
+    DEFAULT_PROXY_PORT,
+    DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,6 +140,23 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     help="Connect and total timeout of token endpoint calls.",
 )
 @click.option(
+    "--response-timeout",
+    type=click.FloatRange(0.1, 86400),
+    default=DEFAULT_RESPONSE_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the proxy waits for the first byte of an upstream response.",
+)
+@click.option(
+    "--upstream-idle-timeout",
+    type=click.FloatRange(0.1, 86400),
+    default=DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest pause between bytes of a response (no total deadline), and of a "
+    "WebSocket; none for text/event-stream while the agent stays connected.",
+)
+@click.option(
     "--upstream-proxy",
     metavar="URL",
     envvar="OPENSHELL_SUPERVISOR_UPSTREAM_PROXY",
@@ -191,6 +213,8 @@ def run(
     audit_log: str | None,
     workdir: str | None,
     grant_timeout: float,
+    response_timeout: float,
+    upstream_idle_timeout: float,
     upstream_proxy: str | None,
     no_upstream_proxy: str,
     upstream_proxy_auth_file: str | None,
@@ -217,7 +241,8 @@ def run(
     run_command(
         profiles=profiles, spiffe_socket=spiffe_socket, policy=policy, user_spec=user_spec,
         network=network, proxy_port=proxy_port, ca_bundle=ca_bundle, audit_log=audit_log,
-        workdir=workdir, grant_timeout=grant_timeout, upstream_proxy=upstream_proxy,
+        workdir=workdir, grant_timeout=grant_timeout, response_timeout=response_timeout,
+        upstream_idle_timeout=upstream_idle_timeout, upstream_proxy=upstream_proxy,
         no_upstream_proxy=no_upstream_proxy, upstream_proxy_auth_file=upstream_proxy_auth_file,
         token_via_proxy=token_via_proxy, metrics_address=metrics_address,
         credentials_dir=credentials_dir, command=command,

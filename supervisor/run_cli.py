@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 from supervisor.settings import (
     DEFAULT_GRANT_TIMEOUT,
     DEFAULT_PROXY_PORT,
+    DEFAULT_RESPONSE_TIMEOUT,
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
     RunSettings,
     SetupError,
     parse_metrics_address,
@@ -66,6 +68,10 @@ RUN_OPTIONS = (
     Opt("--audit-log", "audit_log", "str"),
     Opt("--workdir", "workdir", "path", file_okay=False),
     Opt("--grant-timeout", "grant_timeout", "float", DEFAULT_GRANT_TIMEOUT, low=0.1, high=300),
+    Opt("--response-timeout", "response_timeout", "float", DEFAULT_RESPONSE_TIMEOUT,
+        low=0.1, high=86400),
+    Opt("--upstream-idle-timeout", "upstream_idle_timeout", "float",
+        DEFAULT_UPSTREAM_IDLE_TIMEOUT, low=0.1, high=86400),
     Opt("--upstream-proxy", "upstream_proxy", "str",
         envvar="OPENSHELL_SUPERVISOR_UPSTREAM_PROXY"),
     Opt("--no-upstream-proxy", "no_upstream_proxy", "str", "",
@@ -224,6 +230,8 @@ def run_command(
     audit_log: str | None,
     workdir: str | None,
     grant_timeout: float,
+    response_timeout: float,
+    upstream_idle_timeout: float,
     upstream_proxy: str | None,
     no_upstream_proxy: str,
     upstream_proxy_auth_file: str | None,
@@ -248,6 +256,8 @@ def run_command(
             audit_log=audit_log,
             workdir=workdir,
             grant_timeout=grant_timeout,
+            response_timeout=response_timeout,
+            upstream_idle_timeout=upstream_idle_timeout,
             upstream_proxy=_upstream_proxy(
                 upstream_proxy, no_upstream_proxy, upstream_proxy_auth_file, token_via_proxy
             ),

@@ -244,7 +244,7 @@ class Services:
             from supervisor.proxy.interception import SandboxCA
 
             self._ca = SandboxCA.from_material(self._ca_material)
-        from supervisor.proxy.server import ProxyServer
+        from supervisor.proxy.server import Limits, ProxyServer
         from supervisor.proxy.tls_upstream import build_upstream_context
 
         settings = self._settings
@@ -280,6 +280,11 @@ class Services:
             static_credentials=self._static_state if self._static is not None else None,
             # Bytes are counted only when someone can read them.
             stats=ProxyStats(count_bytes=settings.metrics_address is not None),
+            limits=Limits(
+                response_timeout=settings.response_timeout,
+                upstream_idle_timeout=settings.upstream_idle_timeout,
+                upgraded_idle_timeout=settings.upstream_idle_timeout,
+            ),
         )
         await self._server.start()
         if settings.metrics_address is not None:

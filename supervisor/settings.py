@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PROXY_PORT = 3128
 DEFAULT_GRANT_TIMEOUT = 10.0
+# Long-lived responses (LLM streams, reasoning pauses): see the proxy's Limits.
+DEFAULT_RESPONSE_TIMEOUT = 600.0
+DEFAULT_UPSTREAM_IDLE_TIMEOUT = 600.0
 DEFAULT_AGENT_UID = 65534
 DEFAULT_AGENT_GID = 65534
 
@@ -48,6 +51,8 @@ class RunSettings:
     audit_log: str | None = None  # path, "-" = stderr
     workdir: str | None = None
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT
+    response_timeout: float = DEFAULT_RESPONSE_TIMEOUT
+    upstream_idle_timeout: float = DEFAULT_UPSTREAM_IDLE_TIMEOUT
     upstream_proxy: UpstreamProxy | None = None  # --upstream-proxy (its repr hides secrets)
     metrics_address: tuple[str, int] | None = None  # --metrics-address HOST:PORT
     policy: str | None = None  # OpenShell sandbox policy file (ARCHITECTURE.md 10)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from supervisor.proxy.deadline import Deadline
 from supervisor.proxy.http1 import (
@@ -26,6 +27,7 @@ from supervisor.proxy.http1 import (
 )
 from supervisor.proxy.policy import BinaryJudge
 
+_T = TypeVar("_T")
 READ_SIZE = 256 * 1024
 # SSL_read hands out at most one record (16 KiB) per call: a larger request only makes
 # every read allocate (and shrink) a larger buffer.
@@ -210,17 +212,90 @@ class TlsChannel:
 TlsServerChannel = TlsChannel  # the agent side's name in the server
 
 
+class PeerClosed(Exception):
+    """The sending side closed before the body was complete."""
+
+
+# -- the agent going away while we wait on the upstream -----------------------------------
+# A response can take minutes to start (a long model call) and an event stream can pause
+# for minutes, with no idle limit at all for text/event-stream. Nothing is read from the
+# agent meanwhile, so its disconnect would go unseen until a write fails, holding the
+# upstream connection and its slot. The agent's reader reports its stream's end to an
+# EofWatch; while a wait is guarded, that cancels the waiting task, which the guard turns
+# into AgentGone. The report costs nothing while no wait is guarded.
+
+
+class AgentGone(PeerClosed):
+    """The agent closed its connection while the exchange waited on the upstream."""
+
+
+class EofWatch:
+    __slots__ = ("_fired", "_task", "seen")
+
+    def __init__(self) -> None:
+        self.seen = False  # the agent's side has ended (EOF or reset)
+        self._task: asyncio.Task[object] | None = None
+        self._fired = False
+
+    def eof(self) -> None:
+        """Called by the reader (from the event loop) when the agent's stream ends."""
+        self.seen = True
+        task = self._task
+        if task is not None and not self._fired:
+            self._fired = True
+            task.cancel()
+
+    async def guard(self, aw: Awaitable[_T]) -> _T:
+        """``await aw``; raise ``AgentGone`` as soon as the agent's stream ends."""
+        if self.seen:
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            raise AgentGone
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        try:
+            return await aw
+        except asyncio.CancelledError:
+            if self._fired:
+                self._fired = False
+                task.uncancel()
+                raise AgentGone from None
+            raise
+        finally:
+            self._task = None
+
+
+class AgentReader(asyncio.StreamReader):
+    """The agent connection's reader: reports the stream's end to its ``watch``."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.watch = EofWatch()
+
+    def feed_eof(self) -> None:
+        super().feed_eof()
+        self.watch.eof()
+
+    def set_exception(self, exc: Exception) -> None:
+        super().set_exception(exc)
+        self.watch.eof()
+
+
 class Conn:
     """A channel plus our own read buffer (heads are delimited here, not by the stream)
     and the connection's head deadline (one lazily re-armed timer, see ``deadline``)."""
 
-    __slots__ = ("buf", "ch", "deadline", "judge")
+    __slots__ = ("buf", "ch", "deadline", "judge", "watch")
 
-    def __init__(self, ch: Channel, judge: BinaryJudge | None = None) -> None:
+    def __init__(
+        self, ch: Channel, judge: BinaryJudge | None = None, watch: EofWatch | None = None
+    ) -> None:
         self.ch = ch
         self.buf = bytearray()
         self.deadline = Deadline()
         self.judge = judge  # the connecting executable, judged once per connection
+        self.watch = watch or EofWatch()  # an agent's reports its end; others never fire
 
     def release(self) -> None:
         """The connection is finished with: drop its timer."""
@@ -270,7 +345,7 @@ class Conn:
         return data
 
 
-async def _read(src: Conn, timeout: float) -> bytes:
+async def _read(src: Conn, timeout: float | None) -> bytes:
     if src.buf:
         data = bytes(src.buf)
         src.buf.clear()
@@ -279,11 +354,9 @@ async def _read(src: Conn, timeout: float) -> bytes:
         return await src.ch.read(READ_SIZE)
 
 
-class PeerClosed(Exception):
-    """The sending side closed before the body was complete."""
-
-
-async def relay_length(src: Conn, dst: Channel, n: int, timeout: float, first: bytes = b"") -> None:
+async def relay_length(
+    src: Conn, dst: Channel, n: int, timeout: float | None, first: bytes = b""
+) -> None:
     """Copy exactly ``n`` body bytes from ``src`` to ``dst`` (``first`` is written before)."""
     if first:
         dst.write(first)
@@ -303,7 +376,7 @@ async def relay_length(src: Conn, dst: Channel, n: int, timeout: float, first: b
 async def relay_chunked(
     src: Conn,
     dst: Channel,
-    timeout: float,
+    timeout: float | None,
     *,
     encode: bool = True,
     first: bytes = b"",
@@ -355,7 +428,9 @@ async def start_chunked(src: Conn, timeout: float) -> tuple[ChunkedDecoder, byte
     return dec, out
 
 
-async def relay_until_eof(src: Conn, dst: Channel, timeout: float, first: bytes = b"") -> None:
+async def relay_until_eof(
+    src: Conn, dst: Channel, timeout: float | None, first: bytes = b""
+) -> None:
     if first:
         dst.write(first)
     while True:

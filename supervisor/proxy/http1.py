@@ -586,6 +586,14 @@ def agent_response(req: RequestHead, resp: ResponseHead) -> AgentResponse:
     return AgentResponse(head, mode, agent11, keep)
 
 
+def is_event_stream(resp: ResponseHead) -> bool:
+    """A ``text/event-stream`` response (server-sent events): it may pause for minutes."""
+    for name, value in resp.headers:
+        if name.lower() == "content-type":
+            return value.partition(";")[0].strip(" \t").lower() == "text/event-stream"
+    return False
+
+
 def upstream_keep_alive(resp: ResponseHead, mode: BodyMode) -> bool:
     """May the upstream connection go back to the pool once this response is read?"""
     return resp.keep_alive and mode != "close"

@@ -49,6 +49,8 @@ from supervisor.profiles.model import Endpoint
 from supervisor.proxy import errors
 from supervisor.proxy.body import read_bounded_body
 from supervisor.proxy.channel import (
+    AgentGone,
+    AgentReader,
     Channel,
     Conn,
     PeerClosed,
@@ -78,10 +80,12 @@ from supervisor.proxy.exchange import (
     prepare_upstream_request,
 )
 from supervisor.proxy.http1 import (
+    AgentResponse,
     ParseError,
     RequestHead,
     ResponseHead,
     agent_response,
+    is_event_stream,
     parse_request_head,
     parse_response_head,
     requested_upgrade,
@@ -154,9 +158,13 @@ class Limits:
 
     idle_timeout: float = 60.0  # keep-alive wait for the next request
     head_timeout: float = 10.0  # from the first byte of a head to its end (slowloris)
-    body_timeout: float = 60.0  # between two reads of a body
+    body_timeout: float = 60.0  # between two reads of the agent's request body
     connect_timeout: float = 10.0
-    response_timeout: float = 120.0  # upstream response head after the request was sent
+    # A response: its first byte within response_timeout of the request; then no total
+    # deadline, at most upstream_idle_timeout between bytes (none for text/event-stream
+    # while the agent stays connected). Long reasoning calls pause for minutes.
+    response_timeout: float = 600.0
+    upstream_idle_timeout: float = 600.0
     tunnel_idle_timeout: float = 300.0
     upgraded_idle_timeout: float = 600.0  # a switched (WebSocket) connection, both ways
     max_idle_per_destination: int = 128
@@ -188,6 +196,7 @@ class Counters:
     refused_connections: int = 0  # over max_agent_connections
     busy: int = 0  # 503 upstream_busy
     upgrades: int = 0  # exchanges switched to another protocol (WebSocket)
+    agent_gone: int = 0  # agents that left while their response was awaited or streamed
 
 
 class ProxyServer:
@@ -240,9 +249,16 @@ class ProxyServer:
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        # start_server re-listens the handed socket: keep a deep accept queue for bursts.
-        self._server = await asyncio.start_server(
-            self._on_client, sock=self._sock, limit=1 << 18, backlog=self.limits.backlog
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            # asyncio.start_server's own factory, with a reader that reports the agent's
+            # end (see channel.EofWatch).
+            return asyncio.StreamReaderProtocol(AgentReader(1 << 18, loop), self._on_client)
+
+        # create_server re-listens the handed socket: keep a deep accept queue for bursts.
+        self._server = await loop.create_server(
+            protocol, sock=self._sock, backlog=self.limits.backlog
         )
         self._pruner = asyncio.create_task(self._prune_loop())
 
@@ -311,7 +327,10 @@ class ProxyServer:
         self._tasks.add(task)
         c.connections += 1
         c.active += 1
-        agent = Conn(PlainChannel(reader, writer, self.limits.send_timeout), self._judge(writer))
+        watch = reader.watch if isinstance(reader, AgentReader) else None
+        agent = Conn(
+            PlainChannel(reader, writer, self.limits.send_timeout), self._judge(writer), watch
+        )
         try:
             await self._serve(agent, None)
         except (
@@ -754,11 +773,16 @@ class ProxyServer:
                     await self._send_body(ex, up)
                 else:
                     await up.ch.drain()
-                head = await up.conn.read_head(
-                    lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
+                # The first byte may take long (a model thinking): the agent may leave.
+                head = await ex.agent.watch.guard(
+                    up.conn.read_head(
+                        lim.response_timeout, lim.response_timeout, _MAX_RESPONSE_HEAD
+                    )
                 )
             except (PeerClosed, TimeoutError) as exc:
                 up.close()
+                if isinstance(exc, AgentGone):
+                    self.counters.agent_gone += 1
                 if isinstance(exc, TimeoutError) and not req.has_body:
                     raise ProxyError(errors.UPSTREAM_UNREACHABLE, "upstream timed out") from None
                 return None
@@ -825,6 +849,23 @@ class ProxyServer:
             resp = self._response_head(up, got)
         return resp
 
+    async def _stream_body(
+        self, up: Upstream, resp: ResponseHead, out: AgentResponse, ach: Channel
+    ) -> None:
+        """Relay a body as it arrives: no total deadline; between two reads at most
+        ``upstream_idle_timeout``, except an event stream, which may pause as long as the
+        agent stays connected (the caller's guard notices it leaving)."""
+        idle = None if is_event_stream(resp) else self.limits.upstream_idle_timeout
+        if out.mode == "length":
+            assert resp.content_length is not None
+            first = up.conn.take(resp.content_length)
+            rest = resp.content_length - len(first)
+            await relay_length(up.conn, ach, rest, idle, first=out.head + first)
+        elif out.mode == "chunked":
+            await relay_chunked(up.conn, ach, idle, encode=out.encode_chunked, first=out.head)
+        else:
+            await relay_until_eof(up.conn, ach, idle, first=out.head)
+
     async def _switch(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
         """The upstream switched protocols: its 101 goes to the agent as is, then the
         connection is a two-way relay, still holding its slot, until either side is done."""
@@ -862,28 +903,23 @@ class ProxyServer:
     async def _respond(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
         """Relay the response head and body to the agent; pool the upstream if it may."""
         out = agent_response(ex.req, resp)
-        ach, timeout = ex.agent.ch, self.limits.body_timeout
+        ach = ex.agent.ch
         try:
-            if out.mode == "length":
-                assert resp.content_length is not None
-                first = up.conn.take(min(resp.content_length, _SMALL_BODY))
-                rest = resp.content_length - len(first)
-                if rest:
-                    await relay_length(up.conn, ach, rest, timeout, first=out.head + first)
-                else:  # the whole small response is buffered: one write, head and body
-                    ach.write(out.head + first)
-            elif out.mode == "chunked":
-                await relay_chunked(
-                    up.conn, ach, timeout, encode=out.encode_chunked, first=out.head
-                )
-            elif out.mode == "close":
-                await relay_until_eof(up.conn, ach, timeout, first=out.head)
-            else:
+            if out.mode == "none":
                 ach.write(out.head)
+            elif out.mode == "length" and len(up.conn.buf) >= (resp.content_length or 0):
+                # The whole (small) body is buffered: one write, head and body.
+                ach.write(out.head + up.conn.take(resp.content_length or 0))
+            else:
+                await ex.agent.watch.guard(self._stream_body(up, resp, out, ach))
             await ach.drain()
-        except ParseError:
-            up.close()
-            return Outcome.CLOSE  # framing broke after the head went out: cut the agent
+        except (ParseError, AgentGone, TimeoutError) as exc:
+            up.close()  # framing broke, the agent left, or a side idled: cut the agent too
+            if isinstance(exc, AgentGone):
+                self.counters.agent_gone += 1
+            elif isinstance(exc, TimeoutError):
+                self.counters.timeouts += 1
+            return Outcome.CLOSE
         except BaseException:
             up.close()
             raise
@@ -900,7 +936,10 @@ class ProxyServer:
         self.counters.connects += 1
         try:
             d = decide_connect(
-                self._policy(), host=host, port=port, can_intercept=self._interceptor is not None,
+                self._policy(),
+                host=host,
+                port=port,
+                can_intercept=self._interceptor is not None,
                 binary=agent.judge,
             )
         except ProxyError as exc:
@@ -1044,7 +1083,7 @@ class ProxyServer:
         except (ssl.SSLError, ConnectionError, OSError, TimeoutError) as exc:
             self._tunnel_refused(host, port, "agent TLS handshake failed", exc)
             return
-        inner = Conn(tls, agent.judge)  # the same connection, the same process
+        inner = Conn(tls, agent.judge, agent.watch)  # the same connection, the same process
         try:
             await self._serve(inner, Target("https", host, port))
         finally:
