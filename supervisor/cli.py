@@ -8,6 +8,8 @@ imported on that path) and hands everything else to ``main`` here.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -19,6 +21,20 @@ from supervisor.settings import (
     DEFAULT_RESPONSE_TIMEOUT,
     DEFAULT_UPSTREAM_IDLE_TIMEOUT,
 )
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _seconds(name: str, default: float, text: str, *, upper: float = 86400) -> Callable[[_F], _F]:
+    """A duration option in seconds (at least 0.1), its default shown."""
+    return click.option(
+        name,
+        type=click.FloatRange(0.1, upper),
+        default=default,
+        show_default=True,
+        metavar="SECONDS",
+        help=text,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -131,29 +147,21 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     type=click.Path(file_okay=False),
     help="Working directory of the agent.",
 )
-@click.option(
+@_seconds(
     "--grant-timeout",
-    type=click.FloatRange(0.1, 300),
-    default=DEFAULT_GRANT_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="Connect and total timeout of token endpoint calls.",
+    DEFAULT_GRANT_TIMEOUT,
+    "Connect and total timeout of token endpoint calls.",
+    upper=300,
 )
-@click.option(
+@_seconds(
     "--response-timeout",
-    type=click.FloatRange(0.1, 86400),
-    default=DEFAULT_RESPONSE_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long the proxy waits for the first byte of an upstream response.",
+    DEFAULT_RESPONSE_TIMEOUT,
+    "How long the proxy waits for the first byte of an upstream response.",
 )
-@click.option(
+@_seconds(
     "--upstream-idle-timeout",
-    type=click.FloatRange(0.1, 86400),
-    default=DEFAULT_UPSTREAM_IDLE_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="Longest pause between bytes of a response (no total deadline), and of a "
+    DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+    "Longest pause between bytes of a response (no total deadline), and of a "
     "WebSocket; none for text/event-stream while the agent stays connected.",
 )
 @click.option(

@@ -102,6 +102,8 @@ def _convert(opt: Opt, text: str) -> object:
             value: float = int(text) if opt.kind == "int" else float(text)
         except ValueError:
             raise _Refuse from None
+        if value != value:  # NaN passes every range comparison: click's case
+            raise _Refuse
         if (opt.low is not None and value < opt.low) or (opt.high is not None and value > opt.high):
             raise _Refuse
         return value

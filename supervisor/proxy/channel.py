@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Awaitable
 from typing import Protocol, TypeVar
 
-from supervisor.proxy.deadline import Deadline
+from supervisor.proxy.deadline import Deadline, cancellation_as
 from supervisor.proxy.http1 import (
     LAST_CHUNK,
     MAX_CHUNK_LINE,
@@ -256,12 +256,9 @@ class EofWatch:
         self._task = task
         try:
             return await aw
-        except asyncio.CancelledError:
-            if self._fired:
-                self._fired = False
-                task.uncancel()
-                raise AgentGone from None
-            raise
+        except asyncio.CancelledError as err:
+            fired, self._fired = self._fired, False
+            raise cancellation_as(err, task, fired, AgentGone) from None
         finally:
             self._task = None
 

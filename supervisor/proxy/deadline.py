@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def cancellation_as(
+    err: asyncio.CancelledError, task: asyncio.Task[Any], ours: bool, exc: type[BaseException]
+) -> BaseException:
+    """What to raise for a cancellation: ``exc`` when we cancelled the task ourselves to end
+    a wait (its cancel count is given back), else ``err`` (someone else cancels it)."""
+    if not ours:
+        return err
+    task.uncancel()
+    return exc()
 
 
 class Deadline:
@@ -54,12 +65,8 @@ class Deadline:
         self._waiting = True
         try:
             return await aw
-        except asyncio.CancelledError:
-            if self._expired:
-                self._expired = False
-                task.uncancel()
-                raise TimeoutError from None
-            raise
+        except asyncio.CancelledError as err:
+            raise cancellation_as(err, task, self._expired, TimeoutError) from None
         finally:
             self._waiting = False
             self._expired = False
