@@ -9,7 +9,8 @@ through these states, each a short method filling in the context:
 1b. static   ``_substitute_static``: static credentials' placeholders replaced, or a
              SigV4 re-signing prepared (the rewrite seam in use, see below).
 2. body      ``_read_body_start``: 100-continue, the chunked body's first line, the
-             buffered start of a body; nothing has gone upstream yet.
+             buffered start of a body; or ``_inspect_body`` when an L7 rule judges the
+             body (read whole, bounded). Nothing has gone upstream yet.
 3. route     ``_wait_slot`` (only when none is free), ``_take_pooled`` or a resolved,
              checked address.
 4. credential ``_fetch_credential``: the token, before any upstream byte or connection.
