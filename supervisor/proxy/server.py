@@ -95,6 +95,7 @@ from supervisor.proxy.http1 import (
     upstream_keep_alive,
 )
 from supervisor.proxy.policy import Interceptor, RoutePolicy
+from supervisor.proxy.relay import Relay
 from supervisor.proxy.slots import DestinationSlots
 from supervisor.proxy.static_creds import prepare as prepare_static
 from supervisor.proxy.upstream import (
@@ -106,8 +107,7 @@ from supervisor.proxy.upstream import (
     system_resolver,
 )
 from supervisor.proxy.upstream_proxy import UpstreamProxy
-from supervisor.proxy.websocket import close_frame
-from supervisor.proxy.ws_creds import WsRefused, upstream_close
+from supervisor.proxy.ws_creds import WsRefused
 from supervisor.proxy.ws_policy import FrameFilter, TextPolicy
 from supervisor.telemetry import ALLOWED, DENIED, ProxyStats, status_class
 
@@ -525,43 +525,13 @@ class ProxyServer:
     async def _serve_request(self, agent: Conn, req: RequestHead, tunnel: Target | None) -> Outcome:
         """Handle one non-CONNECT request through the exchange states (module docstring)."""
         ex = Exchange(agent, req, tunnel or absolute_target(req), tunnel is not None)
-        dest = ex.target.dest
         try:
             try:
-                decision = self._admit(ex)
-                if req.max_forwards == 0:
-                    return self._answer_options(ex)
-                if self._static is not None:
-                    await self._substitute_static(ex)
-                # Each state awaits only when it has to: most requests wait for nothing
-                # before the upstream write.
-                if decision.pending is not None:
-                    await self._inspect_body(ex)
-                elif req.has_body:
-                    await self._read_body_start(ex)
-                if not self._slots.try_acquire(dest):
-                    await self._wait_slot(dest)
-                ex.slot_held = True
-                if not self._take_pooled(ex):
-                    ex.addr = await resolve_checked(
-                        self._resolver,
-                        ex.target.host,
-                        ex.target.port,
-                        ex.allowed_ips,
-                        private_ok=decision.private_ok,
-                    )
-                if decision.binding is not None:
-                    await self._fetch_credential(ex)
+                answered = await self._prepare(ex)
+                if answered is not None:
+                    return answered
             except ProxyError as exc:
-                if exc.code in (MISMATCH, UNAVAILABLE):
-                    t = ex.target
-                    self._audit.detection_finding(
-                        code=exc.code, method=req.method, host=t.host, port=t.port, path=req.path
-                    )
-                # A path refused as malformed closes like a parse rejection (ARCHITECTURE.md 6).
-                close = ex.close_on_error or exc.code == errors.BAD_REQUEST
-                self._deny_exchange(ex, exc, close=close)
-                return Outcome.CLOSE if close else Outcome.REUSABLE
+                return self._refuse_before_upstream(ex, exc)
             except ParseError as exc:  # the start of a chunked body
                 self._reject(agent.ch, exc)
                 return Outcome.CLOSE
@@ -572,7 +542,43 @@ class ProxyServer:
                 return Outcome.CLOSE
         finally:
             if ex.slot_held:
-                self._slots.release(dest)
+                self._slots.release(ex.target.dest)
+
+    async def _prepare(self, ex: Exchange) -> Outcome | None:
+        """Every state before an upstream byte (admit .. credential); an Outcome when the
+        proxy answered the request itself. Each awaits only when it has to: most requests
+        wait for nothing before the upstream write."""
+        req, dest = ex.req, ex.target.dest
+        decision = self._admit(ex)
+        if req.max_forwards == 0:
+            return self._answer_options(ex)
+        if self._static is not None:
+            await self._substitute_static(ex)
+        if decision.pending is not None:
+            await self._inspect_body(ex)
+        elif req.has_body:
+            await self._read_body_start(ex)
+        if not self._slots.try_acquire(dest):
+            await self._wait_slot(dest)
+        ex.slot_held = True
+        if not self._take_pooled(ex):
+            ex.addr = await resolve_checked(
+                self._resolver, dest[0], dest[1], ex.allowed_ips, private_ok=decision.private_ok
+            )
+        if decision.binding is not None:
+            await self._fetch_credential(ex)
+        return None
+
+    def _refuse_before_upstream(self, ex: Exchange, exc: ProxyError) -> Outcome:
+        req, t = ex.req, ex.target
+        if exc.code in (MISMATCH, UNAVAILABLE):
+            self._audit.detection_finding(
+                code=exc.code, method=req.method, host=t.host, port=t.port, path=req.path
+            )
+        # A path refused as malformed closes like a parse rejection (ARCHITECTURE.md 6).
+        close = ex.close_on_error or exc.code == errors.BAD_REQUEST
+        self._deny_exchange(ex, exc, close=close)
+        return Outcome.CLOSE if close else Outcome.REUSABLE
 
     def _admit(self, ex: Exchange) -> Decision:
         """The policy decision; an access rule broken under ``enforcement: audit`` is logged."""
@@ -1001,59 +1007,12 @@ class ProxyServer:
     async def _relay(
         self, agent: Conn, up: Conn, idle: float, messages: FrameFilter | None = None
     ) -> WsRefused | None:
-        """Relay bytes both ways until both directions end or nothing moved for ``idle``
-        seconds. Bytes already read on either side go first; a direction whose source
-        ended is half-closed onward (over TLS: close_notify), the other keeps flowing.
-        ``messages``: the agent's WebSocket messages pass through it (static credentials);
-        when it refuses one, both sides get a close frame and the relay ends."""
-        loop = asyncio.get_running_loop()
-        last = [loop.time()]
-        stalled: list[bool] = []  # a side stopped reading for send_timeout: end the tunnel
-        refused: list[WsRefused] = []
-
-        async def pump(src: Conn, dst: Channel, parse: FrameFilter | None) -> None:
-            try:
-                if src.buf:
-                    data = bytes(src.buf)
-                    src.buf.clear()
-                    dst.write(parse.feed(data) if parse is not None else data)
-                while True:
-                    await dst.drain()
-                    data = await src.ch.read(1 << 18)
-                    if not data:
-                        break
-                    last[0] = loop.time()
-                    dst.write(parse.feed(data) if parse is not None else data)
-            except TimeoutError:
-                stalled.append(True)
-            except WsRefused as exc:
-                refused.append(exc)
-                dst.write(upstream_close(exc.close_code))
-                agent.ch.write(close_frame(exc.close_code, "policy violation"))
-                with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
-                    await agent.ch.drain()
-                return
-            except (ConnectionError, OSError, ssl.SSLError):
-                pass
-            with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
-                dst.write_eof()
-
-        tasks = {
-            asyncio.create_task(pump(agent, up.ch, messages)),
-            asyncio.create_task(pump(up, agent.ch, None)),
-        }
-        try:
-            while tasks and not refused:
-                _done, tasks = await asyncio.wait(
-                    tasks, timeout=idle / 4, return_when=asyncio.FIRST_COMPLETED
-                )
-                if stalled or (tasks and loop.time() - last[0] > idle):
-                    self.counters.timeouts += 1
-                    break
-        finally:
-            for t in tasks:
-                t.cancel()
-        return refused[0] if refused else None
+        """Bytes both ways (``relay.Relay``) until done; ``messages`` filters the agent's
+        WebSocket messages. An idle or stalled relay counts as a timeout."""
+        relay = Relay(agent, up, messages)
+        if await relay.run(idle):
+            self.counters.timeouts += 1
+        return relay.refused
 
     async def _intercept(self, agent: Conn, host: str, port: int) -> None:
         assert self._interceptor is not None
