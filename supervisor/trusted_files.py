@@ -12,10 +12,14 @@ symlink followed by hand, and it is refused when:
   replaced by someone other than root: it is not owned by root, or it is group- or
   other-writable, unless it is sticky (``/tmp``) and both it and the entry are root's.
 
-Anything on a read-only mount counts as unwritable whoever owns it and whatever its mode:
-Kubernetes mounts ConfigMap and Secret volumes read-only with 0777 directories, and a
-``docker run -v file:file:ro`` keeps the host user's ownership. The agent cannot remount
-(no capabilities, and its seccomp filter refuses mount).
+An object on a read-only mount counts as unwritable whoever owns it and whatever its mode
+(Kubernetes mounts ConfigMap and Secret volumes read-only with 0777 directories), but only
+when no read-write mount of the same filesystem shows it too: a read-only bind of a
+directory the agent writes elsewhere (``-v $PWD:/workspace -v $PWD/cfg:/etc/x:ro``) is the
+agent's, and so is a file with a second hard link, which could sit under such a mount.
+``/proc/self/mountinfo`` tells which mount the object is on (statx's mount id) and which
+read-write mounts of its filesystem exist; when it cannot be read, the exemption does not
+apply. The agent cannot remount (no capabilities, and its seccomp filter refuses mount).
 
 With every ancestor unreplaceable, the check cannot race the read that follows it. The
 API: ``check_file`` and ``check_directory`` raise ``UntrustedPathError`` naming the path
@@ -27,8 +31,10 @@ the pure decision, kept apart from the system calls for testing.
 from __future__ import annotations
 
 import os
+import posixpath
+import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MAX_SYMLINKS = 40  # as the kernel's path walk
@@ -95,13 +101,104 @@ def judge_directory(facts: FileFacts) -> str | None:
     return f"the directory is {why}" if why else None
 
 
+@dataclass(frozen=True)
+class Mount:
+    """One line of /proc/self/mountinfo, as far as the decision needs it."""
+
+    mount_id: int
+    device: str  # "major:minor" of the filesystem
+    root: str  # the directory of that filesystem mounted here
+    mount_point: str
+    writable: bool  # neither the mount nor the filesystem is read-only
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split(" ")
+        try:
+            sep = fields.index("-", 6)
+            mounts.append(Mount(
+                mount_id=int(fields[0]), device=fields[2], root=_unescape(fields[3]),
+                mount_point=_unescape(fields[4]),
+                writable="rw" in fields[5].split(",") and "rw" in fields[sep + 3].split(","),
+            ))
+        except (ValueError, IndexError):
+            continue
+    return mounts
+
+
+def _norm(path: str) -> str:
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+def _within(path: str, top: str) -> bool:
+    path, top = _norm(path), _norm(top)
+    return top == "/" or path == top or path.startswith(top + "/")
+
+
+def read_only_everywhere(mounts: Sequence[Mount], mount_id: int, path: str) -> bool:
+    """Whether the object at ``path`` (on mount ``mount_id``) is on a read-only mount that
+    no read-write mount of the same filesystem overlaps: a writable mount whose root holds
+    the object (the same object, writable by whoever its mode lets). False when unsure."""
+    here = next((m for m in mounts if m.mount_id == mount_id), None)
+    if here is None or here.writable or not _within(path, here.mount_point):
+        return False
+    inside = _norm(posixpath.join(here.root, posixpath.relpath(path, here.mount_point)))
+    # A root of a deleted directory is shown as "<path> (deleted)": assume the worst.
+    return not any(
+        other.device == here.device and other.writable
+        and (other.root.endswith(" (deleted)") or _within(inside, other.root))
+        for other in mounts
+    )
+
+
+_STATX_MNT_ID = 0x1000
+_AT_SYMLINK_NOFOLLOW = 0x100
+
+
+def _mount_id(path: str) -> int | None:
+    """statx's mount id of ``path`` (Linux 5.8+), or None."""
+    import ctypes  # only when a read-only mount is met
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statx
+    if libc.statx(-100, os.fsencode(path), _AT_SYMLINK_NOFOLLOW, _STATX_MNT_ID, buf) != 0:
+        return None
+    mask = int.from_bytes(buf.raw[0:4], "little")
+    return int.from_bytes(buf.raw[144:152], "little") if mask & _STATX_MNT_ID else None
+
+
+def _read_only_everywhere(path: str) -> bool:
+    mount_id = _mount_id(path)
+    if mount_id is None:
+        return False
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mounts = parse_mountinfo(f.read())
+    except OSError:
+        return False
+    return read_only_everywhere(mounts, mount_id, path)
+
+
 def facts_of(path: str) -> FileFacts:
-    """lstat ``path`` (a symlink is not followed) and ask whether its mount is read-only."""
+    """lstat ``path`` (a symlink is not followed) and ask whether it is on a read-only mount
+    that no writable mount shows too (``path`` must be free of symlinks but its last part:
+    the walk's paths are)."""
     st = os.lstat(path)
     # statvfs follows a symlink; a symlink lives on its directory's mount.
     on = os.path.dirname(path) or "/" if stat.S_ISLNK(st.st_mode) else path
-    return FileFacts(uid=st.st_uid, mode=st.st_mode,
-                     read_only=bool(os.statvfs(on).f_flag & os.ST_RDONLY))
+    read_only = bool(os.statvfs(on).f_flag & os.ST_RDONLY)
+    if read_only and stat.S_ISREG(st.st_mode) and st.st_nlink != 1:
+        read_only = False  # another link may be under a writable mount
+    if read_only:
+        read_only = _read_only_everywhere(on)
+    return FileFacts(uid=st.st_uid, mode=st.st_mode, read_only=read_only)
 
 
 def absolute(path: str, cwd: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 from pathlib import Path
 
@@ -131,3 +132,62 @@ def test_real_walk_on_this_system(tmp_path: Path) -> None:
     f.chmod(0o666)
     with pytest.raises(tf.UntrustedPathError, match="writable by group and others"):
         tf.check_file(str(f))
+
+
+MOUNTINFO = """\
+22 1 0:21 / / rw,relatime - overlay overlay rw,lowerdir=/l
+30 22 8:1 /kubelet/pods/x/configmap/cfg /etc/openshell ro,relatime - ext4 /dev/sda1 rw
+31 22 8:1 /kubelet/pods/x/empty-dir/work /workspace rw,relatime - ext4 /dev/sda1 rw
+32 22 8:1 /home/dev/project /work\\040space rw - ext4 /dev/sda1 rw
+33 22 8:1 /home/dev/project/profiles /etc/profiles ro - ext4 /dev/sda1 rw
+34 22 0:40 / /etc/secret ro - tmpfs tmpfs ro
+35 22 0:41 / /etc/frozen rw - ext4 /dev/sdb1 ro
+garbage line
+"""
+
+
+def test_mountinfo_is_parsed_with_escapes_and_both_read_only_flags() -> None:
+    mounts = {m.mount_id: m for m in tf.parse_mountinfo(MOUNTINFO)}
+    assert sorted(mounts) == [22, 30, 31, 32, 33, 34, 35]
+    assert mounts[32].mount_point == "/work space"
+    assert (mounts[30].writable, mounts[31].writable, mounts[35].writable) == (False, True, False)
+
+
+def test_read_only_only_when_no_writable_mount_of_the_filesystem_shows_the_object() -> None:
+    mounts = tf.parse_mountinfo(MOUNTINFO)
+    # A ConfigMap: the node's disk is mounted elsewhere, but not over the ConfigMap's tree.
+    assert tf.read_only_everywhere(mounts, 30, "/etc/openshell/p.yaml")
+    assert tf.read_only_everywhere(mounts, 34, "/etc/secret/token")
+    # A read-only view of a project directory the agent writes through /work space.
+    assert not tf.read_only_everywhere(mounts, 33, "/etc/profiles/p.yaml")
+    assert not tf.read_only_everywhere(mounts, 33, "/etc/profiles")
+    # Writable mounts, unknown mounts, paths outside the mount: never read-only.
+    assert not tf.read_only_everywhere(mounts, 31, "/workspace/p.yaml")
+    assert not tf.read_only_everywhere(mounts, 99, "/etc/openshell/p.yaml")
+    assert not tf.read_only_everywhere(mounts, 30, "/elsewhere/p.yaml")
+    deleted = [*mounts, tf.Mount(40, "8:1", "/gone (deleted)", "/tmp/x", True)]
+    assert not tf.read_only_everywhere(deleted, 30, "/etc/openshell/p.yaml")
+
+
+@given(st.text(max_size=400))
+def test_mountinfo_parser_takes_anything(text: str) -> None:
+    for mount in tf.parse_mountinfo(text):
+        assert isinstance(mount.mount_id, int)
+
+
+path_st = st.lists(st.sampled_from(["a", "b", ".."]), max_size=4).map(lambda p: "/" + "/".join(p))
+
+
+@given(ro_root=path_st, rw_root=path_st, rel=path_st, same_device=st.booleans())
+def test_a_writable_mount_whose_root_holds_the_object_always_wins(
+    ro_root: str, rw_root: str, rel: str, same_device: bool
+) -> None:
+    mounts = [tf.Mount(1, "8:1", ro_root, "/cfg", False),
+              tf.Mount(2, "8:1" if same_device else "8:2", rw_root, "/w", True)]
+    path = "/cfg" + rel if rel != "/" else "/cfg"
+    if posixpath.normpath(path) != path:
+        return  # the walk hands over normalized paths only
+    inside = posixpath.normpath(posixpath.join(ro_root, posixpath.relpath(path, "/cfg")))
+    top = posixpath.normpath(rw_root)
+    shown = same_device and (top == "/" or inside == top or inside.startswith(top + "/"))
+    assert tf.read_only_everywhere(mounts, 1, path) == (not shown)

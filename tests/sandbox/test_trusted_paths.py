@@ -269,3 +269,84 @@ def test_credentials_dir_the_agent_could_fill_is_refused(root_dir: Path, agent_d
                                             str(agent_dir)))
     assert result.returncode == 125
     assert f"--credentials-dir: {agent_dir}: the directory is writable" in result.stderr
+
+
+def _in_mount_namespace(script: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+    )
+
+
+def test_read_only_view_of_an_agent_writable_directory_is_refused(tmp_path: Path) -> None:
+    """`docker run -v $PWD:/workspace -v $PWD/profiles:/etc/openshell:ro`: the read-only view
+    is the same directory the agent writes through /workspace (issue 12 review; the
+    read-only-mount exemption accepted it before the fix: the agent then rewrote the
+    profile and the next poll loaded it)."""
+    tmp_path.chmod(0o755)
+    work, view = tmp_path / "workspace", tmp_path / "view"
+    work.mkdir()
+    view.mkdir()
+    script = f"""
+set -e
+mount -t tmpfs -o mode=0777 tmpfs {work}
+mkdir -m 0777 {work}/profiles
+printf 'one\\n' > {work}/profiles/profile.yaml
+chown 65534:65534 {work}/profiles/profile.yaml
+mount --bind {work}/profiles {view}
+mount -o remount,bind,ro {view}
+exec {PY} {FAKE_RUN} --profile {view}/profile.yaml -- /bin/true
+"""
+    result = _in_mount_namespace(script)
+    assert result.returncode == 125, result.stderr
+    assert f"--profile: {view}/profile.yaml: the directory {view} is" in result.stderr
+
+
+def test_read_only_bind_of_one_agent_writable_file_is_refused(root_dir: Path) -> None:
+    """A root-owned path with an agent-owned file bind-mounted read-only over it."""
+    target = root_dir / "profile.yaml"
+    target.write_text("placeholder\n")
+    script = f"""
+set -e
+mkdir -m 0777 {root_dir}/w
+mount -t tmpfs -o mode=0777 tmpfs {root_dir}/w
+printf 'one\\n' > {root_dir}/w/p.yaml
+chown 65534:65534 {root_dir}/w/p.yaml
+mount --bind {root_dir}/w/p.yaml {target}
+mount -o remount,bind,ro {target}
+exec {PY} {FAKE_RUN} --profile {target} -- /bin/true
+"""
+    result = _in_mount_namespace(script)
+    assert result.returncode == 125, result.stderr
+    assert f"--profile: {target}: the file is owned by uid 65534" in result.stderr
+
+
+def test_hard_link_between_a_read_only_and_a_writable_view_is_refused(tmp_path: Path) -> None:
+    """One filesystem, two sub-trees mounted: the agent's (read-write) and the config's
+    (read-only); an agent-owned file linked into both is writable through the first."""
+    tmp_path.chmod(0o755)
+    fs, work, view = tmp_path / "fs", tmp_path / "workspace", tmp_path / "view"
+    for d in (fs, work, view):
+        d.mkdir()
+    script = f"""
+set -e
+mount -t tmpfs -o mode=0755 tmpfs {fs}
+mkdir -m 0777 {fs}/w
+mkdir -m 0755 {fs}/cfg
+printf 'one\\n' > {fs}/w/p.yaml
+chown 65534:65534 {fs}/w/p.yaml
+ln {fs}/w/p.yaml {fs}/cfg/p.yaml
+mount --bind {fs}/w {work}
+mount --bind {fs}/cfg {view}
+mount -o remount,bind,ro {view}
+umount {fs}
+exec {PY} {FAKE_RUN} --profile {view}/p.yaml -- /bin/true
+"""
+    result = _in_mount_namespace(script)
+    assert result.returncode == 125, result.stderr
+    assert f"--profile: {view}/p.yaml: the file is owned by uid 65534" in result.stderr
+    # Control: the same file with one link (only in the read-only view) is accepted.
+    single = script.replace(f"ln {fs}/w/p.yaml {fs}/cfg/p.yaml",
+                            f"mv {fs}/w/p.yaml {fs}/cfg/p.yaml")
+    result = _in_mount_namespace(single)
+    assert result.returncode == 0, result.stderr
