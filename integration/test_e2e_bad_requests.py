@@ -134,3 +134,40 @@ def test_trace_never_brings_the_token_back(devenv: DevEnv, run_agent: Any) -> No
     assert report["control"]["status"] == 200, report["control"]  # a token was injected
     assert "Bearer" not in run.stdout and "traced" not in run.stdout
     assert after["alpha"] - before["alpha"] == 1, "only the control GET reached alpha"
+
+
+def test_ssrf_refusal_names_the_host_not_the_address(devenv: DevEnv, run_agent: Any) -> None:
+    """Issue 12 item 11: the agent learns that a name is refused, not where it points (a
+    DNS oracle under wildcard hosts); the audit event records the address."""
+    a = f"localhost:{devenv.sink.port}"
+    spec = raw_request_spec(devenv, {"loopback": f"GET http://{a}/ HTTP/1.1\r\nHost: {a}\r\n\r\n"
+                                     .encode()})
+    run = run_agent([sys.executable, devenv.agent("raw_requests.py"), str(spec)])
+    assert run.returncode == 0, run.explain()
+    got = run.report()["loopback"]
+    assert (got["status"], got["error"]) == SSRF, got
+    detail = got["body"]["detail"]
+    assert "localhost" in detail and "127.0.0.1" not in detail and "::1" not in detail
+    (event,) = [e for e in run.http_events() if e.get("message") == "ssrf_denied"]
+    assert "127.0.0.1" in event["status_detail"] or "::1" in event["status_detail"]
+
+
+def test_tls_skip_over_a_credentialed_host_is_refused_at_start(
+    devenv: DevEnv, run_agent: Any
+) -> None:
+    """Issue 12 item 9: another profile's 'tls: skip' on alpha (credentialed by the grant
+    profile) would make a CONNECT there a raw tunnel: run exits 125 naming both."""
+    profile = devenv.base / "skip-alpha.yaml"
+    profile.write_text(
+        "id: a-skip-alpha\ncredentials: []\nendpoints:\n"
+        f"  - host: 127.0.0.2\n    port: {devenv.alpha.port}\n    tls: skip\n"
+        "    allowed_ips: [127.0.0.0/8]\n")
+    profile.chmod(0o644)
+    env = dataclasses.replace(devenv, profiles=[*devenv.profiles, profile])
+    before = devenv.counts()
+    run = run_supervisor(env, [sys.executable, "-c", "print('agent ran')"])
+    assert run.returncode == 125, run.explain()
+    assert "agent ran" not in run.stdout
+    assert "a-skip-alpha" in run.stderr and "endpoints[0].tls" in run.stderr
+    assert f"@127.0.0.2:{devenv.alpha.port}" in run.stderr  # the binding it would bypass
+    assert devenv.counts() == before
