@@ -294,8 +294,12 @@ class AuditLog:
         binding_id: str | None = None,
         dst_ip: str | None = None,
         severity: int | None = None,
+        process: str | None = None,
     ) -> None:
         """HTTP Activity: a request with a grant, or one the proxy refused.
+
+        ``process``: the executable that opened the agent's connection, when it was judged
+        (ARCHITECTURE.md 11); recorded as the OCSF actor's process file.
 
         ``severity`` overrides the default (Informational if allowed, else Medium): a policy
         violation let through by ``enforcement: audit`` is Allowed with severity Medium.
@@ -326,6 +330,8 @@ class AuditLog:
             event["status_detail"] = reason
         if binding_id is not None:
             event["unmapped"] = {"binding": binding_id}
+        if process is not None:
+            event["actor"] = {"process": {"file": {"path": process}}}
         self.emit(event)
 
     def detection_finding(self, *, code: str, method: str, host: str, port: int, path: str) -> None:

@@ -37,6 +37,10 @@ class ConnectionJudge:
             return f"binary unknown ({self._error})"
         return identity.why_denied()
 
+    def binary(self) -> str | None:
+        """The connecting executable(s), once looked up (for the audit event)."""
+        return self._identity.name if self._identity is not None else None
+
     @property
     def looked_up(self) -> bool:
         return self._lookup is None

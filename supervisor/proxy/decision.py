@@ -124,8 +124,16 @@ def _endpoint_for_binary(
     )
     if usable is None:
         who = judge.denial() if judge is not None else "binary identity unavailable"
-        raise ProxyError(errors.BINARY_DENIED, f"{host}:{port}: {who}")
+        raise BinaryDenied(f"{host}:{port}: {who}", judge.binary() if judge else None)
     return usable
+
+
+class BinaryDenied(ProxyError):
+    """403 ``binary_denied``; ``binary`` names the executable for the audit event."""
+
+    def __init__(self, detail: str, binary: str | None) -> None:
+        super().__init__(errors.BINARY_DENIED, detail)
+        self.binary = binary
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +207,7 @@ def _decide_l7(
     if not route.matching:
         if route.binary_refused:
             who = binary.denial() if binary is not None else "binary identity unavailable"
-            raise ProxyError(errors.BINARY_DENIED, f"{host}:{port}: {who}")
+            raise BinaryDenied(f"{host}:{port}: {who}", binary.binary() if binary else None)
         raise ProxyError(errors.POLICY_DENIED, f"path not declared for {host}:{port}")
     endpoint = route.selected or route.matching[0]
     # A credential serves its own profile's binaries only, whatever let the request out.

@@ -32,6 +32,8 @@ class BinaryJudge(Protocol):
 
     def denial(self) -> str: ...
 
+    def binary(self) -> str | None: ...
+
 
 @runtime_checkable
 class InspectionHint(Protocol):

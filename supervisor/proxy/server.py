@@ -501,7 +501,8 @@ class ProxyServer:
     def _deny_exchange(self, ex: Exchange, exc: ProxyError, *, close: bool) -> None:
         self._count_denial(exc)
         self._audit_exchange(
-            ex, allowed=False, message=exc.code, status_code=exc.status, reason=exc.audit_detail
+            ex, allowed=False, message=exc.code, status_code=exc.status, reason=exc.audit_detail,
+            process=getattr(exc, "binary", None),
         )
         ex.agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=close))
 
@@ -517,6 +518,7 @@ class ProxyServer:
             message=exc.code,
             status_code=exc.status,
             reason=exc.audit_detail,  # may say more than the agent is told
+            process=getattr(exc, "binary", None),
         )
         agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=True))
 

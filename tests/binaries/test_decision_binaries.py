@@ -28,6 +28,9 @@ class Judge:
     def denial(self) -> str:
         return f"binary {self.exe} may not use this endpoint"
 
+    def binary(self) -> str | None:
+        return self.exe
+
 
 PROFILE = """\
 id: gh
@@ -85,6 +88,7 @@ def test_no_entry_allows_it(table: object, exe: str | None) -> None:
         ask(table, exe)
     assert info.value.code == errors.BINARY_DENIED and info.value.status == 403
     assert (exe or "binary identity unavailable") in info.value.detail
+    assert getattr(info.value, "binary", None) == exe
 
 
 def test_raw_tunnels_are_judged_at_connect(table: object) -> None:

@@ -88,4 +88,7 @@ def test_curl_allowed_python_denied(tmp_path: Path, upstream: int, source: str) 
     assert PYTHON in error["detail"]
     denials = [e for e in events if e.get("status_id") == 2]
     assert denials, events
-    assert any(PYTHON in json.dumps(e) and "binary_denied" in json.dumps(e) for e in denials)
+    binary_denials = [e for e in denials if e.get("message") == "binary_denied"]
+    assert binary_denials, denials
+    assert all(e["actor"]["process"]["file"]["path"] == PYTHON for e in binary_denials)
+    assert all(PYTHON in e["status_detail"] for e in binary_denials)
