@@ -38,6 +38,9 @@ class Judge:
     def denial(self) -> str:
         return f"binary {self.exe} is not allowed"
 
+    def binary(self) -> str | None:
+        return self.exe
+
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> PolicyTable:
