@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supervisor.sandbox import linux
 from supervisor.sandbox.socket_path import SocketPath
@@ -29,8 +29,14 @@ _TMPFS_DATA = "size=4k,nr_inodes=1,mode=000"
 class MountNamespace:
     fd: int  # O_CLOEXEC fd of the sanitized namespace
     hidden_directory: str | None
+    _closed: list[bool] = field(default_factory=list, compare=False, repr=False)
 
     def close(self) -> None:
+        """Idempotent: ``run`` calls it twice, and a second close(2) of a number another
+        thread has since been given closes that thread's file (seen: the proxy thread's)."""
+        if self._closed:
+            return
+        self._closed.append(True)
         with contextlib.suppress(OSError):
             os.close(self.fd)
 

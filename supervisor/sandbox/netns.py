@@ -13,7 +13,7 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from supervisor.sandbox import linux
 from supervisor.sandbox.threadns import run_on_thread
@@ -33,8 +33,12 @@ class AgentNetwork:
     listen_sock: socket.socket  # bound to 127.0.0.1:port, listening, non-blocking
     ns_fd: int | None  # O_CLOEXEC fd of the agent's network namespace; None = host network
 
+    _closed: list[bool] = field(default_factory=list, compare=False, repr=False)
+
     def close_ns(self) -> None:
-        if self.ns_fd is not None:
+        """Idempotent (see ``MountNamespace.close``): ``run`` calls it twice."""
+        if self.ns_fd is not None and not self._closed:
+            self._closed.append(True)
             with contextlib.suppress(OSError):
                 os.close(self.ns_fd)
 
