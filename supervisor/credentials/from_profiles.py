@@ -32,6 +32,7 @@ def _endpoint(ep: Endpoint) -> BoundEndpoint:
         signing=ep.credential_signing,
         signing_service=ep.signing_service or None,
         signing_region=ep.signing_region or None,
+        binaries=ep.binaries,
     )
 
 

@@ -10,7 +10,7 @@ rewrite and signing options of the matching endpoints. Pure and immutable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +45,8 @@ class BoundEndpoint:
     signing: Signing | None = None
     signing_service: str | None = None
     signing_region: str | None = None
+    # Executables allowed to use the endpoint (ARCHITECTURE.md 11); None = any process.
+    binaries: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +145,15 @@ class BindingTable:
             return True
         return any(port in e.ports and e.host.matches(h) for e in self._patterns)
 
-    def scope(self, host: str, port: int, path: str) -> Scope:
-        """The scope of a request; ``path`` without the query."""
+    def scope(self, host: str, port: int, path: str,
+              usable: Callable[[BoundEndpoint], bool] | None = None) -> Scope:
+        """The scope of a request; ``path`` without the query. ``usable`` keeps only the
+        endpoints the connecting process may use (a credential serves its profile's
+        binaries only, whatever endpoint let the request out)."""
         if not self.variables:
             return EMPTY
-        matching = list(self._matching(normalize_host(host), port, canonical_path(path)))
+        matching = [e for e in self._matching(normalize_host(host), port, canonical_path(path))
+                    if usable is None or usable(e.endpoint)]
         if not matching:
             return EMPTY
         variables = frozenset().union(*(e.variables for e in matching))

@@ -96,7 +96,11 @@ async def prepare(
     upgrade: str | None = None,
 ) -> Prepared | None:
     """``None`` when the request has nothing to do with static credentials."""
-    scope: Scope = state.table.scope(host, port, req.path)
+    judge = agent.judge
+    scope: Scope = state.table.scope(
+        host, port, req.path,
+        usable=lambda ep: ep.binaries is None or (judge is not None and judge.allows(ep.binaries)),
+    )
     signing = scope.signing
     headers: Headers = list(req.headers)
     if signing is not None:
