@@ -462,15 +462,19 @@ class ProxyServer:
         """An intercepted tunnel that could not be opened: logged and audited, then closed."""
         self.stats.request(DENIED, "interception_failed")
         log.warning("%s (%s:%d): %s", message, host, port, sanitize(str(exc)))
+        self._audit_connect("https", host, port, message, reason=sanitize(type(exc).__name__))
+
+    def _audit_connect(self, scheme: str, host: str, port: int, message: str, **kw: Any) -> None:
+        """The OCSF event of a refused CONNECT (no path: the tunnel never carried one)."""
         self._audit.http_event(
             method="CONNECT",
-            scheme="https",
+            scheme=scheme,
             host=host,
             port=port,
             path="",
             allowed=False,
             message=message,
-            reason=sanitize(type(exc).__name__),
+            **kw,
         )
 
     def _count_denial(self, exc: ProxyError) -> None:
@@ -508,16 +512,14 @@ class ProxyServer:
 
     def _deny_connect(self, agent: Conn, exc: ProxyError, host: str, port: int) -> None:
         self._count_denial(exc)
-        self._audit.http_event(
-            method="CONNECT",
-            scheme="tcp",
-            host=host,
-            port=port,
-            path="",
-            allowed=False,
-            message=exc.code,
+        # audit_detail may say more than the agent is told
+        self._audit_connect(
+            "tcp",
+            host,
+            port,
+            exc.code,
             status_code=exc.status,
-            reason=exc.audit_detail,  # may say more than the agent is told
+            reason=exc.audit_detail,
             process=getattr(exc, "binary", None),
         )
         agent.ch.write(error_response(exc.status, exc.code, exc.detail, close=True))

@@ -22,15 +22,9 @@ from websockets.sync.client import connect
 
 from supervisor.proxy.server import Limits
 from supervisor.proxy.websocket import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, encode_frame
-from tests.proxy.harness import (
-    SECRET,
-    Env,
-    FakePolicy,
-    FakeTokens,
-    binding,
-    endpoint,
-    recv_response,
-)
+from tests.proxy.harness import SECRET, Env, FakePolicy, FakeTokens, recv_response
+from tests.proxy.harness import binding as bind
+from tests.proxy.harness import endpoint as declare
 from tests.proxy.tlscerts import make_pki
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -66,9 +60,9 @@ class EchoServer:
 def _setup(env: Env, *, tls: ssl.SSLContext | None = None, **ep_kw: Any) -> EchoServer:
     ws = EchoServer()
     env.call(ws.start(tls))
-    ep = endpoint("127.0.0.1", ws.port, **ep_kw)
+    ep = declare("127.0.0.1", ws.port, **ep_kw)
     env.policy.endpoints.append(ep)
-    env.policy.bindings.append(binding(ep))
+    env.policy.bindings.append(bind(ep))
     return ws
 
 
@@ -126,7 +120,7 @@ def test_ws_echo_through_the_proxy_with_one_injected_credential(
     assert len(events) == 1
     assert events[0]["message"] == "protocol switched to websocket"
     assert events[0]["http_request"]["url"]["path"] == "/chat"
-    assert events[0]["unmapped"] == {"binding": binding(env.policy.endpoints[-1]).id}
+    assert events[0]["unmapped"] == {"binding": bind(env.policy.endpoints[-1]).id}
 
 
 def test_wss_echo_through_interception(tmp_path: Path) -> None:
@@ -307,7 +301,7 @@ def test_unrequested_protocol_switch_is_502(
     env = make_env(bind=False)
     up = SwitchingUpstream(answer)
     env.call(up.start())
-    env.policy.endpoints.append(endpoint("127.0.0.1", up.port))
+    env.policy.endpoints.append(declare("127.0.0.1", up.port))
     with env.connect() as s:
         s.sendall(
             f"GET http://127.0.0.1:{up.port}/ HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n"
