@@ -78,29 +78,30 @@ def judge(matching: Sequence[Endpoint], req: L7Request) -> Verdict:
     what = f"{req.method} {req.path}"
     gq = req.graphql
     if gq is not None and gq.error is not None:
-        return Verdict(False, f"GraphQL request rejected: {gq.error}")
+        return Verdict(False, f"{what}: GraphQL request rejected: {gq.error}")
     jr = req.jsonrpc
     if jr is not None and jr.error is not None:
-        return Verdict(False, f"JSON-RPC request rejected: {jr.error}")
+        return Verdict(False, f"{what}: JSON-RPC request rejected: {jr.error}")
     if jr is not None and jr.has_response and any(e.protocol == "json-rpc" for e in matching):
-        return Verdict(False, "JSON-RPC response frames are not permitted from client to server")
+        return Verdict(False, f"{what}: JSON-RPC response frames are not permitted from "
+                       "client to server")
     if gq is not None and any(
         o.needs_registry and not _registered(o, e)
         for o in gq.operations for e in matching if e.protocol == "graphql"
     ):
-        return Verdict(False, "GraphQL persisted query is not registered")
+        return Verdict(False, f"{what}: GraphQL persisted query is not registered")
     denied = any(_denies(e, req) for e in matching)
     if denied:
         if gq is not None and gq.operations:
-            return Verdict(False, "GraphQL operation blocked by endpoint policy")
+            return Verdict(False, f"{what}: GraphQL operation blocked by endpoint policy")
         return Verdict(False, f"{what} blocked by deny rule")
     if any(_allows(e, req) for e in matching):
         return Verdict(True, "")
     if gq is not None and gq.operations:
-        return Verdict(False, "GraphQL operation not permitted by policy")
+        return Verdict(False, f"{what}: GraphQL operation not permitted by policy")
     if jr is not None and jr.calls:
-        methods = ",".join(sorted({c.method for c in jr.calls}))
-        return Verdict(False, f"JSON-RPC {methods} not permitted by policy")
+        methods = ",".join(sorted({c.method for c in jr.calls}))[:200]
+        return Verdict(False, f"{what}: JSON-RPC {methods} not permitted by policy")
     return Verdict(False, f"{what} not permitted by policy")
 
 
