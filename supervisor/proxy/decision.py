@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from supervisor.credentials.placeholders import redact
 from supervisor.grants.errors import GrantError
 from supervisor.profiles.canonical import CanonicalError
 from supervisor.profiles.l7 import (
@@ -223,6 +224,7 @@ def _decide_l7(
     ws_text = None
     if _header_has(headers, "upgrade", "websocket"):
         ws_text = websocket_text_denial(plan)
+        ws_text = redact(ws_text) if ws_text is not None else None
         if ws_text is not None and plan.audit_only:
             violation, ws_text = violation or ws_text, None
     return Decision(endpoint, binding, violation, plan.path, None, private_ok, ws_text)
@@ -236,9 +238,11 @@ def judge_l7(
     verdict = judge_request(plan, method, body, upgrade=upgrade)
     if verdict.allowed:
         return None
+    # The reason names the path: a credential placeholder in it never reaches a log line.
+    reason = redact(verdict.reason)
     if plan.audit_only:
-        return verdict.reason
-    raise ProxyError(errors.POLICY_DENIED, verdict.reason)
+        return reason
+    raise ProxyError(errors.POLICY_DENIED, reason)
 
 
 def not_yet_enforced(endpoint: Endpoint) -> bool:

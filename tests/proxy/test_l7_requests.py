@@ -226,3 +226,12 @@ def test_plain_http_undeclared_path_and_host(env: Env) -> None:
         s.close()
     with socket.socket() as _:
         pass
+
+
+def test_a_placeholder_in_a_denied_path_never_reaches_the_log(env: Env) -> None:
+    status, _, body = send(env, "DELETE", "/admin/openshell:resolve:env:GITHUB_TOKEN")
+    assert status == 403 and b"[CREDENTIAL]" in body
+    env.audit.close()  # flushes the writer
+    log = Path(env.audit_path or "").read_text()
+    assert "openshell:resolve" not in log and "GITHUB_TOKEN" not in log
+    assert "[CREDENTIAL]" in log
