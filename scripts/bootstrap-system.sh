@@ -13,7 +13,7 @@ for w in "${want[@]}"; do
   case "$w" in
     build) need libcap-dev; need gcc; need libc6-dev; need python3-venv ;;  # python-prctl compiles against libcap; openshell-init is a static C binary (libc.a)
     test)  need curl; need_cmd node nodejs; need_cmd npm npm; need iproute2; need openssl; need libseccomp2 ;;  # curl/node agents, seccomp tests
-    bench) need nginx; need tinyproxy; need wrk; need apache2-utils ;;
+    bench) need nginx; need tinyproxy; need wrk; need apache2-utils; need curl ;;  # curl: bulk legs
     *) echo "unknown set: $w" >&2; exit 2 ;;
   esac
 done
