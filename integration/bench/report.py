@@ -49,6 +49,9 @@ class BenchReport:
         return Measured(
             http=self.http,
             startup_ms=self.startup_medians(),
+            startup_cpu_ms={
+                s.label: s.median_cpu_ms for s in self.startup if s.median_cpu_ms is not None
+            },
             rss_load_mib=self.rss.get("max_mib"),
             cold_grants=grants if isinstance(grants, int) else None,
             cold_answered=statuses.get("200", 0) if isinstance(statuses, dict) else 0,
@@ -69,7 +72,10 @@ class BenchReport:
             "versions": self.versions,
             "http": [dataclasses.asdict(r) for r in self.http],
             "https": [dataclasses.asdict(r) for r in self.https],
-            "startup": [{**dataclasses.asdict(s), "median_ms": s.median_ms} for s in self.startup],
+            "startup": [
+                {**dataclasses.asdict(s), "median_ms": s.median_ms, "median_cpu_ms": s.median_cpu_ms}
+                for s in self.startup
+            ],
             "startup_over_python_ms": {
                 label: metrics.over_python(self.startup_medians(), label)
                 for label in (metrics.STARTUP_PLAIN, metrics.STARTUP_INTERCEPT)
@@ -252,15 +258,17 @@ def render(report: BenchReport, console: Console | None = None) -> None:
         console.print(line)
     if report.startup:
         table = Table(title="Start-up (median of interleaved runs)", title_justify="left")
-        for col in ("command", "median ms", "min ms", "max ms", "runs"):
+        for col in ("command", "median ms", "min ms", "max ms", "CPU ms (median)", "runs"):
             table.add_column(col, justify="left" if col == "command" else "right")
         for s in report.startup:
             if s.error:
-                table.add_row(s.shown, f"failed: {s.error}", "", "", "", style="red")
+                table.add_row(s.shown, f"failed: {s.error}", "", "", "", "", style="red")
                 continue
+            cpu = s.median_cpu_ms
             table.add_row(
                 s.shown, f"{s.median_ms:.1f}", f"{min(s.samples_ms):.1f}",
-                f"{max(s.samples_ms):.1f}", str(len(s.samples_ms)),
+                f"{max(s.samples_ms):.1f}", "-" if cpu is None else f"{cpu:.1f}",
+                str(len(s.samples_ms)),
             )  # fmt: skip
         console.print(table)
     if report.rss or report.rss_baselines:
