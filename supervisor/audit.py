@@ -326,8 +326,8 @@ class AuditLog:
             event["dst_endpoint"]["ip"] = dst_ip
         if status_code is not None:
             event["http_response"] = {"code": status_code}
-        if reason is not None:
-            event["status_detail"] = reason
+        if reason is not None:  # may quote a path or a body: placeholders hidden too
+            event["status_detail"] = _redact(reason)
         if binding_id is not None:
             event["unmapped"] = {"binding": binding_id}
         if process is not None:

@@ -23,6 +23,13 @@ def _too_large(limit: int) -> ProxyError:
     )
 
 
+def within_limit(body: bytes, limit: int) -> bytes:
+    """``body``, already read whole by another step, refused past the endpoint's limit."""
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
 async def _fill(conn: Conn, timeout: float) -> None:
     async with asyncio.timeout(timeout):
         if not await conn.fill():

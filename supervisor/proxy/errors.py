@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from supervisor.credentials.placeholders import redact
+
 POLICY_DENIED = "policy_denied"
 SSRF_DENIED = "ssrf_denied"
 AUTHORITY_MISMATCH = "request_authority_mismatch"
@@ -40,8 +42,13 @@ _CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def sanitize(text: str, limit: int = 256) -> str:
-    """Control characters replaced, length capped: safe for a log line or the agent."""
-    return _CTL.sub("?", text)[:limit]
+    """Control characters replaced, credential placeholders shown as ``[CREDENTIAL]``
+    (a refusal may quote the agent's path or body), length capped: safe for a log line or
+    the agent."""
+    text = _CTL.sub("?", text)
+    if "openshell" in text or "%" in text:
+        text = redact(text)
+    return text[:limit]
 
 
 class ProxyError(Exception):

@@ -48,7 +48,7 @@ from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
 from supervisor.profiles.model import Endpoint
 from supervisor.proxy import errors
-from supervisor.proxy.body import read_bounded_body
+from supervisor.proxy.body import read_bounded_body, within_limit
 from supervisor.proxy.channel import (
     AgentGone,
     AgentReader,
@@ -626,8 +626,9 @@ class ProxyServer:
         d, req = ex.decision, ex.req
         assert d is not None and d.pending is not None
         plan = d.pending
-        if ex.body_buffered:  # static credentials already read it whole
-            body = ex.body_start
+        if ex.body_buffered:  # static credentials read it whole: judge the agent's bytes
+            agent_body = ex.agent_body if ex.agent_body is not None else ex.body_start
+            body = within_limit(agent_body, plan.body_limit)
         else:
             if req.expect_continue and req.has_body:
                 ex.agent.ch.write(_CONTINUE)
@@ -674,6 +675,7 @@ class ProxyServer:
                 wire, content_length=len(prepared.body), chunked=False, expect_continue=False
             )
             ex.body_start, ex.body_buffered = prepared.body, True
+            ex.agent_body = prepared.agent_body
         ex.wire, ex.sign, ex.substituted = wire, prepared.signer, prepared.substituted
 
     async def _read_body_start(self, ex: Exchange) -> None:

@@ -36,6 +36,9 @@ class Prepared:
     signer: Signer | None
     substituted: bool
     ws: ClientMessages | None = None  # client messages of a WebSocket it switches to
+    # The body as the agent sent it, when read whole: what L7 rules judge. A refusal may
+    # quote the body (a GraphQL operation name), so it must never see the values.
+    agent_body: bytes | None = None
 
 
 def refused(exc: CredentialRefused) -> ProxyError:
@@ -125,12 +128,14 @@ async def prepare(
         raise refused(exc) from None
     substituted = head.replaced > 0
     body: bytes | None = None
+    agent_body: bytes | None = None
     signer: Signer | None = None
     if signing is not None:
         signer, body = await _sigv4(state, scope, agent, req, head.headers, body_timeout)
+        agent_body = body
         substituted = True
     elif wants_body:
-        body = await read_body(agent, req, rewrite.BODY_LIMIT, body_timeout)
+        body = agent_body = await read_body(agent, req, rewrite.BODY_LIMIT, body_timeout)
         try:
             new = rewrite.body(resolver, _header(head.headers, "content-type"), body)
         except CredentialRefused as exc:
@@ -139,7 +144,7 @@ async def prepare(
             body, substituted = new, True
     if substituted and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
-    return Prepared(head.path, head.query, head.headers, body, signer, substituted, ws)
+    return Prepared(head.path, head.query, head.headers, body, signer, substituted, ws, agent_body)
 
 
 async def _sigv4(
