@@ -47,7 +47,10 @@ def _json_value(value: str) -> str:
 def _header_value(value: str) -> str:
     if any(c in _CTL for c in value):  # CR/LF/NUL would split or end the header
         raise CredentialRefused(UNAVAILABLE, "header")
-    return value
+    # Heads are latin-1 text here (one char per wire byte): a value goes out as its UTF-8
+    # bytes. (Encoded as is, a character past U+00FF failed serialization, cut the
+    # connection and logged the character in the traceback.)
+    return value.encode("utf-8").decode("latin-1")
 
 
 def header_value(r: Resolver, value: str) -> str | None:

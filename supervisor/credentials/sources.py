@@ -67,6 +67,14 @@ def _read_file(directory: str, var: str, check: TrustCheck) -> str | None:
         raise ValueError(f"{path} is not UTF-8 text") from None
 
 
+def _utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def load(
     variables: Iterable[str],
     environ: Mapping[str, str],
@@ -82,6 +90,9 @@ def load(
             continue  # validation reports it; never a path component
         value = environ.get(var)
         if value:
+            if not _utf8(value):  # undecodable bytes (surrogate escapes): cannot be sent
+                problems.append(f"{var}: the environment's value is not UTF-8 text")
+                continue
             values[var], origin[var] = value, "environment"
             continue
         if directory is None:

@@ -162,6 +162,9 @@ async def _sigv4(
             raise refused(CredentialRefused("credential_endpoint_mismatch", "AWS signature"))
     session = values.get(AWS_SESSION) if AWS_SESSION in scope.variables else None
     keys = sigv4.AwsKeys(values[AWS_KEY_ID], values[AWS_SECRET], session)
+    # The key id and the session token go into headers: printable ASCII only.
+    if not all(v.isascii() and v.isprintable() for v in (keys.access_key, session or "")):
+        raise refused(CredentialRefused("credential_unavailable", "AWS signature"))
     region = spec.region or sigv4.region_from_host(req.host)
     if region is None:
         raise ProxyError(errors.POLICY_DENIED, "no signing_region and none in the host name")

@@ -70,3 +70,11 @@ def test_group_writable_directory_is_refused(tmp_path):
 def test_bad_variable_names_never_become_paths(tmp_path):
     d = _secret_volume(tmp_path, {"A": b"a"})
     assert load(["../A", "A/B", ""], {}, d).values == {}
+
+
+def test_an_environment_value_that_is_not_utf8_is_not_exposed(tmp_path):
+    """os.environ holds undecodable bytes as surrogate escapes: no request could carry
+    them (the header, body and Basic encoders would fail mid-request)."""
+    got = load(["A", "B"], {"A": "bad\udcff", "B": "good"}, None)
+    assert got.values == {"B": "good"}
+    assert got.problems == ("A: the environment's value is not UTF-8 text",)

@@ -251,6 +251,17 @@ def test_sigv4_resigned_and_accepted_by_an_independent_verifier(rig: Any) -> Non
     assert "AKIDREALKEY/" in got["authorization"] and "openshell" not in repr(a.requests[-1])
 
 
+def test_sigv4_key_id_that_cannot_go_in_a_header_is_refused(rig: Any) -> None:
+    """The key id and session token are header text: a character past ASCII (or a control)
+    is refused cleanly instead of breaking the head mid-request."""
+    values = {"AWS_ACCESS_KEY_ID": "AKID\u20ac", "AWS_SECRET_ACCESS_KEY": "real/secret+KEY"}
+    env, a, _b, _ = rig(aws=values, signing="sigv4:no_body", signing_service="s3",
+                        signing_region="us-east-1")
+    status, _, body = send(env, a.port, "/bucket/key")
+    assert status == 500 and json.loads(body)["error"] == "credential_unavailable"
+    assert a.requests == []
+
+
 def test_required_credential_without_value_names_the_variables() -> None:
     from supervisor.credentials.store import MissingRequired
 

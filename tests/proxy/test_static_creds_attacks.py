@@ -112,3 +112,20 @@ def test_refusal_reasons_in_the_audit_hide_the_placeholder(env: Env) -> None:
     env.audit.close()
     events = [json.loads(x) for x in Path(env.audit_path or "").read_text().splitlines()]
     assert any("[CREDENTIAL]" in e.get("status_detail", "") for e in events)
+
+
+def test_a_value_past_latin1_goes_out_as_utf8_and_nothing_is_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heads are latin-1 text inside the proxy; a value with a character past U+00FF cut
+    the connection and logged that character in the traceback."""
+    caplog.set_level(logging.DEBUG)
+    value = "key-\u20ac-\u00e9-x"
+    e = _env(tmp_path, {VAR: value})
+    try:
+        status, _, _ = request(e, "GET", "/rest/x", headers=f"x-api-key: {P}\r\n")
+    finally:
+        e.close()
+    assert status == 200
+    assert f"x-api-key: {value}".encode() in e.upstream.received
+    assert "Traceback" not in caplog.text and "\\u20ac" not in caplog.text
