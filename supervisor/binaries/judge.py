@@ -27,6 +27,11 @@ class ConnectionJudge:
                 self._error = str(exc)
         return self._identity
 
+    def prime(self) -> None:
+        """Look up now (the proxy calls it on a worker thread: hashing a binary seen for
+        the first time must not stall the event loop)."""
+        self._get()
+
     def allows(self, patterns: tuple[str, ...]) -> bool:
         identity = self._get()
         return identity is not None and identity.allowed(patterns)

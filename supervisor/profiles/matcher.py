@@ -167,6 +167,10 @@ class PolicyTable:
         self._bindings: _Index[Binding] = _Index(
             (b.host, b.port, b.path, (b.id,), b) for b in bindings
         )
+        # Some endpoint is restricted to binaries: connections are judged (ARCHITECTURE.md 11).
+        self.binaries_enforced = any(
+            ep.binaries is not None for p in profiles for ep in p.endpoints
+        )
         # Per (host, port): the candidates in order and what they imply. Bounded; reset
         # when full (the agent chooses hosts: it must not grow this without limit).
         self._dests: dict[tuple[str, int], _Dest] = {}

@@ -94,7 +94,7 @@ from supervisor.proxy.http1 import (
     switch_response_head,
     upstream_keep_alive,
 )
-from supervisor.proxy.policy import Interceptor, RoutePolicy
+from supervisor.proxy.policy import BinaryJudge, Interceptor, RoutePolicy
 from supervisor.proxy.relay import Relay
 from supervisor.proxy.slots import DestinationSlots
 from supervisor.proxy.static_creds import prepare as prepare_static
@@ -364,6 +364,14 @@ class ProxyServer:
             lambda: identify((str(peer[0]), int(peer[1])), (str(ours[0]), int(ours[1])))
         )
 
+    async def _judge_ready(self, judge: BinaryJudge | None) -> None:
+        """Look the connecting executable up off the loop, once per connection, when some
+        endpoint is restricted to binaries: the first sight of a binary hashes it."""
+        if isinstance(judge, ConnectionJudge) and not judge.looked_up and getattr(
+            self._policy(), "binaries_enforced", False
+        ):
+            await asyncio.to_thread(judge.prime)
+
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Over the connection cap: a 503 without reading the request, then close.
 
@@ -553,6 +561,7 @@ class ProxyServer:
         proxy answered the request itself. Each awaits only when it has to: most requests
         wait for nothing before the upstream write."""
         req, dest = ex.req, ex.target.dest
+        await self._judge_ready(ex.agent.judge)
         decision = self._admit(ex)
         if req.max_forwards == 0:
             return self._answer_options(ex)
@@ -947,6 +956,7 @@ class ProxyServer:
     async def _connect(self, agent: Conn, req: RequestHead) -> None:
         host, port = req.host, req.port or 443
         self.counters.connects += 1
+        await self._judge_ready(agent.judge)
         try:
             d = decide_connect(
                 self._policy(),
