@@ -117,7 +117,10 @@ async def prepare(
     if upgrade is not None and upgrade.lower() == "websocket" and scope.variables:
         # Messages to a credentialed endpoint are parsed: none may arrive compressed.
         headers = strip_extensions(headers)
-        ws = ClientMessages(resolver, scope.websocket_rewrite)
+        ws = ClientMessages(
+            resolver, scope.websocket_rewrite,
+            cleartext=scheme != "https" and not cleartext_injection_allowed(host),
+        )
     if signing is None and not wants_body and ws is None and not rewrite.head_has_placeholder(
         req.path, req.query, headers
     ):

@@ -65,10 +65,14 @@ def upstream_close(code: int) -> bytes:
 class ClientMessages:
     """Client bytes in, bytes for the upstream out; raises ``WsRefused``."""
 
-    def __init__(self, resolver: Resolver, rewrite_allowed: bool) -> None:
+    def __init__(
+        self, resolver: Resolver, rewrite_allowed: bool, *, cleartext: bool = False
+    ) -> None:
         self._reader = ClientFrameReader()
         self._resolver = resolver
         self._rewrite = rewrite_allowed
+        # ws:// to a host where a credential may not travel unencrypted (as for a request)
+        self._cleartext = cleartext
         self._text: bytearray | None = None  # a fragmented text message being assembled
         self.rewritten = 0
 
@@ -107,6 +111,9 @@ class ClientMessages:
             raise self._refused(exc.code, exc.detail) from None
         if new is None:
             return payload
+        if self._cleartext:
+            raise WsRefused(CLOSE_POLICY_VIOLATION, "policy_denied",
+                            "credential would travel in cleartext")
         self.rewritten += 1
         return new.encode("utf-8")
 

@@ -360,3 +360,46 @@ def test_ws_placeholder_that_may_not_go_closes_with_1008(ws_rig: Any, rewrite_on
     env.audit.close()
     events = [json.loads(x) for x in open(env.audit_path)]
     assert any(e["class_uid"] == 2004 for e in events)
+
+
+def test_ws_messages_are_not_rewritten_in_cleartext_to_a_remote_host(tmp_path: Any) -> None:
+    """ws:// to a host that is neither loopback nor an in-cluster service: an HTTP request
+    there is refused rather than carry a value in cleartext, and so is a WebSocket message
+    (the upgrade itself held no placeholder, so only the message can be judged)."""
+    import ipaddress
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    async def to_loopback(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    ws = RecordingEcho()
+    holder: list[CredentialStore] = []
+    env = Env(FakePolicy(), FakeTokens(), str(tmp_path / "ws-clear.jsonl"),
+              interceptor=PlainOnly(), resolver=to_loopback,
+              static_credentials=lambda: holder[0].state)
+    try:
+        env.call(ws.start())
+        env.policy.endpoints.append(endpoint("chat.example.com", ws.port))
+        holder.append(CredentialStore(
+            [StaticCredential("chat", "key", ("ANTHROPIC_API_KEY",), True,
+                              (BoundEndpoint("chat.example.com", (ws.port,), None,
+                                             websocket_rewrite=True),))],
+            {"ANTHROPIC_API_KEY": KEY}, None))
+        with connect(f"ws://chat.example.com:{ws.port}/chat",
+                     proxy=f"http://127.0.0.1:{env.proxy_port}",
+                     open_timeout=5, close_timeout=5) as client:
+            client.send("hello")
+            assert client.recv(timeout=5) == "hello"
+            client.send(f"key={P}")
+            with pytest.raises(ConnectionClosed):
+                client.recv(timeout=5)
+        assert client.close_code == 1008
+        assert ws.messages == ["hello"]
+    finally:
+        env.call(ws.stop())
+        env.close()
+    audit = (tmp_path / "ws-clear.jsonl").read_text()
+    assert "credential would travel in cleartext" in audit
+    assert KEY not in audit and "resolve:env" not in audit
