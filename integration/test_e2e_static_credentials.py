@@ -412,3 +412,13 @@ def test_a_secret_copied_into_another_variable_is_125(world: dict[str, Any]) -> 
                                          "LEAKY_COPY": ANTHROPIC_KEY, **AWS_ENV})
     assert proc.returncode == 125, proc.stderr[-2000:]
     assert "LEAKY_COPY" in proc.stderr and ANTHROPIC_KEY not in proc.stderr
+
+
+def test_a_secret_in_the_command_line_is_125(world: dict[str, Any]) -> None:
+    """The agent reads its own argv (/proc/self/cmdline): an operator's shell that expanded
+    $ANTHROPIC_API_KEY into the command would hand it the value."""
+    proc, _ = _run(world, ["/bin/echo", f"--api-key={ANTHROPIC_KEY}"],
+                   {"ANTHROPIC_API_KEY": ANTHROPIC_KEY, **AWS_ENV})
+    assert proc.returncode == 125, proc.stderr[-2000:]
+    assert "argument 1 of the command" in proc.stderr
+    assert ANTHROPIC_KEY not in proc.stderr and ANTHROPIC_KEY not in proc.stdout

@@ -416,7 +416,10 @@ def run_supervisor(
                         os.environ, settings.proxy_port, services.extra_env, withheld
                     )
                     secrets = getattr(services, "static_secrets", None)
-                    leaked = leaked_secret(env, secrets()) if secrets is not None else None
+                    leaked = (
+                        leaked_secret(env, secrets(), settings.command)
+                        if secrets is not None else None
+                    )
                     if leaked is not None:
                         raise ValueError(f"{leaked} would hand the agent a static credential")
                 except ValueError as exc:

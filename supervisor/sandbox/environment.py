@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 SANDBOX_MARKER = ("OPENSHELL_SANDBOX", "1")
 NO_PROXY_VALUE = "localhost,127.0.0.1,::1"
@@ -37,14 +37,23 @@ def agent_environment(
     return env
 
 
-def leaked_secret(env: Mapping[str, str], secrets: Collection[str]) -> str | None:
-    """The name of a variable whose value is, or holds, a configured secret (fail closed).
+def leaked_secret(
+    env: Mapping[str, str], secrets: Collection[str], argv: Sequence[str] = ()
+) -> str | None:
+    """What would hand the agent a configured secret (fail closed): the name of a variable
+    whose value is, or holds, one, else ``argument N of the command`` (the agent reads its
+    own argv; an operator's shell may have expanded ``$ANTHROPIC_API_KEY`` into it).
 
     Equality for every secret; containment too for secrets long enough (16+) not to
     occur by chance in an ordinary value.
     """
+    def holds(value: str) -> bool:
+        return any(value == s or (len(s) >= 16 and s in value) for s in secrets)
+
     for name, value in env.items():
-        for secret in secrets:
-            if value == secret or (len(secret) >= 16 and secret in value):
-                return name
+        if holds(value):
+            return name
+    for i, arg in enumerate(argv):
+        if holds(arg):
+            return f"argument {i} of the command"
     return None

@@ -143,3 +143,8 @@ def test_agent_environment_withholds_declared_variables_and_catches_copies() -> 
     assert leaked_secret(env, {"sk-real-0123456789abcdef"}) is None
     assert leaked_secret({"A": "short"}, {"short"}) == "A"  # equality, whatever the length
     assert leaked_secret({"A": "a short one"}, {"short"}) is None  # containment: 16+ only
+    # The command line too (the agent reads its argv); named by position, never by value.
+    argv = ["/bin/agent", "--key", "x=sk-real-0123456789abcdef"]
+    assert leaked_secret({}, {"sk-real-0123456789abcdef"}, argv) == "argument 2 of the command"
+    assert leaked_secret({}, {"short"}, ["/bin/agent", "short"]) == "argument 1 of the command"
+    assert leaked_secret({}, {"short"}, ["/bin/agent", "not short"]) is None
