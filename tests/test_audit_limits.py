@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from supervisor.audit import AuditLog
 from supervisor.audit_limits import Suppressed, TokenBucket, summary_key
-from supervisor.sandbox.stderr_relay import MAX_LINE, PREFIX, frame
+from supervisor.sandbox.stderr_relay import MAX_LINE, PREFIX, escape, frame
 
 
 class Clock:
@@ -156,8 +156,29 @@ def test_relayed_stderr_is_prefixed_line_by_line_and_complete(chunks: list[bytes
     assert pending == b""
     lines = out.split(b"\n")
     assert lines[-1] == b""
-    assert all(line.startswith(PREFIX) and len(line) <= len(PREFIX) + MAX_LINE
+    assert all(line.startswith(PREFIX) and len(line) <= len(PREFIX) + 4 * MAX_LINE
                for line in lines[:-1])
-    # Every byte the agent wrote is there, in order (newlines only added at cuts).
+    # Every byte the agent wrote is there, in order (newlines only added at cuts), the
+    # control characters shown escaped.
     body = b"".join(line[len(PREFIX):] for line in lines[:-1])
-    assert body == b"".join(chunks).replace(b"\n", b"")
+    assert body == escape(b"".join(chunks).replace(b"\n", b""))
+
+
+LINE_BREAKS = [b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85",
+               b"\xe2\x80\xa8", b"\xe2\x80\xa9", b"\r\n"]
+TERMINAL = [b"\x1b[2K", b"\x1b[1A", b"\x1b]0;x\x07", b"\xc2\x9b2K", b"\x08" * 7, b"\x7f"]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(LINE_BREAKS + TERMINAL)),
+                max_size=12))
+def test_no_reader_sees_a_line_the_agent_did_not_get_prefixed(parts: list[bytes]) -> None:
+    """The attack (issue 12 review): "x\\r{forged OCSF}\\n" became "agent: x\\r{forged}" and
+    any reader splitting lines as Python's text mode, str.splitlines or a terminal does saw
+    a line of the agent's own, with no prefix; ESC sequences could erase the prefix on a
+    terminal showing the log. FAILED before control characters were escaped."""
+    out, pending = frame(b"", b"".join(parts))
+    out += frame(pending, b"", final=True)[0]
+    text = out.decode("utf-8", "surrogateescape")
+    assert all(line.startswith(PREFIX.decode()) for line in text.splitlines())
+    assert not any(c in text for c in "\x1b\x9b\x9d\x08\x7f\r")

@@ -4,42 +4,56 @@ Sharing fd 2 would let the agent forge audit lines (print OCSF JSON of its own) 
 them (set O_NONBLOCK on the shared file description and fill the pipe, so the supervisor's
 writes fail). Instead the agent writes into a pipe; a supervisor thread copies it to the
 real stderr line by line, each line prefixed with ``agent: ``, so no agent line can look
-like an audit event. When the operator's stderr is a terminal the agent keeps it (there is
-no audit consumer to fool, and the agent keeps its terminal behaviour).
+like an audit event. Control characters are shown escaped (``\\x0d``): a carriage return,
+form feed, U+2028 or another line break of Python's text mode or ``str.splitlines`` would
+otherwise start a line of the agent's own for such a reader, and ESC sequences could erase
+the prefix on a terminal showing the log (the agent's stderr is a pipe here, so its tools
+print no colours anyway). When the operator's stderr is a terminal the agent keeps it (there
+is no audit consumer to fool, and the agent keeps its terminal behaviour).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 
 from supervisor.stderr_io import STDERR_FD, STDERR_LOCK, write_all
 
 PREFIX = b"agent: "
 MAX_LINE = 4096  # a longer line is cut into prefixed pieces of this size
+# C0 controls but tab (newline never reaches here), DEL, C1 controls and U+2028/U+2029 in
+# UTF-8. A cut at MAX_LINE may split a multi-byte one, but then a newline and the prefix
+# stand between its halves.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+
+
+def escape(line: bytes) -> bytes:
+    """``line`` with every control character written as ``\\xNN`` (per byte)."""
+    return _CONTROL.sub(lambda m: b"".join(b"\\x%02x" % b for b in m.group()), line)
 
 
 def frame(pending: bytes, chunk: bytes, final: bool = False) -> tuple[bytes, bytes]:
-    """Prefix every complete line of ``pending + chunk``; return (output, the incomplete
-    rest). Lines longer than MAX_LINE are cut into prefixed pieces; with ``final`` the
-    rest is emitted too."""
+    """Prefix every complete line of ``pending + chunk`` (control characters escaped);
+    return (output, the incomplete rest). Lines longer than MAX_LINE are cut into prefixed
+    pieces; with ``final`` the rest is emitted too."""
     data = pending + chunk
     out: list[bytes] = []
     start = 0
     while True:
         end = data.find(b"\n", start, start + MAX_LINE)
         if end >= 0:
-            out.append(PREFIX + data[start:end] + b"\n")
+            out.append(PREFIX + escape(data[start:end]) + b"\n")
             start = end + 1
         elif len(data) - start >= MAX_LINE:
-            out.append(PREFIX + data[start : start + MAX_LINE] + b"\n")
+            out.append(PREFIX + escape(data[start : start + MAX_LINE]) + b"\n")
             start += MAX_LINE
         else:
             break
     rest = data[start:]
     if final and rest:
-        out.append(PREFIX + rest + b"\n")
+        out.append(PREFIX + escape(rest) + b"\n")
         rest = b""
     return b"".join(out), rest
 

@@ -68,6 +68,23 @@ def test_agent_cannot_forge_audit_lines(profile_file: Path) -> None:
     assert len(denials) == 1, stderr
 
 
+def test_agent_cannot_forge_audit_lines_with_line_breaks_or_escapes(profile_file: Path) -> None:
+    """A carriage return (or another line break of Python's text mode, or ESC sequences that
+    erase the prefix on a terminal) put the forged line on a line of its own for the
+    reader. FAILED before the relay escaped control characters (issue 12 review)."""
+    agent = (
+        "import sys\n"
+        f"sys.stderr.write('progress 10%\\r' + {FORGED!r} + '\\n')\n"
+        f"sys.stderr.write('\\x1b[2K\\x1b[1G' + {FORGED!r} + '\\u2028' + {FORGED!r} + '\\n')\n"
+    )
+    proc = _run(profile_file, agent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert [e for e in _json_objects(stderr) if e.get("message") == "forged by the agent"] == []
+    assert b"\x1b" not in stderr and b"\r" not in stderr
+    assert f"agent: progress 10%\\x0d{FORGED}".encode() in stderr.splitlines()
+
+
 def test_agent_stderr_is_not_the_supervisors(profile_file: Path) -> None:
     """So O_NONBLOCK set by the agent cannot reach the file description audit writes use."""
     agent = "import os; st = os.fstat(2); print(st.st_dev, st.st_ino)"
