@@ -11,6 +11,8 @@ test_sandbox_run.py, which runs against the same init.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import secrets
 import signal
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FAKE_RUN, PY, REPO, clean_env
+from .conftest import FAKE_RUN, PY, REPO, clean_env, needs_real_cli
 
 pytestmark = pytest.mark.privileged
 
@@ -82,3 +84,70 @@ def test_init_holds_nothing_of_the_supervisor(agent_dir: Path) -> None:
     assert not in_memory, "the supervisor's environment or argv is in the init's memory"
     # The agent sees the same short command line as PID 1.
     assert cmdline_out.read_bytes() == b"openshell-init\0"
+
+
+# The agent's view of its fds and of PID 1, printed as JSON (issue 12 review).
+AGENT_VIEW = r"""
+import ctypes, json, os, signal, time
+view = {"fds": sorted(int(n) for n in os.listdir("/proc/self/fd"))}
+for p in ("/proc/1/fd/3", "/proc/1/fd/4", "/proc/1/environ", "/proc/1/mem", "/proc/1/maps"):
+    try:
+        open(p, "rb").close()
+        view[p] = "opened"
+    except OSError as exc:
+        view[p] = exc.errno
+try:
+    view["/proc/1/fd"] = len(os.listdir("/proc/1/fd"))
+except OSError as exc:
+    view["/proc/1/fd"] = exc.errno
+libc = ctypes.CDLL(None, use_errno=True)
+view["ptrace_attach"] = (libc.ptrace(16, 1, 0, 0), ctypes.get_errno())
+view["uid_of_1"] = [l.split()[1] for l in open("/proc/1/status") if l.startswith("Uid:")][0]
+for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGABRT, signal.SIGCHLD,
+            signal.SIGHUP, signal.SIGPIPE):
+    os.kill(1, sig)
+time.sleep(0.1)
+view["state_of_1"] = [l.split()[1] for l in open("/proc/1/status") if l.startswith("State:")][0]
+print(json.dumps(view), flush=True)
+os._exit(7)
+"""
+
+
+def _check_agent_view(stdout: str) -> None:
+    view = json.loads(stdout.strip().splitlines()[-1])
+    # Only stdin, stdout, stderr and the fd listdir used: not the launch spec (3), the status
+    # pipe (4), the relay's other end, a namespace fd or anything of the supervisor's.
+    assert view["fds"] == [0, 1, 2, 3], view
+    # PID 1 runs as the agent's uid but is not dumpable: its fds, memory and environment
+    # are out of reach, and it cannot be traced.
+    assert view["uid_of_1"] == "65534"
+    for path in ("/proc/1/fd/3", "/proc/1/fd/4", "/proc/1/environ", "/proc/1/mem",
+                 "/proc/1/maps", "/proc/1/fd"):
+        assert view[path] == errno.EACCES, (path, view)
+    assert view["ptrace_attach"] == [-1, errno.EPERM]
+    # Signals from inside the namespace neither kill nor stop the init (and it forwards
+    # none of these): the run goes on to report the agent's own code.
+    assert view["state_of_1"] == "S", view
+
+
+def test_agent_holds_only_its_stdio_and_cannot_reach_pid_1() -> None:
+    result = subprocess.run(
+        [PY, str(FAKE_RUN), "--", PY, "-c", AGENT_VIEW], capture_output=True, text=True,
+        timeout=60, env=clean_env(), cwd=str(REPO), stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 7, result.stderr
+    _check_agent_view(result.stdout)
+
+
+def test_with_the_stderr_relay_too(profile_file: Path) -> None:
+    """--audit-log - with a piped stderr: the agent's fd 2 is the relay pipe, and nothing
+    else of it (the read end stays the supervisor's)."""
+    needs_real_cli()
+    result = subprocess.run(
+        [PY, "-m", "supervisor", "run", "--profile", str(profile_file), "--audit-log", "-",
+         "--", PY, "-c", AGENT_VIEW + "\n", ],
+        capture_output=True, text=True, timeout=60, env=clean_env(), cwd="/",
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 7, result.stderr
+    _check_agent_view(result.stdout)
