@@ -76,20 +76,38 @@ static char *read_spec(size_t *size) {
     return buf;
 }
 
-/* Split the spec into path, argv and envp (NULL-terminated arrays pointing into buf). */
+/* A count: 1 to 9 decimal digits, no sign or space (so it cannot overflow), then `stop`. */
+static int parse_count(const char **p, char stop, unsigned long *out) {
+    const char *s = *p;
+    unsigned long value = 0;
+    int digits = 0;
+    while (*s >= '0' && *s <= '9' && digits < 9) {
+        value = value * 10 + (unsigned long)(*s - '0');
+        s++;
+        digits++;
+    }
+    if (digits == 0 || *s != stop)
+        return -1;
+    *p = s + 1;
+    *out = value;
+    return 0;
+}
+
+/* Split the spec into path, argv and envp (NULL-terminated arrays pointing into buf).
+ * Strict: exactly "<argc> <envc>\n" and then exactly argc + envc NUL-terminated strings. */
 static int parse_spec(char *buf, size_t size, char **path, char ***argv, char ***envp) {
     char *end = buf + size;
-    char *nl = memchr(buf, '\n', size);
-    if (nl == NULL)
-        return -1;
-    *nl = '\0';
+    const char *h = buf; /* buf[size] is a NUL: the header parse stops there at the latest */
     unsigned long argc, envc;
-    if (sscanf(buf, "%lu %lu", &argc, &envc) != 2 || argc < 2 || argc > size || envc > size)
+    if (parse_count(&h, ' ', &argc) != 0 || parse_count(&h, '\n', &envc) != 0 || argc < 2)
+        return -1;
+    char *p = buf + (h - buf);
+    /* Every string takes at least its NUL: never allocate for more than the spec holds. */
+    if (argc + envc > (size_t)(end - p))
         return -1;
     char **strings = calloc(argc + envc + 2, sizeof(char *));
     if (strings == NULL)
         return -1;
-    char *p = nl + 1;
     for (unsigned long i = 0; i < argc + envc; i++) {
         char *nul = p < end ? memchr(p, '\0', (size_t)(end - p)) : NULL;
         if (nul == NULL) {
@@ -98,6 +116,10 @@ static int parse_spec(char *buf, size_t size, char **path, char ***argv, char **
         }
         strings[i + (i >= argc ? 1 : 0)] = p; /* a NULL slot ends argv */
         p = nul + 1;
+    }
+    if (p != end) { /* bytes after the last string: not a spec our child wrote */
+        free(strings);
+        return -1;
     }
     *path = strings[0];
     *argv = strings + 1;

@@ -107,3 +107,27 @@ def test_encoder_refuses_what_exec_cannot_carry(
 ) -> None:
     with pytest.raises(ValueError):
         encode_launch_spec("/bin/true", argv, env)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        b"+2 0\n/bin/true\0true\0",  # sign
+        b" 2 0\n/bin/true\0true\0",  # leading space
+        b"2\t0\n/bin/true\0true\0",  # other separators
+        b"2 0 \n/bin/true\0true\0",
+        b"2 0x\n/bin/true\0true\0",  # bytes after a count
+        b"2 0\n/bin/true\0true\0trailing",  # bytes after the last string
+        b"2 0\n/bin/true\0true\0\0",
+        b"02 0000000000\n/bin/true\0true\0",  # more than 9 digits
+        b"2 18446744073709551617\n/bin/true\0true\0",  # would overflow
+        b"2 3\n/bin/true\0true\0",  # more strings than the spec can hold
+    ],
+)
+def test_only_the_exact_encoding_is_a_spec(spec: bytes) -> None:
+    """The init reads the spec strictly: anything but the encoder's own output is a setup
+    failure (a sign, spaces, trailing bytes or a count with more digits than any spec can
+    need used to be accepted, or left to sscanf's undefined overflow). FAILED before."""
+    code, _, status = _run_init(spec)
+    assert code == 125
+    assert status == [{"kind": "setup", "step": "init", "reason": "unreadable launch spec"}]
