@@ -4,7 +4,9 @@ At start every path option is made absolute against the directory ``run`` was st
 and the supervisor then moves to ``/``: nothing it reads later resolves against a working
 directory the agent may own (the image's ``/workspace``). Profiles and the sandbox policy
 are checked with ``trusted_files`` at start and before every reload, the credentials
-directory at start; the ``--ca-bundle`` is checked and read
+directory and the ``--audit-log``'s directory at start (root opens the log with O_CREAT:
+an agent-made symlink on the way would let it choose the file root creates or appends
+to); the ``--ca-bundle`` is checked and read
 once, before the agent starts, into a sealed in-memory file that the TLS code opens by a
 ``/proc/self/fd`` path no other process can reach.
 """
@@ -75,6 +77,21 @@ def check_credentials_dir(settings: RunSettings) -> None:
         raise SetupError("--credentials-dir", str(exc)) from None
 
 
+def check_audit_log(settings: RunSettings) -> None:
+    """The audit log's directory: nobody but root may swap an entry on the way to it (the
+    log is opened O_NOFOLLOW, which guards its last part only); an existing log must be a
+    file only root can change (else the agent could rewrite what was logged)."""
+    path = settings.audit_log
+    if path is None or path == "-":
+        return
+    try:
+        trusted_files.check_directory(os.path.dirname(path) or "/")
+        if os.path.lexists(path):
+            trusted_files.check_file(path)
+    except trusted_files.UntrustedPathError as exc:
+        raise SetupError("--audit-log", f"{path}: {exc.reason}") from None
+
+
 def _sealed_copy(data: bytes) -> int:
     fd = os.memfd_create("openshell-ca-bundle", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
@@ -121,5 +138,6 @@ def prepare(settings: RunSettings) -> tuple[RunSettings, str]:
     os.chdir("/")
     check_config_files(settings)
     check_credentials_dir(settings)
+    check_audit_log(settings)
     settings = load_ca_bundle(settings)
     return settings, cwd or "/"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FAKE_RUN, PY, REPO, clean_env, run_fake
+from .conftest import FAKE_RUN, PY, REPO, clean_env, run_cli, run_fake
 
 pytestmark = pytest.mark.privileged
 
@@ -350,3 +350,31 @@ exec {PY} {FAKE_RUN} --profile {view}/p.yaml -- /bin/true
                             f"mv {fs}/w/p.yaml {fs}/cfg/p.yaml")
     result = _in_mount_namespace(single)
     assert result.returncode == 0, result.stderr
+
+
+def test_audit_log_through_an_agent_directory_is_refused(
+    root_dir: Path, agent_dir: Path, profile_file: Path
+) -> None:
+    """A previous run's agent leaves ``/workspace/logs -> /etc`` behind; root then opens
+    ``--audit-log /workspace/logs/nologin`` with O_CREAT: O_NOFOLLOW guards only the last
+    part, so root created (and would append to) a file of the agent's choosing anywhere
+    (/etc/nologin locks out every other user). The audit log's directory must be root's
+    alone like any file run trusts, and an existing log root's. FAILED before (the run
+    went ahead and created the file)."""
+    os.symlink(root_dir, agent_dir / "logs")
+    victim = root_dir / "nologin"
+    result = run_cli(profile_file, "/bin/true",
+                     options=("--audit-log", str(agent_dir / "logs" / "nologin")))
+    assert result.returncode == 125, result.stderr
+    assert f"--audit-log: {agent_dir}/logs/nologin: the directory {agent_dir} is" in result.stderr
+    assert not victim.exists()
+    # An existing log someone else owns is refused too; one in a root-only directory is fine.
+    theirs = root_dir / "theirs.jsonl"
+    theirs.write_text("")
+    os.chown(theirs, 65534, 65534)
+    result = run_cli(profile_file, "/bin/true", options=("--audit-log", str(theirs)))
+    assert result.returncode == 125
+    assert f"--audit-log: {theirs}: the file is owned by uid 65534" in result.stderr
+    result = run_cli(profile_file, "/bin/true", options=("--audit-log", str(root_dir / "a.log")))
+    assert result.returncode == 0, result.stderr
+    assert (root_dir / "a.log").exists()
