@@ -56,6 +56,7 @@ class FileFacts:
     uid: int
     mode: int  # st_mode, type bits included
     read_only: bool  # on a read-only mount
+    identity: tuple[int, int] = (0, 0)  # (st_dev, st_ino): what a later open must find
 
 
 def _who(facts: FileFacts) -> str | None:
@@ -198,7 +199,8 @@ def facts_of(path: str) -> FileFacts:
         read_only = False  # another link may be under a writable mount
     if read_only:
         read_only = _read_only_everywhere(on)
-    return FileFacts(uid=st.st_uid, mode=st.st_mode, read_only=read_only)
+    return FileFacts(uid=st.st_uid, mode=st.st_mode, read_only=read_only,
+                     identity=(st.st_dev, st.st_ino))
 
 
 def absolute(path: str, cwd: str | None = None) -> str:
@@ -283,13 +285,26 @@ def check_directory(path: str) -> str:
 
 
 def read_file(path: str, limit: int = 16 << 20) -> bytes:
-    """``check_file`` then the content (at most ``limit`` bytes, else refused)."""
-    real = check_file(path)
+    """``check_file`` then the content (at most ``limit`` bytes, else refused), read through
+    one fd that must hold the very object the walk judged."""
+    real, facts = resolve_trusted(path)
+    why = judge_file(facts)
+    if why is not None:
+        raise UntrustedPathError(path, why)
     try:
-        with open(real, "rb") as f:
-            data = f.read(limit + 1)
+        # O_NONBLOCK: a FIFO swapped in must not hang the open; O_NOFOLLOW: nor a symlink.
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+                     | os.O_CLOEXEC)
     except OSError as exc:
         raise UntrustedPathError(path, exc.strerror or str(exc)) from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != facts.identity:
+            raise UntrustedPathError(path, "changed while it was checked")
+        try:
+            data = f.read(limit + 1)
+        except OSError as exc:
+            raise UntrustedPathError(path, exc.strerror or str(exc)) from None
     if len(data) > limit:
         raise UntrustedPathError(path, f"larger than {limit} bytes")
     return data

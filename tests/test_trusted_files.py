@@ -191,3 +191,32 @@ def test_a_writable_mount_whose_root_holds_the_object_always_wins(
     top = posixpath.normpath(rw_root)
     shown = same_device and (top == "/" or inside == top or inside.startswith(top + "/"))
     assert tf.read_only_everywhere(mounts, 1, path) == (not shown)
+
+
+def test_read_file_reads_the_object_it_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is read through one fd whose (device, inode) must be what the walk judged:
+    a swap between the check and the open (only root can make one once the check passed,
+    so this is defence in depth) is refused, not read. FAILED before: the swapped-in
+    content was returned; and a FIFO swapped in would have blocked the open."""
+    if os.geteuid() != 0:
+        pytest.skip("the tree under tmp_path is root's only when running as root")
+    checked, other = tmp_path / "ca.pem", tmp_path / "other"
+    checked.write_text("checked")
+    other.write_text("swapped in")
+    real_resolve = tf.resolve_trusted
+
+    def resolve_then_swap(path: str, *args: object) -> tuple[str, FileFacts]:
+        result = real_resolve(path)
+        os.replace(other, checked)
+        return result
+
+    monkeypatch.setattr(tf, "resolve_trusted", resolve_then_swap)
+    with pytest.raises(tf.UntrustedPathError, match="changed while it was checked"):
+        tf.read_file(str(checked))
+    os.unlink(checked)
+    os.mkfifo(other)
+    checked.write_text("checked")
+    with pytest.raises(tf.UntrustedPathError, match="changed while it was checked"):
+        tf.read_file(str(checked))  # opened without blocking, then refused
