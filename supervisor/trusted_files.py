@@ -233,14 +233,14 @@ def resolve_trusted(
         hops = 0
         while pending:
             name = pending.pop(0)
+            if not stat.S_ISDIR(here.mode):  # as the kernel: no '..' or entry after a file
+                raise UntrustedPathError(path, f"{current} is not a directory")
             if name == "..":
                 # The parent of a directory reached through unreplaceable entries was
                 # itself reached that way (or is '/').
                 current = os.path.dirname(current) or "/"
                 here = facts(current)
                 continue
-            if not stat.S_ISDIR(here.mode):
-                raise UntrustedPathError(path, f"{current} is not a directory")
             child = os.path.join(current, name)
             entry = facts(child)
             why = judge_entry(here, entry)

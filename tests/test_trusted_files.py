@@ -110,6 +110,12 @@ def test_symlinks_are_followed_and_their_directories_judged() -> None:
         tree.resolve("/etc/missing")
     with pytest.raises(tf.UntrustedPathError, match="/etc/r is not a directory"):
         tree.resolve("/etc/r/x")
+    # '..' after a file fails as in the kernel (ENOTDIR), even through a symlink: the walk
+    # must not accept a path whose open would find something else (FAILED before).
+    with pytest.raises(tf.UntrustedPathError, match="/etc/r is not a directory"):
+        tree.resolve("/etc/r/../r")
+    with pytest.raises(tf.UntrustedPathError, match="/etc/r is not a directory"):
+        tree.resolve("/etc/q/../r")
 
 
 def test_absolute_joins_without_resolving() -> None:
