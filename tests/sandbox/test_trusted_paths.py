@@ -378,3 +378,31 @@ def test_audit_log_through_an_agent_directory_is_refused(
     result = run_cli(profile_file, "/bin/true", options=("--audit-log", str(root_dir / "a.log")))
     assert result.returncode == 0, result.stderr
     assert (root_dir / "a.log").exists()
+
+
+def test_proc_fd_path_is_judged_by_the_file_it_names(agent_dir: Path, root_dir: Path) -> None:
+    """``--profile /dev/stdin`` (or /proc/self/fd/N) with stdin an agent-writable file: the
+    walk follows /dev/stdin -> /proc/self/fd/0 -> the file's path and judges that file's
+    directory; a pipe (no path) is refused. Held before this review (a regression test)."""
+    profile = agent_dir / "profile.yaml"
+    profile.write_text("one\n")
+    with profile.open() as stdin:
+        result = subprocess.run(
+            [PY, str(FAKE_RUN), "--profile", "/dev/stdin", "--", "/bin/true"], stdin=stdin,
+            capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+        )
+    assert result.returncode == 125
+    assert f"--profile: /dev/stdin: the directory {agent_dir} is" in result.stderr
+    result = subprocess.run(
+        [PY, str(FAKE_RUN), "--profile", "/dev/stdin", "--", "/bin/true"], input="one\n",
+        capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+    )
+    assert result.returncode == 125 and "--profile: /dev/stdin:" in result.stderr
+    # Control: the same through a root-only file is accepted.
+    (root_dir / "profile.yaml").write_text("one\n")
+    with (root_dir / "profile.yaml").open() as stdin:
+        result = subprocess.run(
+            [PY, str(FAKE_RUN), "--profile", "/dev/stdin", "--", "/bin/true"], stdin=stdin,
+            capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
+        )
+    assert result.returncode == 0, result.stderr
