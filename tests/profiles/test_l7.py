@@ -292,3 +292,13 @@ def test_websocket_access_expansions(tmp_path: Path) -> None:
     assert ok(t, "GET", "deny.ws.test", "/admin/x", upgrade=True)
     assert text("deny.ws.test", "/v1/x") is None
     assert text("deny.ws.test", "/admin/x") is not None
+
+
+def test_graphql_over_websocket_messages_fail_closed(tmp_path: Path) -> None:
+    (tmp_path / "g.yaml").write_text(
+        "id: gws\nendpoints:\n  - host: gql.ws.test\n    port: 443\n    protocol: websocket\n"
+        "    rules:\n      - allow: {method: GET, path: /graphql}\n"
+        "      - allow: {operation_type: subscription, fields: [messageAdded]}\n")
+    t = load_profiles([str(tmp_path / "g.yaml")]).table
+    assert ok(t, "GET", "gql.ws.test", "/graphql", upgrade=True)
+    assert websocket_text_denial(plan_request(t, "gql.ws.test", 443, "GET", "/graphql", ""))
