@@ -158,10 +158,13 @@ def test_relayed_stderr_is_prefixed_line_by_line_and_complete(chunks: list[bytes
     assert lines[-1] == b""
     assert all(line.startswith(PREFIX) and len(line) <= len(PREFIX) + 4 * MAX_LINE
                for line in lines[:-1])
-    # Every byte the agent wrote is there, in order (newlines only added at cuts), the
-    # control characters shown escaped.
-    body = b"".join(line[len(PREFIX):] for line in lines[:-1])
-    assert body == escape(b"".join(chunks).replace(b"\n", b""))
+    # Every byte the agent wrote is there, in order, each line (cut at MAX_LINE) escaped
+    # on its own.
+    data = b"".join(chunks)
+    *ended, last = data.split(b"\n")
+    pieces = [line[i : i + MAX_LINE] for line in ended for i in range(0, len(line) + 1, MAX_LINE)]
+    pieces += [last[i : i + MAX_LINE] for i in range(0, len(last), MAX_LINE)]
+    assert out == b"".join(PREFIX + escape(p) + b"\n" for p in pieces)
 
 
 LINE_BREAKS = [b"\r", b"\x0b", b"\x0c", b"\x1c", b"\x1d", b"\x1e", b"\xc2\x85",
@@ -182,3 +185,24 @@ def test_no_reader_sees_a_line_the_agent_did_not_get_prefixed(parts: list[bytes]
     text = out.decode("utf-8", "surrogateescape")
     assert all(line.startswith(PREFIX.decode()) for line in text.splitlines())
     assert not any(c in text for c in "\x1b\x9b\x9d\x08\x7f\r")
+
+
+@settings(max_examples=300)
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(
+    [b"\xff", b"\xc3", b"\xe2\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", "é€😀".encode()])),
+    max_size=12))
+def test_the_relayed_stream_is_always_valid_utf8(parts: list[bytes]) -> None:
+    """Invalid UTF-8 from the agent made the whole stream undecodable for a strict reader
+    (a log shipper, ``bytes.decode()``), audit lines included. Invalid bytes are shown as
+    ``\\xNN`` now, valid text is kept. FAILED before."""
+    out, pending = b"", b""
+    for part in parts:
+        piece, pending = frame(pending, part)
+        out += piece
+    out += frame(pending, b"", final=True)[0]
+    text = out.decode("utf-8")  # strict
+    assert all(line.startswith(PREFIX.decode()) for line in text.splitlines())
+    whole = b"".join(parts)
+    if b"\n" not in whole and len(whole) < MAX_LINE:
+        valid = whole.decode("utf-8", "ignore")
+        assert all(ch in text for ch in valid if ch.isprintable())

@@ -4,12 +4,14 @@ Sharing fd 2 would let the agent forge audit lines (print OCSF JSON of its own) 
 them (set O_NONBLOCK on the shared file description and fill the pipe, so the supervisor's
 writes fail). Instead the agent writes into a pipe; a supervisor thread copies it to the
 real stderr line by line, each line prefixed with ``agent: ``, so no agent line can look
-like an audit event. Control characters are shown escaped (``\\x0d``): a carriage return,
-form feed, U+2028 or another line break of Python's text mode or ``str.splitlines`` would
-otherwise start a line of the agent's own for such a reader, and ESC sequences could erase
-the prefix on a terminal showing the log (the agent's stderr is a pipe here, so its tools
-print no colours anyway). When the operator's stderr is a terminal the agent keeps it (there
-is no audit consumer to fool, and the agent keeps its terminal behaviour).
+like an audit event. What is relayed is always valid UTF-8 (a strict reader of the stream
+must not choke on the agent's bytes and lose the audit lines with them), and control
+characters are shown escaped (``\\x0d``): a carriage return, form feed, U+2028 or another
+line break of Python's text mode or ``str.splitlines`` would otherwise start a line of the
+agent's own for such a reader, and ESC sequences could erase the prefix on a terminal
+showing the log (the agent's stderr is a pipe here, so its tools print no colours anyway).
+When the operator's stderr is a terminal the agent keeps it (there is no audit consumer to
+fool, and the agent keeps its terminal behaviour).
 """
 
 from __future__ import annotations
@@ -23,15 +25,21 @@ from supervisor.stderr_io import STDERR_FD, STDERR_LOCK, write_all
 
 PREFIX = b"agent: "
 MAX_LINE = 4096  # a longer line is cut into prefixed pieces of this size
-# C0 controls but tab (newline never reaches here), DEL, C1 controls and U+2028/U+2029 in
-# UTF-8. A cut at MAX_LINE may split a multi-byte one, but then a newline and the prefix
-# stand between its halves.
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")
+# C0 controls but tab (newline never reaches here), DEL, C1 controls, U+2028/U+2029.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def escape(line: bytes) -> bytes:
-    """``line`` with every control character written as ``\\xNN`` (per byte)."""
-    return _CONTROL.sub(lambda m: b"".join(b"\\x%02x" % b for b in m.group()), line)
+    """``line`` as valid UTF-8 with no control character: invalid bytes and controls are
+    written ``\\xNN`` (U+2028/9 ``\\uNNNN``). A multi-byte character cut at MAX_LINE comes
+    out as escaped bytes."""
+    text = line.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(_shown, text).encode("utf-8")
 
 
 def frame(pending: bytes, chunk: bytes, final: bool = False) -> tuple[bytes, bytes]:

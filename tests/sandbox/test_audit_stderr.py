@@ -76,12 +76,14 @@ def test_agent_cannot_forge_audit_lines_with_line_breaks_or_escapes(profile_file
         "import sys\n"
         f"sys.stderr.write('progress 10%\\r' + {FORGED!r} + '\\n')\n"
         f"sys.stderr.write('\\x1b[2K\\x1b[1G' + {FORGED!r} + '\\u2028' + {FORGED!r} + '\\n')\n"
+        "sys.stderr.flush(); sys.stderr.buffer.write(b'\\xff\\xfe not UTF-8\\n')\n"
     )
     proc = _run(profile_file, agent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     assert [e for e in _json_objects(stderr) if e.get("message") == "forged by the agent"] == []
     assert b"\x1b" not in stderr and b"\r" not in stderr
+    stderr.decode("utf-8")  # strict: the agent's bytes cannot make the stream undecodable
     assert f"agent: progress 10%\\x0d{FORGED}".encode() in stderr.splitlines()
 
 
