@@ -151,3 +151,65 @@ def test_with_the_stderr_relay_too(profile_file: Path) -> None:
     )
     assert result.returncode == 7, result.stderr
     _check_agent_view(result.stdout)
+
+
+def _running_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            # The agent itself (the supervisor's own command line holds the marker too).
+            if Path(f"/proc/{pid}/cmdline").read_bytes() == b"/bin/sleep\0%s\0" % marker.encode():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
+def _comm_of_child(pid: int) -> str | None:
+    try:
+        (child,) = _children(pid)
+        return Path(f"/proc/{child}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+
+
+# When the SIGTERM is sent: at once (Python still starting), as soon as the sandbox's child
+# exists (still the forked supervisor), as soon as it is openshell-init (the agent's pid
+# may not be known yet), once the agent runs.
+PHASES = {
+    "at-once": lambda pid, marker: True,
+    "child-forked": lambda pid, marker: _comm_of_child(pid) is not None,
+    "init-execed": lambda pid, marker: _comm_of_child(pid) == "openshell-init",
+    "agent-running": lambda pid, marker: bool(_running_with(marker)),
+}
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_sigterm_during_start_up_is_never_lost(phase: str) -> None:
+    """A SIGTERM that reaches the supervisor while the sandbox is being set up - before
+    the init exists, while it is still the Python child, before it knows the agent's pid -
+    ends the run: blocked and kept pending across fork and exec, then forwarded (143); or,
+    before the supervisor blocks it, fatal to the supervisor, whose death kills the init.
+    Never a hang, never an agent left running (issue 12 review; held before: a regression
+    test)."""
+    marker = f"{30 + secrets.randbelow(10**6) / 10**7:.7f}"
+    proc = subprocess.Popen(
+        [PY, str(FAKE_RUN), "--", "/bin/sleep", marker], env=clean_env(), cwd=str(REPO),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not PHASES[phase](proc.pid, marker):
+            assert proc.poll() is None and time.monotonic() < deadline, phase
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = proc.stderr.read()  # type: ignore[union-attr]
+    assert code in ((-signal.SIGTERM, 143) if phase == "at-once" else (143,)), (code, stderr)
+    deadline = time.monotonic() + 5
+    while _running_with(marker):
+        assert time.monotonic() < deadline, "the agent outlived the run"
+        time.sleep(0.05)
