@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import unquote
 
@@ -90,6 +90,7 @@ class Resolver:
 
     values: Mapping[str, str]
     allowed: frozenset[str]
+    used: set[str] = field(default_factory=set, compare=False)  # variables substituted
 
     def value(self, var: str, location: str) -> str:
         got = self.values.get(var) if var else None
@@ -97,6 +98,7 @@ class Resolver:
             raise CredentialRefused(UNAVAILABLE, location)
         if var not in self.allowed:
             raise CredentialRefused(MISMATCH, location)
+        self.used.add(var)
         return got
 
     def substitute(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -21,8 +21,10 @@ from supervisor.credentials.placeholders import (
     CredentialRefused,
     Resolver,
     may_contain,
+    placeholder,
 )
 
+Headers = list[tuple[str, str]]
 BODY_LIMIT = 256 * 1024  # request_body_credential_rewrite buffers at most this much
 
 # RFC 3986 pchar without '/': a value inserted into a path stays inside its segment.
@@ -201,3 +203,48 @@ def websocket_text(r: Resolver, text: str) -> str | None:
         return None
     out, n = r.substitute(text, "websocket message", str)
     return out if n else None
+
+
+# -- responses --------------------------------------------------------------------------
+
+# Framing and handshake fields: parsed already, regenerated or checked by the client.
+_KEEP = frozenset(
+    {"content-length", "transfer-encoding", "connection", "upgrade", "sec-websocket-accept"}
+)
+Reflected = tuple[tuple[str, str], ...]  # (a value as it may come back, its placeholder)
+
+
+def reflections(values: Mapping[str, str]) -> Reflected:
+    """Each variable's value as a response head may carry it back (raw, as UTF-8 bytes in a
+    latin-1 head; percent-encoded as a path or a query got it), longest first."""
+    pairs = {
+        (form, placeholder(var))
+        for var, value in values.items()
+        if value
+        for form in (
+            value.encode("utf-8").decode("latin-1"),
+            quote(value, safe=_PATH_SAFE),
+            _query_value(value),
+        )
+    }
+    return tuple(sorted(pairs, key=lambda p: (-len(p[0]), p)))
+
+
+def hide_in_head(reason: str, headers: Headers, reflected: Reflected) -> tuple[str, Headers]:
+    """A response head with every reflected value shown as its placeholder.
+
+    An upstream answering a request that carried a value may send it back in its head: a
+    redirect keeping the path and query (the agent's client would then send the value to
+    wherever it points), a header echoing the request's. The agent gets the placeholder.
+    """
+
+    def hide(text: str) -> str:
+        for form, ph in reflected:
+            if form in text:
+                text = text.replace(form, ph)
+        return text
+
+    out: Headers = [
+        (name, value if name.lower() in _KEEP else hide(value)) for name, value in headers
+    ]
+    return hide(reason), out

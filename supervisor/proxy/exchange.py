@@ -92,6 +92,7 @@ class Exchange:
     sign: Callable[[str, str, Headers], Headers] | None = None
     body_buffered: bool = False  # the whole body is in ``body_start`` (rewritten or signed)
     agent_body: bytes | None = None  # that body as the agent sent it (what L7 rules judge)
+    reflected: tuple[tuple[str, str], ...] = ()  # values sent, hidden in the response head
     substituted: bool = False  # a static credential went into this request
     ws_messages: ClientMessages | None = None  # parsed client messages once switched
 

@@ -43,6 +43,7 @@ from supervisor.audit import SEVERITY_MEDIUM, AuditLog
 from supervisor.binaries.identity import ConnectionIdentity
 from supervisor.binaries.judge import ConnectionJudge
 from supervisor.credentials.placeholders import MISMATCH, UNAVAILABLE
+from supervisor.credentials.rewrite import hide_in_head
 from supervisor.credentials.store import State as StaticState
 from supervisor.grants.errors import GrantError
 from supervisor.grants.source import TokenSource
@@ -686,6 +687,7 @@ class ProxyServer:
             ex.body_start, ex.body_buffered = prepared.body, True
             ex.agent_body = prepared.agent_body
         ex.wire, ex.sign, ex.substituted = wire, prepared.signer, prepared.substituted
+        ex.reflected = prepared.reflected
 
     async def _read_body_start(self, ex: Exchange) -> None:
         """Validate the start of the body before anything goes upstream."""
@@ -900,6 +902,8 @@ class ProxyServer:
             dst_ip=str(up.addr),
         )
         try:
+            if ex.reflected:  # e.g. a subprotocol echoing the one the agent offered
+                resp.reason, resp.headers = hide_in_head(resp.reason, resp.headers, ex.reflected)
             ex.agent.ch.write(switch_response_head(resp))
             messages: FrameFilter | None = ex.ws_messages
             d = ex.decision
@@ -924,6 +928,8 @@ class ProxyServer:
 
     async def _respond(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
         """Relay the response head and body to the agent; pool the upstream if it may."""
+        if ex.reflected:  # a value this request carried never comes back in the head
+            resp.reason, resp.headers = hide_in_head(resp.reason, resp.headers, ex.reflected)
         out = agent_response(ex.req, resp)
         ach = ex.agent.ch
         try:

@@ -39,6 +39,9 @@ class Prepared:
     # The body as the agent sent it, when read whole: what L7 rules judge. A refusal may
     # quote the body (a GraphQL operation name), so it must never see the values.
     agent_body: bytes | None = None
+    # The values this request carries, as a response head may bring them back (hidden
+    # behind their placeholders before the head reaches the agent).
+    reflected: rewrite.Reflected = ()
 
 
 def refused(exc: CredentialRefused) -> ProxyError:
@@ -147,7 +150,11 @@ async def prepare(
             body, substituted = new, True
     if substituted and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
-    return Prepared(head.path, head.query, head.headers, body, signer, substituted, ws, agent_body)
+    sent = resolver.used | ({AWS_KEY_ID, AWS_SESSION} & scope.variables if signing else set())
+    reflected = rewrite.reflections({v: state.values[v] for v in sent if v in state.values})
+    return Prepared(
+        head.path, head.query, head.headers, body, signer, substituted, ws, agent_body, reflected
+    )
 
 
 async def _sigv4(

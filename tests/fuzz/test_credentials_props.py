@@ -119,3 +119,24 @@ def test_binding_is_the_union_of_declaring_profiles_endpoints(decls, host):
     expected = {v for vs, hs in profiles.values() if host in hs for v in vs}
     assert table.scope(host, 443, "/x") .variables == expected
     assert table.scope(host, 80, "/x").variables == frozenset()
+
+
+@given(var=_names, value=_values, parts=st.lists(st.tuples(_filler, st.integers(0, 2)), max_size=6),
+       name=st.sampled_from(["Location", "Link", "X-Echo", "Set-Cookie"]))
+def test_a_response_head_hides_every_form_of_a_sent_value(var, value, parts, name):
+    """Whatever the upstream writes around the value (raw, or percent-encoded as the path or
+    the query carried it), no form of it is left in the head the agent gets."""
+    ph = placeholder(var)
+    # Ends outside the placeholder's characters: no form can straddle a placeholder put
+    # in its place (such a straddle reveals nothing, but would make the check below moot).
+    assume(value[0] not in ph and value[-1] not in ph)
+    reflected = rewrite.reflections({var: value})
+    forms = [form for form, _ in reflected]
+    assert len(forms) <= 3 and all(p == ph for _, p in reflected)
+    text = "".join(f + forms[i % len(forms)] for f, i in parts)
+    reason, headers = rewrite.hide_in_head(text, [(name, text), ("Content-Length", "7")],
+                                           reflected)
+    for out in (reason, headers[0][1]):
+        assert all(form not in out for form in forms)
+        assert out.count(ph) >= len(parts)
+    assert headers[1] == ("Content-Length", "7")

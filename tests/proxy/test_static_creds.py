@@ -403,3 +403,4 @@ def test_ws_messages_are_not_rewritten_in_cleartext_to_a_remote_host(tmp_path: A
     audit = (tmp_path / "ws-clear.jsonl").read_text()
     assert "credential would travel in cleartext" in audit
     assert KEY not in audit and "resolve:env" not in audit
+

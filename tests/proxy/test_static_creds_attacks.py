@@ -129,3 +129,93 @@ def test_a_value_past_latin1_goes_out_as_utf8_and_nothing_is_logged(
     assert status == 200
     assert f"x-api-key: {value}".encode() in e.upstream.received
     assert "Traceback" not in caplog.text and "\\u20ac" not in caplog.text
+
+
+REDIRECT = """\
+id: redirecting
+credentials:
+  - {{name: key, env_vars: [API_KEY], auth_style: header, header_name: x-api-key}}
+endpoints:
+  - {{host: 127.0.0.1, port: {port}, protocol: rest, access: read-only,
+     allowed_ips: [127.0.0.0/8]}}
+"""
+
+
+class Reflector:
+    """An origin that answers as many real ones do: a redirect that keeps the request's
+    target (a trailing-slash or moved-resource 301), and a header echoing the request's
+    x-api-key (as a debugging header or a WebSocket subprotocol would)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.server: Any = None
+
+    async def start(self) -> None:
+        import asyncio
+
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1")
+            target = head.split(" ")[1]
+            key = next((ln.split(":", 1)[1].strip() for ln in head.split("\r\n")
+                        if ln.lower().startswith("x-api-key:")), "-")
+            if "upgrade: websocket" in head.lower():  # a 101 echoing the request's header
+                w.write((f"HTTP/1.1 101 Switching {key}\r\nConnection: Upgrade\r\n"
+                         f"Upgrade: websocket\r\nX-Echo: {key}\r\n\r\n").encode("latin-1"))
+            else:
+                w.write((f"HTTP/1.1 301 Moved {key}\r\n"
+                         f"Location: http://elsewhere.test{target}/\r\nX-Echo: {key}\r\n"
+                         f"Link: <http://elsewhere.test{target}>; rel=next\r\n"
+                         "Content-Length: 0\r\n\r\n").encode("latin-1"))
+            await w.drain()
+            w.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+
+def test_a_response_head_never_hands_back_a_substituted_value(tmp_path: Path) -> None:
+    """A redirect keeping the query (or a header echoing the request) would give the agent
+    the value, and its client, following the redirect, would send it to a host it is not
+    bound to. In a response head the values of this request show as their placeholders."""
+    holder: list[CredentialStore] = []
+    e = Env(None, None, str(tmp_path / "audit.jsonl"),  # type: ignore[arg-type]
+            static_credentials=lambda: holder[0].state)
+    origin = Reflector()
+    try:
+        e.call(origin.start())
+        p = tmp_path / "profile.yaml"
+        p.write_text(REDIRECT.format(port=origin.port))
+        profiles = load_profiles([str(p)])
+        e.policy = profiles.table  # type: ignore[assignment]
+        holder.append(
+            CredentialStore(static_credentials(profiles.profiles), {VAR: "sk-a/b c€"}, None)
+        )
+        head = _head(e, f"GET http://127.0.0.1:{origin.port}/v1/{P}?key={P}&x=1 HTTP/1.1\r\n"
+                        f"Host: 127.0.0.1:{origin.port}\r\nx-api-key: {P}\r\n"
+                        "Connection: close\r\n\r\n")
+        switched = _head(e, f"GET http://127.0.0.1:{origin.port}/ws HTTP/1.1\r\n"
+                            f"Host: 127.0.0.1:{origin.port}\r\nx-api-key: {P}\r\n"
+                            "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                            "Sec-WebSocket-Version: 13\r\n"
+                            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+    finally:
+        if origin.server is not None:
+            origin.server.close()
+        e.close()
+    text = head
+    assert text.startswith(f"HTTP/1.1 301 Moved {P}\r\n"), text
+    assert f"Location: http://elsewhere.test/v1/{P}?key={P}&x=1/\r\n" in text, text
+    assert f"X-Echo: {P}\r\n" in text and "sk-a" not in text and "b%20c" not in text
+    assert switched.startswith(f"HTTP/1.1 101 Switching {P}\r\n"), switched
+    assert f"X-Echo: {P}\r\n" in switched and "sk-a" not in switched
+
+
+def _head(env: Env, raw: str) -> str:
+    with env.connect() as s:
+        s.sendall(raw.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            got = s.recv(65536)
+            assert got, head
+            head += got
+    return head.decode("latin-1")
