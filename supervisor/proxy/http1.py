@@ -557,6 +557,7 @@ class AgentResponse(NamedTuple):
     mode: BodyMode  # how the body is read from the upstream
     encode_chunked: bool  # re-encode a chunked body (False: an HTTP/1.0 agent, close-delimited)
     keep_alive: bool  # the agent connection may carry another request afterwards
+    upstream_reusable: bool  # the upstream connection may go back to the pool after it
 
 
 def agent_response(req: RequestHead, resp: ResponseHead) -> AgentResponse:
@@ -583,7 +584,7 @@ def agent_response(req: RequestHead, resp: ResponseHead) -> AgentResponse:
     elif not agent11:
         headers.append(("Connection", "keep-alive"))
     head = serialize_head(f"HTTP/1.1 {resp.status} {resp.reason}", headers)
-    return AgentResponse(head, mode, agent11, keep)
+    return AgentResponse(head, mode, agent11, keep, resp.keep_alive and mode != "close")
 
 
 def is_event_stream(resp: ResponseHead) -> bool:
@@ -592,11 +593,6 @@ def is_event_stream(resp: ResponseHead) -> bool:
         if name.lower() == "content-type":
             return value.partition(";")[0].strip(" \t").lower() == "text/event-stream"
     return False
-
-
-def upstream_keep_alive(resp: ResponseHead, mode: BodyMode) -> bool:
-    """May the upstream connection go back to the pool once this response is read?"""
-    return resp.keep_alive and mode != "close"
 
 
 class ChunkedDecoder:

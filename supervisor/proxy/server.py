@@ -93,7 +93,6 @@ from supervisor.proxy.http1 import (
     requested_upgrade,
     switch_accepted,
     switch_response_head,
-    upstream_keep_alive,
 )
 from supervisor.proxy.policy import BinaryJudge, Interceptor, RoutePolicy
 from supervisor.proxy.relay import Relay
@@ -611,7 +610,8 @@ class ProxyServer:
             query=req.query,
             has_body=req.has_body,
         )
-        ex.upgrade = requested_upgrade(req)
+        if "upgrade" in req.connection_tokens:  # the common case skips the call
+            ex.upgrade = requested_upgrade(req)
         if d.path is not None:
             req.path = d.path  # the canonical path: what was judged is what is sent
         self._audit_violation(ex, d.audit_violation)
@@ -951,7 +951,7 @@ class ProxyServer:
         except BaseException:
             up.close()
             raise
-        if upstream_keep_alive(resp, out.mode):
+        if out.upstream_reusable:
             self._pool.give(up)
         else:
             up.close()

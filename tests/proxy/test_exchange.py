@@ -19,7 +19,6 @@ from supervisor.proxy.http1 import (
     agent_response,
     parse_request_head,
     parse_response_head,
-    upstream_keep_alive,
     upstream_request_head,
 )
 from tests.proxy.harness import FakePolicy, binding, endpoint
@@ -114,12 +113,16 @@ def test_agent_response_bodiless_statuses() -> None:
     assert out.mode == "none" and "Content-Length: 9" in lines(out.head)
 
 
-def test_upstream_keep_alive() -> None:
+def test_upstream_reusable() -> None:
+    r = parse_request_head(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n")
     ok = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n")
-    assert upstream_keep_alive(ok, "length")
-    assert not upstream_keep_alive(ok, "close")
-    closing = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-    assert not upstream_keep_alive(closing, "length")
+    assert agent_response(r, ok).upstream_reusable
+    eof = parse_response_head(b"HTTP/1.1 200 OK\r\n\r\n")  # close-delimited body
+    assert not agent_response(r, eof).upstream_reusable
+    closing = parse_response_head(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n"
+    )
+    assert not agent_response(r, closing).upstream_reusable
 
 
 def test_decide_connect() -> None:
