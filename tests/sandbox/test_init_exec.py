@@ -213,3 +213,56 @@ def test_sigterm_during_start_up_is_never_lost(phase: str) -> None:
     while _running_with(marker):
         assert time.monotonic() < deadline, "the agent outlived the run"
         time.sleep(0.05)
+
+
+SIGNAL_FLOOD = r"""
+import os, signal, sys, time
+if os.fork() == 0:  # keeps PID 1 busy: queued real-time and ordinary signals it does not
+    end = time.monotonic() + 30  # forward, with no pause
+    while time.monotonic() < end:
+        for sig in (signal.SIGRTMIN, signal.SIGRTMAX, signal.SIGCHLD, signal.SIGHUP,
+                    signal.SIGALRM):
+            try:
+                os.kill(1, sig)
+            except OSError:
+                pass
+    os._exit(0)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(42))
+if sys.argv[1] == "exit":
+    time.sleep(0.5)
+    sys.exit(5)
+open(sys.argv[2], "w").close()
+time.sleep(30)
+"""
+
+
+def test_a_signal_flood_at_pid_1_neither_stalls_reaping_nor_forwarding(agent_dir: Path) -> None:
+    """The agent (same uid as PID 1) floods it with signals: PID 1 still reaps the agent
+    and reports its code at once, and still forwards the supervisor's SIGTERM (ordinary
+    signals, SIGCHLD and SIGTERM among them, are taken before queued real-time ones); the
+    flooder dies with the namespace. Held before (a regression test). (A signal the init
+    forwards, sent to PID 1 from inside, reaches the agent: nothing it could not do itself.)"""
+    start = time.monotonic()
+    result = subprocess.run(
+        [PY, str(FAKE_RUN), "--", PY, "-c", SIGNAL_FLOOD, "exit"], capture_output=True,
+        text=True, timeout=60, env=clean_env(), cwd=str(REPO),
+    )
+    assert result.returncode == 5, result.stderr
+    assert time.monotonic() - start < 15
+    ready = agent_dir / "ready"
+    proc = subprocess.Popen(
+        [PY, str(FAKE_RUN), "--", PY, "-c", SIGNAL_FLOOD, "wait", str(ready)],
+        env=clean_env(), cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # the flood is on
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 42
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
