@@ -87,6 +87,28 @@ def test_agent_cannot_forge_audit_lines_with_line_breaks_or_escapes(profile_file
     assert f"agent: progress 10%\\x0d{FORGED}".encode() in stderr.splitlines()
 
 
+def test_a_partial_agent_line_cannot_swallow_an_audit_line(profile_file: Path) -> None:
+    """The agent writes half a line, makes the supervisor log a denial, then ends its line:
+    were the half written out at once, the real event would be glued to the agent's text
+    and lost to every line-based reader. The relay holds a partial line until its end
+    (issue 12 review; held before: a regression test)."""
+    agent = DENIED_REQUESTS + (
+        "sys.stderr.write('half a line '); sys.stderr.flush()\n"
+        "denied(1)\n"
+        "import time; time.sleep(0.5)\n"
+        "sys.stderr.write('and its end\\n'); sys.stderr.write('no newline at exit')\n"
+    )
+    proc = _run(profile_file, agent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    denials = [e for e in _json_objects(stderr)
+               if e.get("class_uid") == 4002 and e.get("action_id") == 2]
+    assert len(denials) == 1, stderr
+    lines = stderr.splitlines()
+    assert b"agent: half a line and its end" in lines
+    assert b"agent: no newline at exit" in lines
+
+
 def test_agent_stderr_is_not_the_supervisors(profile_file: Path) -> None:
     """So O_NONBLOCK set by the agent cannot reach the file description audit writes use."""
     agent = "import os; st = os.fstat(2); print(st.st_dev, st.st_ino)"
