@@ -406,3 +406,39 @@ def test_proc_fd_path_is_judged_by_the_file_it_names(agent_dir: Path, root_dir: 
             capture_output=True, text=True, timeout=30, env=clean_env(), cwd=str(REPO),
         )
     assert result.returncode == 0, result.stderr
+
+
+def test_reload_judges_the_mounts_again(tmp_path: Path, agent_dir: Path) -> None:
+    """A profile accepted at start on a read-only mount (ConfigMap-style: 0777 directory,
+    a file root does not own) is refused at the next reload once a read-write mount shows
+    the same directory: the read-only exemption is decided on every check, not once."""
+    tmp_path.chmod(0o755)
+    fs, view, rw = tmp_path / "fs", tmp_path / "view", tmp_path / "rw"
+    for d in (fs, view, rw):
+        d.mkdir()
+    log, err, ready = tmp_path / "services.log", tmp_path / "stderr", agent_dir / "ready"
+    script = f"""
+set -e
+mount -t tmpfs -o mode=0755 tmpfs {fs}
+mkdir -m 0777 {fs}/cfg
+printf 'one\\n' > {fs}/cfg/p.yaml
+chown 65534:65534 {fs}/cfg/p.yaml
+mount --bind {fs}/cfg {view}
+mount -o remount,bind,ro {view}
+umount {fs}
+{PY} {FAKE_RUN} --profile {view}/p.yaml --log {log} -- /bin/sh -c "touch {ready}; sleep 30 & wait" 2> {err} &
+pid=$!
+i=0; while [ ! -e {ready} ]; do i=$((i+1)); [ $i -lt 400 ]; sleep 0.05; done
+mount --bind {view} {rw}
+mount -o remount,bind,rw {rw}
+printf 'two\\n' > {rw}/p.yaml
+kill -HUP $pid
+i=0; while ! grep -q refused {err}; do i=$((i+1)); [ $i -lt 300 ]; sleep 0.05; done
+kill -TERM $pid
+wait $pid || true
+"""
+    result = _in_mount_namespace(script)
+    stderr = err.read_text() if err.exists() else ""
+    assert result.returncode == 0, (result.stderr, stderr)
+    assert f"refused, keeping the current set: {view}/p.yaml: the directory {view} is" in stderr
+    assert "reload" not in log.read_text()
