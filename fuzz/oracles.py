@@ -53,7 +53,10 @@ _RFC6749_CODES = frozenset(
      "unsupported_grant_type", "invalid_scope", "access_denied", "unsupported_response_type",
      "server_error", "temporarily_unavailable"}
 )  # fmt: skip
-_ENCODED_SEPARATOR = re.compile(r"%(?:2e|2f|5c)", re.IGNORECASE)
+# An encoded '.' or '\' never passes the head parser. An encoded '/' does (npm's
+# '/@scope%2Fname'): the policy's canonicalization refuses it unless the endpoint sets
+# allow_encoded_slash, and keeps it one segment when it does (profiles/canonical.py).
+_ENCODED_SEPARATOR = re.compile(r"%(?:2e|5c)", re.IGNORECASE)
 
 
 def is_token68(value: str) -> bool:
@@ -67,7 +70,8 @@ def is_clean_text(value: str) -> bool:
 
 
 def path_is_normal(path: str) -> bool:
-    """A path no upstream would rewrite: no dot segment, no encoded or back-slash separator."""
+    """A path no upstream would rewrite: no dot segment, no encoded '.', no back-slash raw or
+    encoded (an encoded '/' is the canonicalization's to refuse, see above)."""
     segments = path.split("/")
     return (
         path.startswith("/")
