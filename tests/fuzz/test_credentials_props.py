@@ -140,3 +140,16 @@ def test_a_response_head_hides_every_form_of_a_sent_value(var, value, parts, nam
         assert all(form not in out for form in forms)
         assert out.count(ph) >= len(parts)
     assert headers[1] == ("Content-Length", "7")
+
+
+@given(text=st.text(max_size=300), var=_names, mask=st.lists(st.booleans(), min_size=1, max_size=8),
+       cut=st.integers(0, 300))
+def test_refusal_reasons_never_carry_a_placeholder(text, var, mask, cut):
+    """A refusal reason may quote the agent's path or body: as logged and as shown, any
+    placeholder in it (raw or percent-encoded) is redacted, however it is cut."""
+    from supervisor.audit import _redact
+    from supervisor.proxy.errors import sanitize
+
+    text = text[:cut] + _encode_some(placeholder(var), mask) + text[cut:]
+    assert not contains_marker(sanitize(text))
+    assert not contains_marker(_redact(text))

@@ -404,3 +404,38 @@ def test_ws_messages_are_not_rewritten_in_cleartext_to_a_remote_host(tmp_path: A
     assert "credential would travel in cleartext" in audit
     assert KEY not in audit and "resolve:env" not in audit
 
+
+
+def test_a_tunnel_to_one_host_never_carries_a_value_for_another(tmp_path: Any) -> None:
+    """Inside a CONNECT tunnel the tunnel's target, not Host, is the destination: a request
+    naming another host is refused before any substitution, and the tunnel's own host
+    gets no value bound elsewhere, however many requests the connection carries."""
+    a, b = Echo(), Echo()
+    holder: list[CredentialStore] = []
+    env = Env(FakePolicy(), FakeTokens(), str(tmp_path / "tunnel.jsonl"),
+              interceptor=PlainOnly(), static_credentials=lambda: holder[0].state)
+    try:
+        env.call(a.start())
+        env.call(b.start())
+        env.policy.endpoints += [endpoint("127.0.0.1", a.port), endpoint("127.0.0.1", b.port)]
+        holder.append(_store(a.port, b.port, {"ANTHROPIC_API_KEY": KEY,
+                                              "GITHUB_TOKEN": "ghp_REALTOKEN"}))
+        gh = placeholder("GITHUB_TOKEN")
+        with env.connect() as s:
+            s.sendall(f"CONNECT 127.0.0.1:{b.port} HTTP/1.1\r\nHost: 127.0.0.1:{b.port}\r\n\r\n"
+                      .encode())
+            assert recv_response(s, head_only=True)[0] == 200
+            answers = []
+            for host_port, headers in ((b.port, f"Authorization: Bearer {gh}"),
+                                       (a.port, f"x-api-key: {P}"),
+                                       (b.port, f"x-api-key: {P}")):
+                s.sendall(f"GET /gh/x HTTP/1.1\r\nHost: 127.0.0.1:{host_port}\r\n{headers}\r\n\r\n"
+                          .encode())
+                status, hdrs, _ = recv_response(s)
+                answers.append((status, hdrs.get("x-openshell-proxy-error")))
+    finally:
+        env.close()
+    assert answers == [(200, None), (403, "request_authority_mismatch"),
+                       (403, "credential_endpoint_mismatch")]
+    assert a.requests == [] and len(b.requests) == 1
+    assert seen(b)["authorization"] == "Bearer ghp_REALTOKEN"
