@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Collection, Mapping, Sequence
+from urllib.parse import quote
 
 SANDBOX_MARKER = ("OPENSHELL_SANDBOX", "1")
 NO_PROXY_VALUE = "localhost,127.0.0.1,::1"
@@ -45,10 +47,14 @@ def leaked_secret(
     own argv; an operator's shell may have expanded ``$ANTHROPIC_API_KEY`` into it).
 
     Equality for every secret; containment too for secrets long enough (16+) not to
-    occur by chance in an ordinary value.
+    occur by chance in an ordinary value, as they are or in the encodings configuration
+    commonly wraps them in: percent-encoded (a URL's userinfo), base64 at any alignment
+    (a Docker ``auth`` or an ``.npmrc`` ``_auth``, which encode ``user:token``).
     """
+    long_forms = [f for s in secrets if len(s) >= 16 for f in _encoded_forms(s)]
+
     def holds(value: str) -> bool:
-        return any(value == s or (len(s) >= 16 and s in value) for s in secrets)
+        return value in secrets or any(f in value for f in long_forms)
 
     for name, value in env.items():
         if holds(value):
@@ -57,3 +63,17 @@ def leaked_secret(
         if holds(arg):
             return f"argument {i} of the command"
     return None
+
+
+def _encoded_forms(secret: str) -> set[str]:
+    """``secret`` as it is, percent-encoded, and the base64 characters that depend on its
+    bytes alone whatever precedes it (three alignments; standard and URL-safe alphabets)."""
+    data = secret.encode("utf-8", "surrogateescape")
+    forms = {secret, quote(secret, safe=""), quote(secret, safe="/:@")}
+    for pad in range(3):
+        encoded = base64.b64encode(b"\0" * pad + data).decode("ascii")
+        start = -(-8 * pad // 6)  # the first character made of the secret's bits only
+        core = encoded[start : (8 * (pad + len(data))) // 6]
+        forms.add(core)
+        forms.add(core.replace("+", "-").replace("/", "_"))
+    return forms

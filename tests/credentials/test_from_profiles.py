@@ -3,6 +3,7 @@ and the load-time rules (uninspectable endpoints, SigV4 without AWS keys)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,12 @@ def test_agent_environment_withholds_declared_variables_and_catches_copies() -> 
     assert leaked_secret({}, {"sk-real-0123456789abcdef"}, argv) == "argument 2 of the command"
     assert leaked_secret({}, {"short"}, ["/bin/agent", "short"]) == "argument 1 of the command"
     assert leaked_secret({}, {"short"}, ["/bin/agent", "not short"]) is None
+    # Wrapped as configuration wraps it: a Docker auth (base64 of user:token), a URL.
+    tok = "ghp_REALtoken0123456789abcdef"
+    for user in ("u", "us", "use"):
+        auth = base64.b64encode(f"{user}:{tok}".encode()).decode()
+        assert leaked_secret({"DOCKER_AUTH_CONFIG": f'{{"auths":{{"r":{{"auth":"{auth}"}}}}}}'},
+                             {tok}) == "DOCKER_AUTH_CONFIG"
+    assert leaked_secret({"U": "https://x:a%2Fb%2B0123456789abcdefg@h/"},
+                         {"a/b+0123456789abcdefg"}) == "U"
+    assert leaked_secret({"X": base64.b64encode(b"an ordinary value").decode()}, {tok}) is None

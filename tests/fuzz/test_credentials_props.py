@@ -153,3 +153,27 @@ def test_refusal_reasons_never_carry_a_placeholder(text, var, mask, cut):
     text = text[:cut] + _encode_some(placeholder(var), mask) + text[cut:]
     assert not contains_marker(sanitize(text))
     assert not contains_marker(_redact(text))
+
+
+@given(secret=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF), min_size=16,
+                      max_size=40),
+       before=st.binary(max_size=8), after=st.binary(max_size=8),
+       how=st.sampled_from(["b64", "urlsafe", "quote", "plain"]))
+def test_a_secret_wrapped_in_a_common_encoding_is_still_found(secret, before, after, how):
+    """The 125 check sees through what configuration wraps a secret in: base64 whatever
+    precedes it (a Docker auth is base64 of 'user:token'), percent-encoding (a URL)."""
+    import base64
+
+    from supervisor.sandbox.environment import leaked_secret
+
+    data = before + secret.encode() + after
+    value = {
+        "b64": lambda: base64.b64encode(data).decode(),
+        "urlsafe": lambda: base64.urlsafe_b64encode(data).decode(),
+        "quote": lambda: quote(data, safe=""),
+        "plain": lambda: data.decode("latin-1"),
+    }[how]()
+    if how == "plain":
+        value = "x" + secret + "y"
+    assert leaked_secret({"WRAPPED": value}, {secret}) == "WRAPPED"
+    assert leaked_secret({}, {secret}, ["agent", value]) == "argument 1 of the command"
