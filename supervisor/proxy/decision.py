@@ -25,10 +25,11 @@ from supervisor.profiles.l7 import (
     websocket_text_denial,
 )
 from supervisor.profiles.model import Binding, Endpoint
+from supervisor.profiles.rules import Verdict
 from supervisor.proxy import errors
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
-from supervisor.proxy.http1 import echo_method
+from supervisor.proxy.http1 import METHOD_OVERRIDES, echo_method
 from supervisor.proxy.policy import (
     BinaryJudge,
     RoutePolicy,
@@ -236,6 +237,14 @@ def judge_l7(
     """``None`` when allowed; the reason when only audited; ``ProxyError`` when denied."""
     upgrade = _header_has(headers, "upgrade", "websocket")
     verdict = judge_request(plan, method, body, upgrade=upgrade)
+    for other in override_methods(method, headers, plan.query):
+        if not verdict.allowed:
+            break
+        # Rails, Express method-override, Symfony and Google's APIs run the request as
+        # the overriding method: it must pass the rules as that method too.
+        verdict = judge_request(plan, other, body, upgrade=upgrade)
+        if not verdict.allowed:
+            verdict = Verdict(False, f"method override to {other}: {verdict.reason}")
     if verdict.allowed:
         return None
     # The reason names the path: a credential placeholder in it never reaches a log line.
@@ -243,6 +252,22 @@ def judge_l7(
     if plan.audit_only:
         return reason
     raise ProxyError(errors.POLICY_DENIED, reason)
+
+
+_OVERRIDE_PARAM = "_method"  # the form/query field Rails, Symfony and Laravel honour
+
+
+def override_methods(
+    method: str, headers: Sequence[tuple[str, str]], query: dict[str, list[str]]
+) -> list[str]:
+    """The methods an upstream may run this request as instead of ``method``: those a
+    method-override header or a ``_method`` query parameter names (upper-cased, each
+    once). A ``_method`` field in a form body is not read (see ARCHITECTURE.md 4.2)."""
+    named = [item for name, value in headers if name.lower() in METHOD_OVERRIDES
+             for item in value.split(",")]
+    named += query.get(_OVERRIDE_PARAM, ())
+    wanted = (m.strip(" \t").upper() for m in named)
+    return [m for m in dict.fromkeys(wanted) if m and m != method.upper()]
 
 
 def not_yet_enforced(endpoint: Endpoint) -> bool:

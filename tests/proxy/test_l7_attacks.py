@@ -1,0 +1,181 @@
+"""Attacks on the L7 rules through the running proxy (issue 14 review): a request the rules
+deny must never reach the upstream, whatever form the agent gives it. Each test names the
+upstream behaviour it defends against."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.proxy.harness import Env
+from tests.proxy.test_l7_requests import _env, audit_events, forwarded, send
+
+PROFILE = """\
+id: attacks
+endpoints:
+  - host: 127.0.0.1
+    port: {port}
+    protocol: rest
+    access: read-write
+    allowed_ips: [127.0.0.0/8]
+    deny_rules:
+      - {{ method: DELETE, path: "/repos/**" }}
+      - {{ method: GET, path: "/files/**", query: {{ action: delete }} }}
+  - host: 127.0.0.1
+    port: {port}
+    path: /git/**
+    protocol: rest
+    allowed_ips: [127.0.0.0/8]
+    rules:
+      - allow: {{ method: POST, path: "/git/**/git-upload-pack" }}
+      - allow: {{ method: GET, path: "/git/**", query: {{ service: git-upload-pack }} }}
+  - host: 127.0.0.1
+    port: {port}
+    path: /graphql
+    protocol: graphql
+    access: read-only
+    allowed_ips: [127.0.0.0/8]
+  - host: 127.0.0.1
+    port: {port}
+    path: /rpc
+    protocol: json-rpc
+    allowed_ips: [127.0.0.0/8]
+    rules:
+      - allow: {{ method: eth_call }}
+  - host: 127.0.0.1
+    port: {port}
+    path: /mcp
+    protocol: mcp
+    allowed_ips: [127.0.0.0/8]
+    rules:
+      - allow: {{ method: tools/call, tool: search }}
+  - host: 127.0.0.1
+    port: {port}
+    path: /repos/audited/**
+    protocol: rest
+    access: read-only
+    enforcement: audit
+    allowed_ips: [127.0.0.0/8]
+"""
+
+CT = "Content-Type: application/json\r\n"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Any:
+    e = _env(tmp_path, PROFILE)
+    yield e
+    e.close()
+
+
+# ---- method override headers ----
+# Rails (Rack::MethodOverride), Express method-override, Symfony/Laravel and Google's
+# APIs run a POST as the method a header (or a '_method' parameter) names.
+
+
+@pytest.mark.parametrize("header", ["X-HTTP-Method-Override", "X-HTTP-Method",
+                                    "X-Method-Override", "x-http-method-override"])
+def test_a_method_override_header_is_judged_as_that_method(env: Env, header: str) -> None:
+    # Before: POST is allowed (read-write), so 'DELETE /repos/x' went out as a POST.
+    assert send(env, "POST", "/repos/x", b"{}", headers=f"{header}: DELETE\r\n")[0] == 403
+    assert send(env, "POST", "/repos/x", b"{}", headers=f"{header}: delete\r\n")[0] == 403
+    assert send(env, "POST", "/repos/x", b"{}",
+                headers=f"{header}: PATCH, DELETE\r\n")[0] == 403
+    # An override to a method the rules allow there changes nothing.
+    assert send(env, "POST", "/repos/x", b"{}", headers=f"{header}: PUT\r\n")[0] == 200
+    assert forwarded(env) == ["POST /repos/x HTTP/1.1"]
+
+
+def test_method_override_cannot_turn_a_git_fetch_rule_into_something_else(env: Env) -> None:
+    target = "/git/o/r.git/git-upload-pack"
+    assert send(env, "POST", target, b"0000")[0] == 200
+    # Before: the rule 'POST .../git-upload-pack' admitted a POST a server ran as DELETE.
+    assert send(env, "POST", target, b"0000",
+                headers="X-HTTP-Method-Override: DELETE\r\n")[0] == 403
+    assert forwarded(env) == [f"POST {target} HTTP/1.1"]
+
+
+def test_a_method_parameter_in_the_query_is_judged_as_that_method(env: Env) -> None:
+    # Symfony/Laravel (and method-override with a query getter) read '?_method='.
+    assert send(env, "POST", "/repos/x?_method=DELETE", b"{}")[0] == 403
+    assert send(env, "POST", "/repos/x?_%6Dethod=delete", b"{}")[0] == 403
+    assert send(env, "POST", "/repos/x?_method=PUT", b"{}")[0] == 200
+    assert forwarded(env) == ["POST /repos/x?_method=PUT HTTP/1.1"]
+
+
+# ---- JSON parser differentials ----
+# Python keeps the last of duplicate keys; other parsers keep the first or refuse.
+
+
+def test_duplicate_json_rpc_keys_are_refused(env: Env) -> None:
+    ok = b'{"jsonrpc":"2.0","id":1,"method":"eth_call"}'
+    assert send(env, "POST", "/rpc", ok, headers=CT)[0] == 200
+    # Before: judged as eth_call (last key); a first-key parser runs eth_sendTransaction.
+    dup = b'{"jsonrpc":"2.0","id":1,"method":"eth_sendTransaction","method":"eth_call"}'
+    assert send(env, "POST", "/rpc", dup, headers=CT)[0] == 403
+    nested = (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":'
+              b'{"name":"delete_repo","name":"search","arguments":{}}}')
+    assert send(env, "POST", "/mcp", nested, headers=CT)[0] == 403
+    assert forwarded(env) == ["POST /rpc HTTP/1.1"]
+
+
+def test_duplicate_graphql_keys_are_refused(env: Env) -> None:
+    dup = b'{"query":"mutation { deleteRepo(id: 1) { id } }","query":"{ viewer { id } }"}'
+    assert send(env, "POST", "/graphql", dup, headers=CT)[0] == 403
+    assert forwarded(env) == []
+
+
+# ---- GraphQL envelope differentials ----
+
+
+def test_graphql_post_with_a_query_in_the_url_is_refused(env: Env) -> None:
+    # express-graphql takes 'query' from the URL before the body, for POST too.
+    body = json.dumps({"query": "{ viewer { id } }"}).encode()
+    assert send(env, "POST", "/graphql", body, headers=CT)[0] == 200
+    for q in ("query=mutation%7BdeleteRepo%7Bid%7D%7D", "operationName=M",
+              "%71uery=mutation%7Bx%7D", "extensions=%7B%7D", "id=abc"):
+        assert send(env, "POST", f"/graphql?{q}", body, headers=CT)[0] == 403, q
+    assert forwarded(env) == ["POST /graphql HTTP/1.1"]
+
+
+def test_graphql_duplicate_operation_names_are_refused(env: Env) -> None:
+    # graphql-js's executor keeps the LAST operation of a name (validation, which rejects
+    # the document, is skipped by some servers): judged as the query, run as the mutation.
+    doc = "query A { viewer { id } } mutation A { deleteRepo(id: 1) { id } }"
+    body = json.dumps({"query": doc, "operationName": "A"}).encode()
+    assert send(env, "POST", "/graphql", body, headers=CT)[0] == 403
+    assert forwarded(env) == []
+
+
+# ---- query string separators ----
+
+
+def test_a_semicolon_separated_parameter_cannot_dodge_a_query_deny_rule(env: Env) -> None:
+    # Rack 2 (Rails), Python's parse_qs before 3.9.2 split a query on ';' as well as '&'.
+    assert send(env, "GET", "/files/a?action=delete")[0] == 403
+    assert send(env, "GET", "/files/a?x=1;action=delete")[0] == 403
+    assert send(env, "GET", "/files/a?x=1;action=read")[0] == 200
+    assert forwarded(env) == ["GET /files/a?x=1;action=read HTTP/1.1"]
+
+
+def test_a_semicolon_parameter_cannot_dodge_a_query_allow_rule(env: Env) -> None:
+    base = "/git/o/r.git/info/refs"
+    assert send(env, "GET", f"{base}?service=git-upload-pack")[0] == 200
+    assert send(env, "GET", f"{base}?service=git-upload-pack&x=1;service=git-receive-pack"
+                )[0] == 403
+    assert forwarded(env) == [f"GET {base}?service=git-upload-pack HTTP/1.1"]
+
+
+# ---- audit beside enforce ----
+
+
+def test_an_audit_endpoint_does_not_lift_an_enforced_deny_rule(env: Env) -> None:
+    # '/repos/audited/**' (audit, most specific) is selected; the host-wide enforce
+    # endpoint's deny rule on DELETE /repos/** still holds.
+    assert send(env, "GET", "/repos/audited/x")[0] == 200
+    assert send(env, "DELETE", "/repos/audited/x")[0] == 403
+    assert forwarded(env) == ["GET /repos/audited/x HTTP/1.1"]
+    assert not [e for e in audit_events(env) if "violated" in json.dumps(e)]
