@@ -20,8 +20,12 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.profiles.jsonrpc import unique_keys
+
 MAX_TOKENS = 20_000
 MAX_BATCH = 64
+_URL_PARAMS = ("query", "operationName", "variables", "extensions", "id", "documentId",
+               "queryId")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +52,10 @@ def classify(method: str, params: dict[str, list[str]], body: bytes) -> GraphqlI
         if method == "GET":
             return GraphqlInfo(_classify_get(params))
         if method == "POST":
+            if any(k in params for k in _URL_PARAMS):
+                # express-graphql (and others) take these from the URL before the body,
+                # for POST too: the body judged would not be the operation run.
+                raise _Invalid("GraphQL POST carries GraphQL parameters in its URL")
             return GraphqlInfo(_classify_post(body))
         return GraphqlInfo(error=f"unsupported GraphQL HTTP method {method}")
     except _Invalid as exc:
@@ -72,7 +80,7 @@ def _classify_get(params: dict[str, list[str]]) -> tuple[Operation, ...]:
     extensions: object = None
     if raw_ext is not None:
         try:
-            extensions = json.loads(raw_ext)
+            extensions = json.loads(raw_ext, object_pairs_hook=unique_keys)
         except ValueError:
             extensions = None
     ids = [(k, v) for k in ("id", "documentId", "queryId") if (v := _one(params, k))]
@@ -86,7 +94,7 @@ def _classify_post(body: bytes) -> tuple[Operation, ...]:
     if not body:
         raise _Invalid("GraphQL POST body is empty")
     try:
-        value = json.loads(body)
+        value = json.loads(body, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise _Invalid("GraphQL request body is not valid JSON") from None
     if isinstance(value, list):
@@ -164,6 +172,9 @@ def _document(query: str, wanted: str | None) -> Operation:
         chosen = [o for o in ops if o.name is not None and o.name.value == wanted]
         if not chosen:
             raise _Invalid(f"GraphQL operationName {wanted!r} was not found")
+        if len(chosen) > 1:
+            # graphql-js's executor runs the LAST of them when validation is skipped.
+            raise _Invalid(f"GraphQL operationName {wanted!r} names several operations")
         op = chosen[0]
     elif len(ops) == 1:
         op = ops[0]

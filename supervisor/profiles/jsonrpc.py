@@ -38,7 +38,8 @@ RECEIVE_STREAM = JsonRpcInfo(receive_stream=True)
 
 def classify(body: bytes, *, mcp: bool, strict_tool_names: bool = True) -> JsonRpcInfo:
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant,
+                           object_pairs_hook=unique_keys)
     except (ValueError, RecursionError, UnicodeDecodeError):
         return JsonRpcInfo(error="invalid JSON")
     if _too_deep(value):
@@ -65,6 +66,16 @@ def classify(body: bytes, *, mcp: bool, strict_tool_names: bool = True) -> JsonR
     if kind is None:
         return JsonRpcInfo(has_response=True)
     return JsonRpcInfo((kind,))
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object with each key once. Parsers disagree on duplicates (Python keeps the
+    last, others the first or refuse): '{"method":"x","method":"y"}' must not be judged
+    as one call and run as another, so such a body is invalid."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return out
 
 
 def _reject_constant(name: str) -> object:
