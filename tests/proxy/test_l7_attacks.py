@@ -161,12 +161,29 @@ def test_a_semicolon_separated_parameter_cannot_dodge_a_query_deny_rule(env: Env
     assert forwarded(env) == ["GET /files/a?x=1;action=read HTTP/1.1"]
 
 
-def test_a_semicolon_parameter_cannot_dodge_a_query_allow_rule(env: Env) -> None:
-    base = "/git/o/r.git/info/refs"
-    assert send(env, "GET", f"{base}?service=git-upload-pack")[0] == 200
-    assert send(env, "GET", f"{base}?service=git-upload-pack&x=1;service=git-receive-pack"
-                )[0] == 403
-    assert forwarded(env) == [f"GET {base}?service=git-upload-pack HTTP/1.1"]
+GIT_ONLY = """\
+id: git-only
+endpoints:
+  - host: 127.0.0.1
+    port: {port}
+    protocol: rest
+    allowed_ips: [127.0.0.0/8]
+    rules:
+      - allow: {{ method: GET, path: "/**/info/refs", query: {{ service: git-upload-pack }} }}
+"""
+
+
+def test_a_semicolon_parameter_cannot_dodge_a_query_allow_rule(tmp_path: Path) -> None:
+    env = _env(tmp_path, GIT_ONLY)
+    try:
+        base = "/o/r.git/info/refs"
+        assert send(env, "GET", f"{base}?service=git-upload-pack")[0] == 200
+        # Before: '&' alone saw service=git-upload-pack; Rack 2 runs git-receive-pack.
+        assert send(env, "GET", f"{base}?service=git-upload-pack&x=1;service=git-receive-pack"
+                    )[0] == 403
+        assert forwarded(env) == [f"GET {base}?service=git-upload-pack HTTP/1.1"]
+    finally:
+        env.close()
 
 
 # ---- audit beside enforce ----
