@@ -14,7 +14,7 @@ from supervisor.profiles import graphql_ops, jsonrpc
 from supervisor.profiles.canonical import CanonicalError, canonicalize, query_params
 from supervisor.profiles.matcher import Route
 from supervisor.profiles.model import Binding, Endpoint
-from supervisor.profiles.rules import WEBSOCKET_TEXT, L7Request, Verdict, judge
+from supervisor.profiles.rules import WEBSOCKET_TEXT, L7Request, Verdict, denied_by, judge
 
 BodyKind = Literal["graphql", "json-rpc", "mcp"]
 
@@ -98,6 +98,19 @@ def judge_request(
         return Verdict(False, f"no inspected endpoint declares {method} {plan.path}")
     if sel is not None and sel.protocol == "websocket" and not upgrade:
         return Verdict(False, "websocket endpoint requires a WebSocket upgrade request")
+    return judge(route.matching, _l7_request(plan, method, body))
+
+
+def enforced_denial(plan: Plan, method: str, body: bytes | None = None) -> bool:
+    """Does an ``enforcement: enforce`` endpoint's deny rule (or an enforcing GraphQL/
+    JSON-RPC endpoint's own rules) deny the request? Then it is refused even when the
+    selected endpoint only audits: an audit profile never lifts another's enforcement."""
+    enforced = [e for e in plan.route.matching if e.enforcement == "enforce"]
+    return bool(enforced) and denied_by(enforced, _l7_request(plan, method, body))
+
+
+def _l7_request(plan: Plan, method: str, body: bytes | None) -> L7Request:
+    sel = plan.route.selected
     req = L7Request(method, plan.path, plan.query)
     if sel is not None and sel.protocol == "graphql":
         info = graphql_ops.classify(method, plan.query, body or b"")
@@ -108,7 +121,7 @@ def judge_request(
         info2 = jsonrpc.classify(body or b"", mcp=plan.body == "mcp",
                                  strict_tool_names=sel.mcp.strict_tool_names)
         req = L7Request(method, plan.path, plan.query, jsonrpc=info2)
-    return judge(route.matching, req)
+    return req
 
 
 def websocket_text_denial(plan: Plan) -> str | None:

@@ -105,6 +105,12 @@ def judge(matching: Sequence[Endpoint], req: L7Request) -> Verdict:
     return Verdict(False, f"{what} not permitted by policy")
 
 
+def denied_by(endpoints: Sequence[Endpoint], req: L7Request) -> bool:
+    """Does one of ``endpoints`` deny ``req`` (its deny rules, or a GraphQL/JSON-RPC
+    endpoint's own rules, which are authoritative)?"""
+    return any(_denies(e, req) for e in endpoints)
+
+
 # ---- compiled endpoint ----
 
 

@@ -20,6 +20,7 @@ from supervisor.profiles.canonical import CanonicalError
 from supervisor.profiles.l7 import (
     L7Table,
     Plan,
+    enforced_denial,
     judge_request,
     plan_request,
     websocket_text_denial,
@@ -249,7 +250,10 @@ def judge_l7(
         return None
     # The reason names the path: a credential placeholder in it never reaches a log line.
     reason = redact(verdict.reason)
-    if plan.audit_only:
+    if plan.audit_only and not any(
+        enforced_denial(plan, m, body) for m in (method, *override_methods(
+            method, headers, plan.query))
+    ):
         return reason
     raise ProxyError(errors.POLICY_DENIED, reason)
 
