@@ -4,13 +4,14 @@ upstream behaviour it defends against."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.proxy.harness import Env
+from tests.proxy.harness import Env, recv_response
 from tests.proxy.test_l7_requests import _env, audit_events, forwarded, send
 
 PROFILE = """\
@@ -196,3 +197,61 @@ def test_an_audit_endpoint_does_not_lift_an_enforced_deny_rule(env: Env) -> None
     assert send(env, "DELETE", "/repos/audited/x")[0] == 403
     assert forwarded(env) == ["GET /repos/audited/x HTTP/1.1"]
     assert not [e for e in audit_events(env) if "violated" in json.dumps(e)]
+
+
+# ---- attacks that held (regression tests) ----
+
+
+def test_bodies_the_classifier_cannot_read_fail_closed(env: Env) -> None:
+    doc = json.dumps({"query": "{ viewer { id } }"}).encode()
+    gz = "Content-Encoding: gzip\r\n" + CT
+    assert send(env, "POST", "/graphql", gzip.compress(doc), headers=gz)[0] == 403
+    raw = b"mutation { deleteRepo(id: 1) { id } }"
+    assert send(env, "POST", "/graphql", raw,
+                headers="Content-Type: application/graphql\r\n")[0] == 403
+    # A batch mixing allowed and denied operations or calls is denied whole.
+    batch = json.dumps([{"query": "{ a }"}, {"query": "mutation { b }"}]).encode()
+    assert send(env, "POST", "/graphql", batch, headers=CT)[0] == 403
+    rpc = json.dumps([{"jsonrpc": "2.0", "id": 1, "method": "eth_call"},
+                      {"jsonrpc": "2.0", "method": "eth_sendTransaction"}]).encode()
+    assert send(env, "POST", "/rpc", rpc, headers=CT)[0] == 403
+    # A fragment spreading mutation fields, an alias: judged by the real root fields.
+    frag = json.dumps({"query": "mutation { ...F } fragment F on Mutation { x: deleteRepo }"})
+    assert send(env, "POST", "/graphql", frag.encode(), headers=CT)[0] == 403
+    # Escapes decode as every JSON parser decodes them: '\u005f' is '_'.
+    esc = b'{"jsonrpc":"2.0","id":1,"method":"eth\\u005fcall"}'
+    assert send(env, "POST", "/rpc", esc, headers=CT)[0] == 200
+    assert forwarded(env) == ["POST /rpc HTTP/1.1"]
+
+
+def test_a_pipelined_request_after_a_judged_body_is_judged_on_its_own(env: Env) -> None:
+    port = env.upstream.port
+    body = json.dumps({"query": "{ viewer { id } }"}).encode()
+    first = (f"POST http://127.0.0.1:{port}/graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+             f"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+             f"Transfer-Encoding: chunked\r\n\r\n").encode()
+    chunk = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    second = (f"DELETE http://127.0.0.1:{port}/repos/x HTTP/1.1\r\n"
+              f"Host: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").encode()
+    s = env.connect()
+    try:
+        s.sendall(first + chunk + second)
+        final: list[int] = []
+        while len(final) < 2:  # 100 Continue answers are skipped
+            status = recv_response(s)[0]
+            if status >= 200:
+                final.append(status)
+        assert final == [200, 403]
+    finally:
+        s.close()
+    assert forwarded(env) == ["POST /graphql HTTP/1.1"]
+
+
+@pytest.mark.parametrize("target", ["/repos/%2e%2e/x", "/repos%2fx", "/repos/x%00",
+                                    "/repos\\x", "/repos%5cx", "/x/%2E%2E/repos/y",
+                                    "/repos/x#frag"])
+def test_path_forms_that_would_be_served_as_another_path_are_refused(
+    env: Env, target: str
+) -> None:
+    assert send(env, "DELETE", target)[0] in (400, 403)
+    assert forwarded(env) == []
