@@ -77,7 +77,9 @@ def plan_request(
     elif sel is not None and sel.protocol in ("json-rpc", "mcp"):
         if sel.protocol == "mcp" and method == "GET" and accept_event_stream and not has_body:
             stream = True
-        elif method == "POST":
+        else:
+            # Every method's body is judged, as OpenShell does: servers such as geth run
+            # a PATCH or GET body as JSON-RPC, and only a POST can be allowed anyway.
             body = "mcp" if sel.protocol == "mcp" else "json-rpc"
             limit = sel.mcp.max_body_bytes if sel.protocol == "mcp" else (
                 sel.json_rpc_max_body_bytes)

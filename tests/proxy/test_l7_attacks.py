@@ -255,3 +255,14 @@ def test_path_forms_that_would_be_served_as_another_path_are_refused(
 ) -> None:
     assert send(env, "DELETE", target)[0] in (400, 403)
     assert forwarded(env) == []
+
+
+def test_a_json_rpc_endpoint_judges_every_method_not_only_post(env: Env) -> None:
+    # geth (and others) run the body of a PATCH or a GET as JSON-RPC. Before: only POST
+    # bodies were classified, so the host-wide read-write endpoint let a PATCH carrying
+    # eth_sendTransaction through; as OpenShell, every request's body is judged now.
+    call = b'{"jsonrpc":"2.0","id":1,"method":"eth_sendTransaction"}'
+    for method in ("PATCH", "PUT", "GET"):
+        assert send(env, method, "/rpc", call, headers=CT)[0] == 403, method
+        assert send(env, method, "/mcp", call, headers=CT)[0] == 403, method
+    assert forwarded(env) == []
