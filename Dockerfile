@@ -83,6 +83,7 @@ RUN pip install --no-cache-dir --no-index --find-links /wheels openshell-supervi
  && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
  && test -f "$site/supervisor/__init__.py" \
  && test -x "$site/supervisor/sandbox/openshell-init" \
+ && chmod 0711 "$site/supervisor/sandbox/openshell-init" \
  && python -m compileall -q "$site/supervisor"
 
 # The agent's identity: nobody:nogroup (65534), the supervisor's default --user. Fail the

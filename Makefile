@@ -34,6 +34,7 @@ $(STAMP): pyproject.toml scripts/bootstrap-system.sh
 
 $(INIT): $(INIT).c
 	$(CC) $(INIT_CFLAGS) -o $@ $<
+	chmod 0711 $@  # not readable by the agent: its exec is non-dumpable from the start
 
 install: $(STAMP) $(INIT)
 

@@ -17,6 +17,10 @@
  * orphan of the namespace, and exits with the agent's code (128+N for death by signal N:
  * a namespace init cannot die of a signal it sends itself). Exec failures exit 127 (not
  * found) or 126 (not executable), like a shell. Statically linked: nothing to load.
+ *
+ * Installed mode 0711: the agent's uid may execute but not read it, so the kernel makes the
+ * exec non-dumpable itself; the prctl below only covers a copy installed readable. Else,
+ * until that prctl, a process of the agent's uid could read or trace PID 1.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -34,7 +34,7 @@ def find_init() -> str:
     except OSError as exc:
         raise SetupError(
             "init", f"{path}: {exc.strerror} (build it: make install, or "
-            f"gcc -O2 -static -o {path} {path}.c)"
+            f"gcc -O2 -static -o {path} {path}.c && chmod 0711 {path})"
         ) from None
     if not st.st_mode & 0o001:
         raise SetupError("init", f"{path} is not executable by the agent (mode {st.st_mode:o})")

@@ -11,6 +11,7 @@ test_sandbox_run.py, which runs against the same init.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import os
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from supervisor.sandbox.protocol import INIT_ARGV
+from supervisor.sandbox.spawn import find_init
 
 from .conftest import FAKE_RUN, PY, REPO, clean_env, needs_real_cli
 
@@ -266,3 +270,32 @@ def test_a_signal_flood_at_pid_1_neither_stalls_reaping_nor_forwarding(agent_dir
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_init_is_not_dumpable_from_its_first_instruction() -> None:
+    """Between its exec and its own prctl(PR_SET_DUMPABLE, 0), PID 1 (the agent's uid) was
+    dumpable: a process of that uid could open its /proc/<pid>/mem or attach to it.
+    The binary is installed 0711, so the agent's uid cannot read it and the kernel makes
+    the exec non-dumpable itself. Checked at the exec stop of a traced exec, before any
+    instruction of the init runs. FAILED before (mode 0755: /proc/<pid>/fd was the uid's)."""
+    init = find_init()
+    assert os.stat(init).st_mode & 0o777 == 0o711, "rebuild openshell-init: make install"
+    libc = ctypes.CDLL(None, use_errno=True)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child execs or exits at once
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            libc.ptrace(0, 0, 0, 0)  # PTRACE_TRACEME: stop at the exec
+            os.execve(init, list(INIT_ARGV), {})
+        finally:
+            os._exit(127)
+    try:
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP, status
+        # A non-dumpable task's per-process files are root's (the fd directory among them).
+        assert os.stat(f"/proc/{pid}/fd").st_uid == 0
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
