@@ -42,6 +42,14 @@ def test_basic_is_decoded_rewritten_and_reencoded():
     assert base64.b64decode(out[6:]).decode() == f"x-access-token:{KEY}"
     plain = base64.b64encode(b"user:pass").decode()
     assert rewrite.header_value(R, f"Basic {plain}") is None
+    # Without its padding (lenient servers decode it): found all the same, and refused
+    # where the variable is not bound.
+    for user in ("u", "us", "use"):
+        bare = base64.b64encode(f"{user}:{P}".encode()).decode().rstrip("=")
+        out = rewrite.header_value(R, f"Basic {bare}")
+        assert out is not None and base64.b64decode(out[6:]).decode() == f"{user}:{KEY}"
+        with pytest.raises(CredentialRefused):
+            rewrite.header_value(Resolver({"ANTHROPIC_API_KEY": KEY}, frozenset()), f"Basic {bare}")
 
 
 def test_mismatch_and_unavailable():
