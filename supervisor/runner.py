@@ -20,7 +20,6 @@ import shutil
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -344,6 +343,23 @@ def run_supervisor(
     load_profiles: ProfileLoader | None = None,
 ) -> int:
     """Run the agent in the sandbox; return the exit code of ``run`` (ARCHITECTURE.md 2)."""
+    # The forwarded signals are held from the first step, before any thread exists: every
+    # thread set-up makes (the mount-namespace thread, the audit writer, ...) inherits the
+    # block, so a process-directed SIGTERM can only be taken by the main thread, once its
+    # handler forwards it. A thread with an empty mask used to take it during set-up, and
+    # the default action killed the supervisor (-15 instead of the agent's 143).
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        return _run(settings, start_services, load_profiles)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _run(
+    settings: RunSettings,
+    start_services: ServicesStarter | None,
+    load_profiles: ProfileLoader | None,
+) -> int:
     starter = start_services or _default_starter
     if not settings.command:
         raise SetupError("COMMAND", "no command given")
@@ -384,15 +400,9 @@ def run_supervisor(
             landlock=_landlock_plan(settings, loader, sock_path, init_path, started_in),
             stderr_fd=relay.agent_fd if relay is not None else None,
         )
-        # Blocked across fork so a signal arriving now is forwarded once handlers exist.
-        if threading.active_count() > 1:
-            log.debug("forking the sandbox init with %d threads", threading.active_count())
-        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-        try:
-            init = spawn_init(spec)
-        except BaseException:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
-            raise
+        # Still blocked (since run_supervisor's first step) across fork: a signal arriving
+        # now stays pending and is forwarded once the handlers exist.
+        init = spawn_init(spec)
         if relay is not None:
             relay.start()
         settings = dataclasses.replace(
