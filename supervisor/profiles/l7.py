@@ -16,7 +16,8 @@ from supervisor.profiles.matcher import Route
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.profiles.rules import WEBSOCKET_TEXT, L7Request, Verdict, denied_by, judge
 
-BodyKind = Literal["graphql", "json-rpc", "mcp"]
+# "form": a POST body read for a method-override field (proxy/method_override.py).
+BodyKind = Literal["graphql", "json-rpc", "mcp", "form"]
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ access-preset decision.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +29,10 @@ from supervisor.profiles.l7 import (
 from supervisor.profiles.model import Binding, Endpoint
 from supervisor.profiles.rules import Verdict
 from supervisor.proxy import errors
+from supervisor.proxy import method_override as mo
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
 from supervisor.proxy.errors import ProxyError
-from supervisor.proxy.http1 import METHOD_OVERRIDES, echo_method
+from supervisor.proxy.http1 import echo_method
 from supervisor.proxy.policy import (
     BinaryJudge,
     RoutePolicy,
@@ -220,6 +222,9 @@ def _decide_l7(
     if binding is not None and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
     private_ok = table.declared_exactly(host, port)
+    if (plan.body is None and has_body and route.inspected
+            and mo.body_may_override(method, headers) and _override_matters(plan, method)):
+        plan = dataclasses.replace(plan, body="form", body_limit=mo.BODY_LIMIT)
     if plan.body is not None:
         return Decision(endpoint, binding, None, plan.path, plan, private_ok)
     violation = judge_l7(plan, method, None, headers)
@@ -238,11 +243,18 @@ def judge_l7(
     """``None`` when allowed; the reason when only audited; ``ProxyError`` when denied."""
     upgrade = _header_has(headers, "upgrade", "websocket")
     verdict = judge_request(plan, method, body, upgrade=upgrade)
-    for other in override_methods(method, headers, plan.query):
+    others = mo.override_methods(method, headers, plan.query)
+    if plan.body == "form":
+        try:
+            others += [m for m in mo.body_overrides(method, body or b"", headers)
+                       if m not in others]
+        except mo.Unreadable as exc:
+            verdict = Verdict(False, f"{method} {plan.path}: {exc}")
+    for other in others:
         if not verdict.allowed:
             break
-        # Rails, Express method-override, Symfony and Google's APIs run the request as
-        # the overriding method: it must pass the rules as that method too.
+        # The upstream may run the request as the overriding method (method_override.py):
+        # it must pass the rules as that method too.
         verdict = judge_request(plan, other, body, upgrade=upgrade)
         if not verdict.allowed:
             verdict = Verdict(False, f"method override to {other}: {verdict.reason}")
@@ -251,27 +263,17 @@ def judge_l7(
     # The reason names the path: a credential placeholder in it never reaches a log line.
     reason = redact(verdict.reason)
     if plan.audit_only and not any(
-        enforced_denial(plan, m, body) for m in (method, *override_methods(
-            method, headers, plan.query))
+        enforced_denial(plan, m, body) for m in (method, *others)
     ):
         return reason
     raise ProxyError(errors.POLICY_DENIED, reason)
 
 
-_OVERRIDE_PARAM = "_method"  # the form/query field Rails, Symfony and Laravel honour
-
-
-def override_methods(
-    method: str, headers: Sequence[tuple[str, str]], query: dict[str, list[str]]
-) -> list[str]:
-    """The methods an upstream may run this request as instead of ``method``: those a
-    method-override header or a ``_method`` query parameter names (upper-cased, each
-    once). A ``_method`` field in a form body is not read (see ARCHITECTURE.md 4.2)."""
-    named = [item for name, value in headers if name.lower() in METHOD_OVERRIDES
-             for item in value.split(",")]
-    named += query.get(_OVERRIDE_PARAM, ())
-    wanted = (m.strip(" \t").upper() for m in named)
-    return [m for m in dict.fromkeys(wanted) if m and m != method.upper()]
+def _override_matters(plan: Plan, method: str) -> bool:
+    """Would the rules judge this request differently under some override? Only then is
+    a body read for a '_method' field (most hosts allow or deny every method alike)."""
+    allowed = judge_request(plan, method).allowed
+    return allowed and not all(judge_request(plan, m).allowed for m in mo.OVERRIDABLE)
 
 
 def not_yet_enforced(endpoint: Endpoint) -> bool:

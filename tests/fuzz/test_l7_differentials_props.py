@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from supervisor.profiles.canonical import query_params
 from supervisor.profiles.graphql_ops import classify as classify_graphql
 from supervisor.profiles.jsonrpc import classify as classify_jsonrpc
-from supervisor.proxy.decision import override_methods
+from supervisor.proxy.method_override import body_may_override, body_overrides, override_methods
 
 _key = st.text(alphabet="abcmethodnamequery_", min_size=1, max_size=8)
 _scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8))
@@ -148,3 +148,18 @@ def test_a_graphql_envelope_with_a_repeated_key_is_refused(
     assert classify_graphql("POST", {}, json.dumps(envelope).encode()).error is None
     assert classify_graphql("POST", {}, ("{" + ",".join(fields) + "}").encode()
                             ).error is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_pname, _pval), max_size=4), _method,
+       st.sampled_from(["_method", "_%6Dethod", "%5Fmethod", "_metho%64"]),
+       st.sampled_from(["", "Content-Type: application/x-www-form-urlencoded"]))
+def test_a_form_body_method_field_is_found_however_encoded(
+    pairs: list[tuple[str, str]], override: str, name: str, ctype: str
+) -> None:
+    fields = [f"{n}={v}" for n, v in pairs if n != "_method"] + [f"{name}={override}"]
+    body = "&".join(fields).encode()
+    headers = [tuple(ctype.split(": "))] if ctype else []
+    got = body_overrides("POST", body, headers)  # type: ignore[arg-type]
+    assert got == ([] if override.upper() == "POST" else [override.upper()])
+    assert body_may_override("POST", headers)  # type: ignore[arg-type]

@@ -266,3 +266,27 @@ def test_a_json_rpc_endpoint_judges_every_method_not_only_post(env: Env) -> None
         assert send(env, method, "/rpc", call, headers=CT)[0] == 403, method
         assert send(env, method, "/mcp", call, headers=CT)[0] == 403, method
     assert forwarded(env) == []
+
+
+def test_a_method_field_in_a_form_body_is_judged_as_that_method(env: Env) -> None:
+    # Rails (Rack::MethodOverride) and Symfony read '_method' from a POST's form body,
+    # Laravel from a JSON body too. Before: forwarded as the POST read-write allows.
+    form = "Content-Type: application/x-www-form-urlencoded\r\n"
+    assert send(env, "POST", "/repos/x", b"a=1&_method=DELETE", headers=form)[0] == 403
+    assert send(env, "POST", "/repos/x", b"_%6Dethod=delete", headers=form)[0] == 403
+    assert send(env, "POST", "/repos/x", b"_method=DELETE")[0] == 403  # Rack: no type = form
+    assert send(env, "POST", "/repos/x", b"_method=DELETE", headers=form,
+                chunked=True)[0] == 403
+    assert send(env, "POST", "/repos/x", b'{"_method":"DELETE"}', headers=CT)[0] == 403
+    multi = "Content-Type: multipart/form-data; boundary=b\r\n"
+    part = b'--b\r\nContent-Disposition: form-data; name="_method"\r\n\r\nDELETE\r\n--b--\r\n'
+    assert send(env, "POST", "/repos/x", part, headers=multi)[0] == 403
+    # read-write allows no DELETE anywhere, but PATCH; harmless forms go through.
+    assert send(env, "POST", "/other/x", b"_method=DELETE", headers=form)[0] == 403
+    assert send(env, "POST", "/other/x", b"_method=PATCH", headers=form)[0] == 200
+    assert send(env, "POST", "/repos/x", b"a=1&_method=PUT", headers=form)[0] == 200
+    assert send(env, "POST", "/repos/x", b"a=1", headers=form, chunked=True)[0] == 200
+    assert forwarded(env) == ["POST /other/x HTTP/1.1", "POST /repos/x HTTP/1.1",
+                              "POST /repos/x HTTP/1.1"]
+    got = env.upstream.received  # heads: the judged bodies went out with their length
+    assert b"Content-Length: 15\r\n" in got and got.endswith(b"Content-Length: 3\r\n\r\n")

@@ -1,0 +1,69 @@
+"""Method overrides: the method an upstream framework may run a request as instead of the
+one on its request line. Pure (no I/O).
+
+Rails (Rack::MethodOverride), Express method-override, Symfony/Laravel and Google's APIs
+honour an override header on a POST; Symfony/Laravel a ``_method`` query parameter too;
+Rails and Symfony a ``_method`` form field (Rack parses a POST without a Content-Type as a
+form), Laravel a ``_method`` key of a JSON body. The L7 decision judges a request as each
+method named, so an override can never run a method the rules deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from supervisor.profiles.canonical import query_params
+from supervisor.proxy.http1 import METHOD_OVERRIDES
+
+PARAM = "_method"
+# What Rack::MethodOverride lets a POST become (the widest of the frameworks above).
+OVERRIDABLE = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "LINK", "UNLINK")
+# Bodies read for a '_method' field only when an override would change the decision;
+# a larger one is refused then (fail closed).
+BODY_LIMIT = 1 << 20
+_FORM = "application/x-www-form-urlencoded"
+_PARAM_TYPES = (_FORM, "multipart/form-data", "application/json")
+
+
+class Unreadable(ValueError):
+    """A body names ``_method`` in a form the proxy does not parse (multipart, JSON)."""
+
+
+def override_methods(
+    method: str, headers: Sequence[tuple[str, str]], query: dict[str, list[str]]
+) -> list[str]:
+    """The methods a header or a ``_method`` query parameter names (upper-cased, each
+    once, ``method`` itself left out)."""
+    named = [item for name, value in headers if name.lower() in METHOD_OVERRIDES
+             for item in value.split(",")]
+    named += query.get(PARAM, ())
+    return _methods(method, named)
+
+
+def _content_types(headers: Sequence[tuple[str, str]]) -> list[str]:
+    return [v.split(";", 1)[0].strip().lower() for k, v in headers
+            if k.lower() == "content-type"]
+
+
+def body_may_override(method: str, headers: Sequence[tuple[str, str]]) -> bool:
+    """Could a framework read a ``_method`` field from this request's body?"""
+    if method.upper() != "POST":
+        return False
+    types = _content_types(headers)
+    return not types or any(t in _PARAM_TYPES or t.endswith("+json") for t in types)
+
+
+def body_overrides(method: str, body: bytes, headers: Sequence[tuple[str, str]]) -> list[str]:
+    """The methods a form body's ``_method`` fields name; ``Unreadable`` when another
+    kind of body mentions ``_method`` at all."""
+    types = _content_types(headers)
+    if not types or types == [_FORM]:
+        return _methods(method, query_params(body.decode("latin-1")).get(PARAM, []))
+    if PARAM.encode() in body:
+        raise Unreadable("a '_method' field in a multipart or JSON body")
+    return []
+
+
+def _methods(method: str, named: list[str]) -> list[str]:
+    wanted = (m.strip(" \t").upper() for m in named)
+    return [m for m in dict.fromkeys(wanted) if m and m != method.upper()]
