@@ -245,11 +245,7 @@ def judge_l7(
     verdict = judge_request(plan, method, body, upgrade=upgrade)
     others = mo.override_methods(method, headers, plan.query)
     if plan.body == "form":
-        try:
-            others += [m for m in mo.body_overrides(method, body or b"", headers)
-                       if m not in others]
-        except mo.Unreadable as exc:
-            verdict = Verdict(False, f"{method} {plan.path}: {exc}")
+        others += [m for m in mo.body_overrides(method, body or b"") if m not in others]
     for other in others:
         if not verdict.allowed:
             break

@@ -4,8 +4,12 @@ one on its request line. Pure (no I/O).
 Rails (Rack::MethodOverride), Express method-override, Symfony/Laravel and Google's APIs
 honour an override header on a POST; Symfony/Laravel a ``_method`` query parameter too;
 Rails and Symfony a ``_method`` form field (Rack parses a POST without a Content-Type as a
-form), Laravel a ``_method`` key of a JSON body. The L7 decision judges a request as each
-method named, so an override can never run a method the rules deny.
+form). The L7 decision judges a request as each method named, so an override can never
+run a method the rules deny.
+
+Not read: ``_method`` inside a multipart body (Rails) or a JSON body (Laravel). Reading
+those whole would refuse every large upload (a wheel to PyPI, a blob to GitHub) on a
+host whose rules deny some method; see ARCHITECTURE.md 4.2.
 """
 
 from __future__ import annotations
@@ -22,11 +26,6 @@ OVERRIDABLE = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "LINK", "UNLI
 # a larger one is refused then (fail closed).
 BODY_LIMIT = 1 << 20
 _FORM = "application/x-www-form-urlencoded"
-_PARAM_TYPES = (_FORM, "multipart/form-data", "application/json")
-
-
-class Unreadable(ValueError):
-    """A body names ``_method`` in a form the proxy does not parse (multipart, JSON)."""
 
 
 def override_methods(
@@ -46,22 +45,14 @@ def _content_types(headers: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def body_may_override(method: str, headers: Sequence[tuple[str, str]]) -> bool:
-    """Could a framework read a ``_method`` field from this request's body?"""
-    if method.upper() != "POST":
-        return False
+    """Is this a POST whose body a framework reads as a form (urlencoded or untyped)?"""
     types = _content_types(headers)
-    return not types or any(t in _PARAM_TYPES or t.endswith("+json") for t in types)
+    return method.upper() == "POST" and (not types or _FORM in types)
 
 
-def body_overrides(method: str, body: bytes, headers: Sequence[tuple[str, str]]) -> list[str]:
-    """The methods a form body's ``_method`` fields name; ``Unreadable`` when another
-    kind of body mentions ``_method`` at all."""
-    types = _content_types(headers)
-    if not types or types == [_FORM]:
-        return _methods(method, query_params(body.decode("latin-1")).get(PARAM, []))
-    if PARAM.encode() in body:
-        raise Unreadable("a '_method' field in a multipart or JSON body")
-    return []
+def body_overrides(method: str, body: bytes) -> list[str]:
+    """The methods a form body's ``_method`` fields name."""
+    return _methods(method, query_params(body.decode("latin-1")).get(PARAM, []))
 
 
 def _methods(method: str, named: list[str]) -> list[str]:

@@ -160,6 +160,6 @@ def test_a_form_body_method_field_is_found_however_encoded(
     fields = [f"{n}={v}" for n, v in pairs if n != "_method"] + [f"{name}={override}"]
     body = "&".join(fields).encode()
     headers = [tuple(ctype.split(": "))] if ctype else []
-    got = body_overrides("POST", body, headers)  # type: ignore[arg-type]
+    got = body_overrides("POST", body)
     assert got == ([] if override.upper() == "POST" else [override.upper()])
     assert body_may_override("POST", headers)  # type: ignore[arg-type]
