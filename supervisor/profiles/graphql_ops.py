@@ -50,6 +50,9 @@ class GraphqlInfo:
 def classify(method: str, params: dict[str, list[str]], body: bytes) -> GraphqlInfo:
     try:
         if method == "GET":
+            if body:
+                # express-graphql reads what the URL lacks from the body, GET included.
+                raise _Invalid("GraphQL GET request carries a body")
             return GraphqlInfo(_classify_get(params))
         if method == "POST":
             if any(k in params for k in _URL_PARAMS):

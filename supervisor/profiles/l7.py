@@ -73,7 +73,9 @@ def plan_request(
     body: BodyKind | None = None
     limit = 0
     stream = False
-    if sel is not None and sel.protocol == "graphql" and method == "POST":
+    if sel is not None and sel.protocol == "graphql" and (method == "POST" or has_body):
+        # A GET's body is read too, to be refused: some servers take a parameter the
+        # URL lacks from it.
         body, limit = "graphql", sel.graphql_max_body_bytes
     elif sel is not None and sel.protocol in ("json-rpc", "mcp"):
         if sel.protocol == "mcp" and method == "GET" and accept_event_stream and not has_body:

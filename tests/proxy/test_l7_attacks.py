@@ -286,3 +286,14 @@ def test_a_method_field_in_a_form_body_is_judged_as_that_method(env: Env) -> Non
                               "POST /repos/x HTTP/1.1"]
     got = env.upstream.received  # heads: the judged bodies went out with their length
     assert b"Content-Length: 15\r\n" in got and got.endswith(b"Content-Length: 3\r\n\r\n")
+
+
+def test_a_graphql_get_with_a_body_is_refused(env: Env) -> None:
+    # express-graphql reads a parameter missing from the URL from the body, GET included:
+    # '?id=<saved query>' judged, the body's document run. Before: the body went unjudged.
+    body = json.dumps({"query": "{ secrets { value } }"}).encode()
+    assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D")[0] == 200
+    assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D", body, headers=CT)[0] == 403
+    assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D", body, headers=CT,
+                chunked=True)[0] == 403
+    assert forwarded(env) == ["GET /graphql?query=%7Bviewer%7Bid%7D%7D HTTP/1.1"]
