@@ -210,27 +210,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     "variable (a Kubernetes Secret volume), re-read when it changes. Hidden from the agent.",
 )
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(
-    profiles: tuple[str, ...],
-    spiffe_socket: str | None,
-    policy: str | None,
-    user_spec: str | None,
-    network: str,
-    proxy_port: int,
-    ca_bundle: str | None,
-    audit_log: str | None,
-    workdir: str | None,
-    grant_timeout: float,
-    response_timeout: float,
-    upstream_idle_timeout: float,
-    upstream_proxy: str | None,
-    no_upstream_proxy: str,
-    upstream_proxy_auth_file: str | None,
-    token_via_proxy: str,
-    metrics_address: str | None,
-    credentials_dir: str | None,
-    command: tuple[str, ...],
-) -> None:
+def run(**params: Any) -> None:
     """Run COMMAND as the sandboxed agent (as root; use '--' before COMMAND).
 
     \b
@@ -246,15 +226,8 @@ def run(
     (the message names the field or step); 126 not executable; 127 not found.
     SIGHUP reloads the profiles and the policy's network_policies.
     """
-    run_command(
-        profiles=profiles, spiffe_socket=spiffe_socket, policy=policy, user_spec=user_spec,
-        network=network, proxy_port=proxy_port, ca_bundle=ca_bundle, audit_log=audit_log,
-        workdir=workdir, grant_timeout=grant_timeout, response_timeout=response_timeout,
-        upstream_idle_timeout=upstream_idle_timeout, upstream_proxy=upstream_proxy,
-        no_upstream_proxy=no_upstream_proxy, upstream_proxy_auth_file=upstream_proxy_auth_file,
-        token_via_proxy=token_via_proxy, metrics_address=metrics_address,
-        credentials_dir=credentials_dir, command=command,
-    )  # fmt: skip
+    # The parameters are those of run_command, which types them (run_cli parses them too).
+    run_command(**params)
 
 
 @main.command("check-isolation")
