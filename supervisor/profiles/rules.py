@@ -17,9 +17,10 @@ Per request on an inspected host:port, given every endpoint whose host, port and
   ``json-rpc``;
 * matchers: method (``*`` any, case-insensitive, a ``GET`` rule also allows ``HEAD``),
   path glob (``globs.py``; deny rules also match case-insensitively, see
-  ``canonical.py``), query matchers on decoded names (allow: the parameter is present
-  and every value matches; deny: every configured parameter is present and some value
-  matches), GraphQL type/name/root fields (allow: every root field matches a pattern;
+  ``canonical.py``, and with an allowed ``%2F`` read as ``/`` too), query matchers on
+  decoded names (allow: the parameter is present and every value of it, in any case of
+  its name, matches; deny: every configured parameter is present in some case and some
+  value matches), GraphQL type/name/root fields (allow: every root field matches a pattern;
   deny: any does), JSON-RPC method (exact or ``*``), MCP method glob and tool name.
 """
 
@@ -325,8 +326,13 @@ def _path_ok(path: str, pattern: str | None, *, deny: bool) -> bool:
         return False
     if pattern == "**":
         return True
-    regex = _deny_path_regex(pattern) if deny else compile_path_glob(pattern)
-    return regex.fullmatch(path) is not None
+    if not deny:
+        return compile_path_glob(pattern).fullmatch(path) is not None
+    regex = _deny_path_regex(pattern)
+    # nginx and many routers decode an allowed %2F before routing: a denial holds for
+    # the path read either way.
+    return regex.fullmatch(path) is not None or (
+        "%2F" in path and regex.fullmatch(path.replace("%2F", "/")) is not None)
 
 
 def _value_ok(value: str, pattern: str) -> bool:
@@ -337,11 +343,20 @@ def _matcher_ok(value: str, matcher: ValueMatcher) -> bool:
     return any(_value_ok(value, g) for g in matcher.globs)
 
 
+def _any_case(query: dict[str, list[str]], name: str) -> list[str]:
+    """The values of every parameter whose name equals ``name`` in any case: ASP.NET
+    (and others) read query names case-insensitively, joining the variants."""
+    folded = name.casefold()
+    return [v for k, vs in query.items() if k.casefold() == folded for v in vs]
+
+
 def _query_allows(query: dict[str, list[str]],
                   rules: tuple[tuple[str, ValueMatcher], ...]) -> bool:
+    # The exact name must be there; every value of every case variant must match.
     for name, matcher in rules:
-        values = query.get(name)
-        if not values or not all(_matcher_ok(v, matcher) for v in values):
+        if not query.get(name):
+            return False
+        if not all(_matcher_ok(v, matcher) for v in _any_case(query, name)):
             return False
     return True
 
@@ -349,7 +364,7 @@ def _query_allows(query: dict[str, list[str]],
 def _query_denies(query: dict[str, list[str]],
                   rules: tuple[tuple[str, ValueMatcher], ...]) -> bool:
     for name, matcher in rules:
-        values = query.get(name)
+        values = _any_case(query, name)
         if not values or not any(_matcher_ok(v, matcher) for v in values):
             return False
     return True

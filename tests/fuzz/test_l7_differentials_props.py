@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from supervisor.profiles.canonical import query_params
 from supervisor.profiles.graphql_ops import classify as classify_graphql
 from supervisor.profiles.jsonrpc import classify as classify_jsonrpc
+from supervisor.profiles.model import Endpoint, L7Rule, ValueMatcher
+from supervisor.profiles.rules import L7Request, judge
 from supervisor.proxy.method_override import body_may_override, body_overrides, override_methods
 
 _key = st.text(alphabet="abcmethodnamequery_", min_size=1, max_size=8)
@@ -163,3 +165,35 @@ def test_a_form_body_method_field_is_found_however_encoded(
     got = body_overrides("POST", body)
     assert got == ([] if override.upper() == "POST" else [override.upper()])
     assert body_may_override("POST", headers)  # type: ignore[arg-type]
+
+
+def _rest_ep(deny: tuple[L7Rule, ...], rules: tuple[L7Rule, ...] | None = None) -> Endpoint:
+    return Endpoint(host="h.test", ports=(443,), path=None, protocol="rest", tls="auto",
+                    access=None if rules else "full", enforcement="enforce",
+                    allowed_ips=(), rules=rules, deny_rules=deny)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="abc@-", min_size=1, max_size=4), min_size=2, max_size=5),
+       st.data())
+def test_a_deny_rule_holds_whether_or_not_the_upstream_decodes_an_encoded_slash(
+    segs: list[str], data: st.DataObject
+) -> None:
+    deny = (L7Rule(method="GET", path="/" + segs[0] + "/**"),)
+    seps = [data.draw(st.sampled_from(["/", "%2F"])) for _ in segs[1:]]
+    path = "/" + segs[0] + "".join(sep + s for sep, s in zip(seps, segs[1:], strict=True))
+    assert not judge([_rest_ep(deny)], L7Request("GET", path)).allowed, path
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="acinot", min_size=1, max_size=6), st.data())
+def test_query_deny_names_match_in_any_case(name: str, data: st.DataObject) -> None:
+    variant = "".join(c.upper() if data.draw(st.booleans()) else c for c in name)
+    deny = (L7Rule(method="*", path="**", query=((name, ValueMatcher(("x",))),)),)
+    query = query_params(f"{variant}=x")
+    assert not judge([_rest_ep(deny)], L7Request("GET", "/a", query)).allowed
+    allow = (L7Rule(method="*", path="**", query=((name, ValueMatcher(("x",))),)),)
+    ep = _rest_ep((), allow)
+    assert not judge([ep], L7Request("GET", "/a", query_params(f"{name}=x&{variant}=y"))
+                     ).allowed
+    assert judge([ep], L7Request("GET", "/a", query_params(f"{name}=x&{variant}=x"))).allowed

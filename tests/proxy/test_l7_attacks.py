@@ -297,3 +297,61 @@ def test_a_graphql_get_with_a_body_is_refused(env: Env) -> None:
     assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D", body, headers=CT,
                 chunked=True)[0] == 403
     assert forwarded(env) == ["GET /graphql?query=%7Bviewer%7Bid%7D%7D HTTP/1.1"]
+
+
+NPM = """\
+id: npm
+endpoints:
+  - host: 127.0.0.1
+    port: {port}
+    protocol: rest
+    access: read-only
+    allow_encoded_slash: true
+    allowed_ips: [127.0.0.0/8]
+    deny_rules:
+      - {{ method: GET, path: "/@evil/**" }}
+      - {{ method: GET, path: "/files/**", query: {{ action: delete }} }}
+"""
+
+
+def test_an_encoded_slash_cannot_dodge_a_deny_rule(tmp_path: Path) -> None:
+    # With allow_encoded_slash, '/@evil%2Fpkg' is one segment to the rules, but nginx and
+    # many routers decode %2F before routing: the deny rule on '/@evil/**' must hold.
+    env = _env(tmp_path, NPM)
+    try:
+        assert send(env, "GET", "/@types%2Fnode")[0] == 200
+        assert send(env, "GET", "/@evil/pkg")[0] == 403
+        assert send(env, "GET", "/@evil%2Fpkg")[0] == 403
+        assert send(env, "GET", "/@evil%2fpkg/-/pkg-1.0.0.tgz")[0] == 403
+        assert forwarded(env) == ["GET /@types%2Fnode HTTP/1.1"]
+    finally:
+        env.close()
+
+
+def test_a_case_variant_query_name_cannot_dodge_a_deny_rule(tmp_path: Path) -> None:
+    # ASP.NET and PHP-on-IIS-style frameworks read query names case-insensitively, as
+    # deny-rule paths already match ('/ADMIN' on a case-folding server).
+    env = _env(tmp_path, NPM)
+    try:
+        assert send(env, "GET", "/files/a?action=read")[0] == 200
+        for q in ("action=delete", "ACTION=delete", "Action=delete", "x=1&aCtIoN=delete"):
+            assert send(env, "GET", f"/files/a?{q}")[0] == 403, q
+        assert forwarded(env) == ["GET /files/a?action=read HTTP/1.1"]
+    finally:
+        env.close()
+
+
+def test_a_case_variant_query_name_cannot_dodge_a_query_allow_rule(tmp_path: Path) -> None:
+    # ASP.NET joins 'service' and 'SERVICE' into one value: every case variant must match.
+    env = _env(tmp_path, GIT_ONLY)
+    try:
+        base = "/o/r.git/info/refs"
+        assert send(env, "GET", f"{base}?service=git-upload-pack&SERVICE=git-receive-pack"
+                    )[0] == 403
+        assert send(env, "GET", f"{base}?SERVICE=git-upload-pack&service=git-upload-pack"
+                    )[0] == 200
+        assert send(env, "GET", f"{base}?SERVICE=git-upload-pack")[0] == 403  # exact needed
+        assert forwarded(env) == [
+            f"GET {base}?SERVICE=git-upload-pack&service=git-upload-pack HTTP/1.1"]
+    finally:
+        env.close()
