@@ -94,17 +94,24 @@ class Ctx:
         value = self.get(m, key, path, str, "", check)
         return value or None
 
+    def raw_list(self, m: dict[str, Any], key: str, path: str) -> list[Any] | None:
+        """A list field's items unchecked; None when absent or (reported) not a list."""
+        value = m.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list):
+            self.err(join(path, key), f"expected a list, got {type_name(value)}")
+            return None
+        return value
+
     def str_list(
         self, m: dict[str, Any], key: str, path: str,
         check: Callable[[str], str | None] | None = None,
     ) -> tuple[str, ...] | None:
-        value = m.get(key)
+        value = self.raw_list(m, key, path)
         if value is None:
             return None
         full = join(path, key)
-        if not isinstance(value, list):
-            self.err(full, f"expected a list, got {type_name(value)}")
-            return None
         out: list[str] = []
         for i, item in enumerate(value):
             if not isinstance(item, str):
@@ -129,13 +136,10 @@ class Ctx:
         parse: Callable[[Ctx, object, str], T | None],
     ) -> tuple[T, ...] | None:
         """A list field parsed item by item; None when absent."""
-        value = m.get(key)
+        value = self.raw_list(m, key, path)
         if value is None:
             return None
         full = join(path, key)
-        if not isinstance(value, list):
-            self.err(full, f"expected a list, got {type_name(value)}")
-            return None
         out = [parse(self, item, f"{full}[{i}]") for i, item in enumerate(value)]
         return tuple(x for x in out if x is not None)
 

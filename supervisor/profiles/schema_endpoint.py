@@ -317,13 +317,10 @@ def _parse_rules(
     *, allow: bool,
 ) -> tuple[L7Rule, ...] | None:
     key = "rules" if allow else "deny_rules"
-    raw = m.get(key)
+    raw = ctx.raw_list(m, key, path)
     if raw is None:
         return None
     where = join(path, key)
-    if not isinstance(raw, list):
-        ctx.err(where, f"expected a list, got {type_name(raw)}")
-        return None
     if not raw:
         ctx.err(where, "rules list cannot be empty (it would deny everything): use "
                 "'access: full' or remove it" if allow else
