@@ -30,6 +30,7 @@ from supervisor.proxy.websocket import (
     OP_CONTINUATION,
     OP_TEXT,
     ClientFrameReader,
+    Frame,
     FrameError,
     encode_frame,
 )
@@ -46,6 +47,14 @@ class WsRefused(Exception):
         self.close_code = close_code
         self.code = code
         self.reason = reason
+
+
+def read_frames(reader: ClientFrameReader, data: bytes) -> list[Frame]:
+    """The frames ``data`` completes; a protocol error is a ``WsRefused`` with its close code."""
+    try:
+        return reader.feed(data)
+    except FrameError as exc:
+        raise WsRefused(exc.code, "websocket_protocol_error", exc.reason) from None
 
 
 def strip_extensions(headers: Headers) -> Headers:
@@ -77,12 +86,8 @@ class ClientMessages:
         self.rewritten = 0
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            raise WsRefused(exc.code, "websocket_protocol_error", exc.reason) from None
         out = bytearray()
-        for f in frames:
+        for f in read_frames(self._reader, data):
             if f.opcode == OP_TEXT or (f.opcode == OP_CONTINUATION and self._text is not None):
                 buf = self._text if self._text is not None else bytearray()
                 buf += f.payload

@@ -17,10 +17,9 @@ from supervisor.proxy.websocket import (
     CLOSE_POLICY_VIOLATION,
     OP_TEXT,
     ClientFrameReader,
-    FrameError,
     encode_frame,
 )
-from supervisor.proxy.ws_creds import WsRefused
+from supervisor.proxy.ws_creds import WsRefused, read_frames
 
 POLICY_DENIED = "policy_denied"
 
@@ -38,12 +37,8 @@ class TextPolicy:
         self._then = then
 
     def feed(self, data: bytes) -> bytes:
-        try:
-            frames = self._reader.feed(data)
-        except FrameError as exc:
-            raise WsRefused(exc.code, "websocket_protocol_error", exc.reason) from None
         out = bytearray()
-        for f in frames:
+        for f in read_frames(self._reader, data):
             # A continuation can only follow a data frame that passed: a binary one.
             if f.opcode == OP_TEXT:
                 raise WsRefused(CLOSE_POLICY_VIOLATION, POLICY_DENIED, self._reason)
