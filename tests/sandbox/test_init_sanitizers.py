@@ -11,8 +11,6 @@ with the build's own -Wall -Wextra -Werror, plus stricter warnings.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from supervisor.sandbox.protocol import INIT_SPEC_FD, INIT_STATUS_FD, encode_launch_spec
+from supervisor.sandbox.protocol import encode_launch_spec
+from tests.sandbox.init_spec import run_with_spec
 
 SOURCE = Path(__file__).resolve().parents[2] / "supervisor" / "sandbox" / "openshell-init.c"
 STRICT = ("-Wall", "-Wextra", "-Werror", "-Wconversion", "-Wsign-conversion", "-Wshadow",
@@ -61,25 +60,8 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]
 
 def _run(binary: Path, spec: bytes, cwd: Path, wrapper: tuple[str, ...] = (),
          env: dict[str, str] | None = None) -> tuple[int, str, list[dict[str, object]]]:
-    launch = os.memfd_create("spec", 0)
-    os.write(launch, spec)
-    status_r, status_w = os.pipe()
-
-    def fds() -> None:
-        os.dup2(launch, INIT_SPEC_FD)
-        os.dup2(status_w, INIT_STATUS_FD)
-
-    try:
-        result = subprocess.run(
-            [*wrapper, str(binary)], env=env or {}, capture_output=True, timeout=60,
-            preexec_fn=fds, close_fds=False, cwd=str(cwd), stdin=subprocess.DEVNULL,
-        )
-    finally:
-        os.close(launch)
-        os.close(status_w)
-    with os.fdopen(status_r, "rb") as f:
-        lines = [json.loads(line) for line in f.read().splitlines()]
-    return result.returncode, result.stderr.decode(errors="replace"), lines
+    result, status = run_with_spec([*wrapper, str(binary)], spec, env=env, cwd=cwd, timeout=60)
+    return result.returncode, result.stderr.decode(errors="replace"), status
 
 
 def _assert_clean(code: int, stderr: str, status: list[dict[str, object]]) -> None:

@@ -7,8 +7,6 @@ status pipe) and check that what the agent receives is exactly what was encoded.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,12 +15,11 @@ from hypothesis import strategies as st
 
 from supervisor.sandbox.protocol import (
     INIT_ARGV,
-    INIT_SPEC_FD,
-    INIT_STATUS_FD,
     encode_launch_spec,
     parse_report,
 )
 from supervisor.sandbox.spawn import find_init
+from tests.sandbox.init_spec import run_with_spec
 
 # Strings the kernel can pass: no NUL; anything else, including newlines and non-UTF-8.
 ARG = st.binary(max_size=40).filter(lambda b: b"\0" not in b).map(
@@ -33,25 +30,8 @@ NAME = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True)
 
 def _run_init(spec: bytes) -> tuple[int, bytes, list[dict[str, object]]]:
     """Run openshell-init with ``spec``; return (exit code, stdout, status messages)."""
-    launch = os.memfd_create("spec", 0)
-    os.write(launch, spec)
-    status_r, status_w = os.pipe()
-
-    def fds() -> None:
-        os.dup2(launch, INIT_SPEC_FD)
-        os.dup2(status_w, INIT_STATUS_FD)
-
-    try:
-        result = subprocess.run(
-            list(INIT_ARGV), executable=find_init(), env={}, capture_output=True, timeout=10,
-            preexec_fn=fds, close_fds=False,
-        )
-    finally:
-        os.close(launch)
-        os.close(status_w)
-    with os.fdopen(status_r, "rb") as f:
-        lines = [json.loads(line) for line in f.read().splitlines()]
-    return result.returncode, result.stdout, lines
+    result, status = run_with_spec(INIT_ARGV, spec, executable=find_init(), timeout=10)
+    return result.returncode, result.stdout, status
 
 
 @settings(max_examples=25, deadline=None)
