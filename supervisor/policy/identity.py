@@ -8,35 +8,29 @@ from __future__ import annotations
 
 import grp
 import pwd
+from collections.abc import Callable
 
 from supervisor.settings import DEFAULT_AGENT_GID, DEFAULT_AGENT_UID, SetupError, parse_user
 
 
-def _user(value: str) -> str:
+def _sandbox_name(value: str, lookup: Callable[[str], object], default: int) -> str:
+    """``value`` as given, except a 'sandbox' name this image lacks: then the default id."""
     if value != "sandbox":
         return value
     try:
-        pwd.getpwnam("sandbox")
+        lookup("sandbox")
     except KeyError:
-        return str(DEFAULT_AGENT_UID)
-    return value
-
-
-def _group(value: str) -> str:
-    if value != "sandbox":
-        return value
-    try:
-        grp.getgrnam("sandbox")
-    except KeyError:
-        return str(DEFAULT_AGENT_GID)
+        return str(default)
     return value
 
 
 def policy_identity(user: str | None, group: str | None) -> tuple[int, int, tuple[int, ...]]:
     """The agent identity the policy names (missing parts: the 65534 defaults)."""
-    spec = _user(user) if user is not None else str(DEFAULT_AGENT_UID)
+    spec = str(DEFAULT_AGENT_UID)
+    if user is not None:
+        spec = _sandbox_name(user, pwd.getpwnam, DEFAULT_AGENT_UID)
     if group is not None:
-        spec += ":" + _group(group)
+        spec += ":" + _sandbox_name(group, grp.getgrnam, DEFAULT_AGENT_GID)
     elif user is None:
         spec += f":{DEFAULT_AGENT_GID}"
     try:
