@@ -380,7 +380,7 @@ def _run(
     hidden = (settings.credentials_dir,) if settings.credentials_dir else ()
     mount_ns = create_sanitized_mount_namespace(sock_path, hidden)
     network: AgentNetwork | None = None
-    relay = StderrRelay() if stderr_relay.wanted(settings.audit_log) else None
+    relay = StderrRelay() if stderr_relay.wanted() else None
     try:
         network = _prepare_network(settings)
         diag = _diag_socket(network)

@@ -109,6 +109,12 @@ class StderrRelay:
                 os.close(self._read_fd)
 
 
-def wanted(audit_log: str | None) -> bool:
-    """A relay is needed when audit events go to a stderr that is not a terminal."""
-    return audit_log == "-" and not os.isatty(STDERR_FD)
+def wanted() -> bool:
+    """A relay is needed whenever the supervisor's stderr is not a terminal.
+
+    Not only for ``--audit-log -``: a shared pipe or file would let the agent print lines
+    that read as the supervisor's own (a forged "reload refused"), or set O_NONBLOCK on the
+    shared open file and fill the pipe so the supervisor's lines are lost. A terminal is
+    the operator's interactive session and is shared as it is.
+    """
+    return not os.isatty(STDERR_FD)
