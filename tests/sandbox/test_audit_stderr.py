@@ -184,3 +184,22 @@ def test_a_denial_loop_cannot_fill_the_disk(profile_file: Path, tmp_path: Path) 
     assert len(single) + suppressed == 1500
     if elapsed < (1500 - DEFAULT_BURST) / DEFAULT_RATE:  # else a slow machine never hit it
         assert suppressed > 0 and "rate limited" in result.stderr  # reported at exit
+
+
+def test_agent_stderr_is_relayed_with_an_audit_file_too(profile_file: Path, tmp_path: Path) -> None:
+    """With --audit-log FILE the supervisor's own log lines still go to its stderr: the
+    agent must not share that file description either (a forged supervisor line, or
+    O_NONBLOCK plus a full pipe silencing it). Failed before: the agent's fd 2 was ours."""
+    needs_real_cli()
+    agent = ("import os, sys; st = os.fstat(2); print(st.st_dev, st.st_ino); "
+             "sys.stderr.write('openshell-supervisor: profile reload refused\\n')")
+    proc = subprocess.Popen(
+        [PY, "-m", "supervisor", "run", "--profile", str(profile_file), "--audit-log",
+         str(tmp_path / "audit.jsonl"), "--", PY, "-c", agent],
+        env=clean_env(), cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    ours = os.fstat(proc.stderr.fileno())  # type: ignore[union-attr]
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert stdout.split() != [str(ours.st_dev).encode(), str(ours.st_ino).encode()]
+    assert b"agent: openshell-supervisor: profile reload refused" in stderr.splitlines()
