@@ -10,7 +10,6 @@ and only at their own endpoints.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -27,10 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from integration.upstream_tls import upstream_tls
 from tests.credentials import sigv4_verifier
 
 pytestmark = pytest.mark.privileged
@@ -196,41 +193,6 @@ class Upstream:
         self.server.server_close()
 
 
-def _pki(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e2e static-credentials CA")])
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e2e")]))
-            .issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in HOSTS]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    ca_pem = directory / "upstream-ca.pem"
-    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    ca_pem.chmod(0o644)
-    private = Path(tempfile.mkdtemp(prefix="e2e-static-key-"))
-    chain = private / "leaf.pem"
-    chain.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                        serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption())
-                      + leaf.public_bytes(serialization.Encoding.PEM))
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(chain)
-    shutil.rmtree(private)
-    return ca_pem, ctx
-
-
 def _header(rec: dict[str, Any], name: str) -> str | None:
     return next((v for k, v in rec["headers"] if k.lower() == name), None)
 
@@ -241,7 +203,8 @@ def world() -> Iterator[dict[str, Any]]:
         pytest.skip("unshare/mount not installed (util-linux)")
     base = Path(tempfile.mkdtemp(prefix="openshell-e2e-static-"))
     base.chmod(0o755)
-    ca_pem, ctx = _pki(base)
+    ca_pem, ctx = upstream_tls(base, ca_name="e2e static-credentials CA", leaf_name="e2e",
+                               sans=[x509.DNSName(h) for h in HOSTS])
     secret_dir = base / "secret"
     secret_dir.mkdir(mode=0o755)
     (secret_dir / "GITHUB_TOKEN").write_text(GITHUB_V1 + "\n")

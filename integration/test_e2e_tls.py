@@ -9,22 +9,17 @@ through the variables the supervisor sets (SSL_CERT_FILE, CURL_CA_BUNDLE, ...).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import ipaddress
 import shutil
-import ssl
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from integration.upstream_tls import upstream_tls
 from supervisor.devenv.services import ProtectedService
 
 pytestmark = pytest.mark.privileged
@@ -72,53 +67,12 @@ print(json.dumps(out))
 """
 
 
-def _make_ca_and_leaf(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """A test CA (PEM file, for --ca-bundle) and a server context for TLS_HOST."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "e2e upstream CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gamma")]))
-        .issuer_name(ca_name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(TLS_HOST))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    ca_pem = directory / "upstream-ca.pem"
-    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    ca_pem.chmod(0o644)
-    private = Path(tempfile.mkdtemp(prefix="e2e-tls-key-"))  # root-only (0700)
-    chain = private / "leaf.pem"
-    chain.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
-        + leaf.public_bytes(serialization.Encoding.PEM)
-    )
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(chain)
-    shutil.rmtree(private)
-    return ca_pem, ctx
-
-
 @pytest.fixture(scope="module")
 def tls_env(devenv: Any) -> Iterator[tuple[Any, ProtectedService, Path]]:
-    ca_pem, server_ctx = _make_ca_and_leaf(devenv.base)
+    ca_pem, server_ctx = upstream_tls(
+        devenv.base, ca_name="e2e upstream CA", leaf_name="gamma",
+        sans=[x509.IPAddress(ipaddress.ip_address(TLS_HOST))],
+    )
     gamma = ProtectedService("gamma", devenv.issuer.jwks_url, host=TLS_HOST)
     gamma._server.socket = server_ctx.wrap_socket(gamma._server.socket, server_side=True)
     gamma.start()
