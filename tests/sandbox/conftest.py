@@ -121,3 +121,11 @@ def run_fake(*command: str, options: tuple[str, ...] = (), env: dict[str, str] |
         [PY, str(FAKE_RUN), *options, "--", *command],
         capture_output=True, text=True, timeout=timeout, env=env or clean_env(), cwd=str(REPO),
     )
+
+
+def start_fake(*command: str, options: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """``run_fake`` left running (stderr piped, as text): for tests that signal it meanwhile."""
+    return subprocess.Popen(
+        [PY, str(FAKE_RUN), *options, "--", *command],
+        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
+    )

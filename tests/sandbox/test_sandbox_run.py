@@ -26,6 +26,7 @@ from .conftest import (
     needs_real_cli,
     run_cli,
     run_fake,
+    start_fake,
 )
 
 pytestmark = pytest.mark.privileged
@@ -246,11 +247,8 @@ def test_sighup_reloads_and_invalid_profiles_are_refused(tmp_path: Path, agent_d
     profile.write_text("one\n")
     log = tmp_path / "services.log"
     ready = agent_dir / "ready"
-    proc = subprocess.Popen(
-        [PY, str(FAKE_RUN), "--profile", str(profile), "--log", str(log), "--",
-         "/bin/sh", "-c", f"touch {ready}; sleep 30 & wait"],
-        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_fake("/bin/sh", "-c", f"touch {ready}; sleep 30 & wait",
+                      options=("--profile", str(profile), "--log", str(log)))
     try:
         _wait_for(ready)
         profile.write_text("invalid\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import FAKE_RUN, PY, REPO, clean_env, run_cli, run_fake
+from .conftest import FAKE_RUN, PY, REPO, clean_env, run_cli, run_fake, start_fake
 
 pytestmark = pytest.mark.privileged
 
@@ -139,11 +139,8 @@ def test_reload_applies_the_same_check(root_dir: Path, agent_dir: Path, tmp_path
     profile.write_text("one\n")
     log = tmp_path / "services.log"
     ready = agent_dir / "ready"
-    proc = subprocess.Popen(
-        [PY, str(FAKE_RUN), "--profile", str(profile), "--log", str(log), "--",
-         "/bin/sh", "-c", f"touch {ready}; sleep 30 & wait"],
-        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
-    )
+    proc = start_fake("/bin/sh", "-c", f"touch {ready}; sleep 30 & wait",
+                      options=("--profile", str(profile), "--log", str(log)))
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")),  # type: ignore[union-attr]
                               daemon=True)
@@ -191,11 +188,9 @@ def test_ca_bundle_is_read_before_the_agent_starts(
     bundle.write_bytes(PEM)
     log = tmp_path / "services.log"
     ready, go = agent_dir / "ready", agent_dir / "go"
-    proc = subprocess.Popen(
-        [PY, str(FAKE_RUN), "--profile", str(profile), "--ca-bundle", str(bundle),
-         "--log", str(log), "--", "/bin/sh", "-c",
-         f"touch {ready}; while [ ! -e {go} ]; do sleep 0.02; done"],
-        env=clean_env(), cwd=str(REPO), stderr=subprocess.PIPE, text=True,
+    proc = start_fake(
+        "/bin/sh", "-c", f"touch {ready}; while [ ! -e {go} ]; do sleep 0.02; done",
+        options=("--profile", str(profile), "--ca-bundle", str(bundle), "--log", str(log)),
     )
     try:
         _wait_for(ready, proc)
