@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from integration.bench.procs import LOOPBACK
 from integration.bench.stats import median
-from integration.bench.tlsload import parse_head
+from integration.bench.tlsload import parse_head, read_head
 
 SETTLE_S = 1.0  # after the last connection: let the proxy's buffers and pools settle
 
@@ -96,13 +96,7 @@ class FirstRequestResult:
 
 def _exchange(sock: socket.socket, request: bytes) -> int:
     sock.sendall(request)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed before a response")
-        buf += data
-    head, _, body = buf.partition(b"\r\n\r\n")
+    head, body = read_head(sock)
     status, length, _ = parse_head(head + b"\r\n\r\n")
     while len(body) < length:
         data = sock.recv(65536)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from integration.bench.procs import LOOPBACK
 from integration.bench.stats import median
-from integration.bench.tlsload import parse_head, percentile
+from integration.bench.tlsload import parse_head, percentile, read_head
 from integration.bench.wire import (
     OP_BINARY,
     OP_CLOSE,
@@ -70,13 +70,7 @@ class StreamResult:
 
 def _read_head(sock: socket.socket) -> tuple[int, bytes, bytes]:
     """(status, head, bytes after the head)."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = sock.recv(65536)
-        if not data:
-            raise ConnectionError("closed before a response head")
-        buf += data
-    head, _, rest = buf.partition(b"\r\n\r\n")
+    head, rest = read_head(sock)
     return parse_head(head + b"\r\n\r\n")[0], head, rest
 
 

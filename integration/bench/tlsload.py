@@ -9,6 +9,7 @@ with each other.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,18 @@ def percentile(sorted_values: list[float], p: float) -> float:
         return 0.0
     rank = max(1, -(-len(sorted_values) * p // 100))  # ceil without floats drifting
     return sorted_values[min(len(sorted_values), int(rank)) - 1]
+
+
+def read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """A response head from ``sock`` (without its blank line) and the bytes read after it."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed before a response head")
+        buf += data
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
 
 
 def parse_head(head: bytes) -> tuple[int, int, bool]:
