@@ -87,7 +87,7 @@ def judge(matching: Sequence[Endpoint], req: L7Request) -> Verdict:
         return Verdict(False, f"{what}: JSON-RPC response frames are not permitted from "
                        "client to server")
     if gq is not None and any(
-        o.needs_registry and not _registered(o, e)
+        _persisted_key(o) is not None and not _registered(o, e)
         for o in gq.operations for e in matching if e.protocol == "graphql"
     ):
         return Verdict(False, f"{what}: GraphQL persisted query is not registered")
@@ -254,26 +254,37 @@ def _call_matches(ep: Endpoint, call: Call, rule: L7Rule) -> bool:
 # ---- GraphQL ----
 
 
+def _persisted_key(op: Operation) -> str | None:
+    return op.persisted_hash or op.persisted_id
+
+
 def _registered(op: Operation, ep: Endpoint) -> bool:
-    key = op.persisted_hash or op.persisted_id
+    key = _persisted_key(op)
     return (ep.persisted_queries == "allow_registered" and key is not None
             and any(k == key for k, _ in ep.graphql_persisted_queries))
 
 
-def _effective(op: Operation, ep: Endpoint) -> Operation | None:
-    if not op.needs_registry:
-        return op
-    key = op.persisted_hash or op.persisted_id
+def _views(op: Operation, ep: Endpoint) -> tuple[Operation, ...] | None:
+    """What the upstream may run for ``op``: its document and, when it carries a
+    persisted identifier, the registered operation too (servers with an operation store
+    run the stored document whatever ``query`` says); None if the identifier is not
+    registered."""
+    views = () if op.needs_registry else (op,)
+    key = _persisted_key(op)
+    if key is None:
+        return views
     for k, reg in ep.graphql_persisted_queries:
         if k == key and ep.persisted_queries == "allow_registered":
-            return Operation(reg.operation_type, reg.operation_name, reg.fields)
+            return (*views, Operation(reg.operation_type, reg.operation_name, reg.fields))
     return None
 
 
 def _op_allowed(op: Operation, ep: Endpoint, rules: tuple[L7Rule, ...]) -> bool:
-    eff = _effective(op, ep)
-    if eff is None:
-        return False
+    views = _views(op, ep)
+    return bool(views) and all(_view_allowed(v, rules) for v in views or ())
+
+
+def _view_allowed(eff: Operation, rules: tuple[L7Rule, ...]) -> bool:
     for rule in rules:
         if rule.operation_type is None:
             continue
@@ -287,9 +298,11 @@ def _op_allowed(op: Operation, ep: Endpoint, rules: tuple[L7Rule, ...]) -> bool:
 
 
 def _op_denied(op: Operation, ep: Endpoint, rule: L7Rule) -> bool:
-    eff = _effective(op, ep)
-    if eff is None:
-        return False  # unregistered persisted queries are refused before this
+    # An unregistered persisted identifier is refused before this.
+    return any(_view_denied(v, rule) for v in _views(op, ep) or ())
+
+
+def _view_denied(eff: Operation, rule: L7Rule) -> bool:
     if not (_type_ok(eff, rule) and _name_ok(eff, rule)):
         return False
     return not rule.fields or any(_value_ok(f, p) for f in eff.fields for p in rule.fields)

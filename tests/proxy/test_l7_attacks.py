@@ -38,6 +38,10 @@ endpoints:
     path: /graphql
     protocol: graphql
     access: read-only
+    persisted_queries: allow_registered
+    graphql_persisted_queries:
+      hq: {{ operation_type: query, fields: [viewer] }}
+      hm: {{ operation_type: mutation, fields: [deleteRepo] }}
     allowed_ips: [127.0.0.0/8]
   - host: 127.0.0.1
     port: {port}
@@ -355,3 +359,21 @@ def test_a_case_variant_query_name_cannot_dodge_a_query_allow_rule(tmp_path: Pat
             f"GET {base}?SERVICE=git-upload-pack&service=git-upload-pack HTTP/1.1"]
     finally:
         env.close()
+
+
+def test_a_document_cannot_cover_for_a_persisted_identifier(env: Env) -> None:
+    # Servers with a persisted-operation store (GraphQL Yoga, Hot Chocolate) run the
+    # stored document an identifier names, whatever 'query' says. Before: a request with
+    # both was judged by its document alone.
+    def post(doc: dict[str, object]) -> int:
+        return send(env, "POST", "/graphql", json.dumps(doc).encode(), headers=CT)[0]
+
+    q = "{ viewer { id } }"
+    assert post({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "hq"}}}) == 200
+    assert post({"query": q, "extensions": {"persistedQuery": {"sha256Hash": "hq"}}}) == 200
+    assert post({"query": q, "extensions": {"persistedQuery": {"sha256Hash": "hm"}}}) == 403
+    assert post({"query": q, "extensions": {"persistedQuery": {"sha256Hash": "zz"}}}) == 403
+    assert post({"query": q, "id": "hm"}) == 403
+    assert post({"query": q, "documentId": "other"}) == 403
+    assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D&id=hm")[0] == 403
+    assert forwarded(env) == ["POST /graphql HTTP/1.1"] * 2
