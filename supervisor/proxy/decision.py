@@ -27,7 +27,7 @@ from supervisor.profiles.l7 import (
     websocket_text_denial,
 )
 from supervisor.profiles.model import Binding, Endpoint
-from supervisor.profiles.rules import Verdict
+from supervisor.profiles.rules import WEBSOCKET_TEXT, Verdict
 from supervisor.proxy import errors
 from supervisor.proxy import method_override as mo
 from supervisor.proxy.egress import CONTROL_PLANE_PORTS, cleartext_injection_allowed
@@ -232,7 +232,9 @@ def _decide_l7(
     if _header_has(headers, "upgrade", "websocket"):
         ws_text = websocket_text_denial(plan)
         ws_text = redact(ws_text) if ws_text is not None else None
-        if ws_text is not None and plan.audit_only:
+        if ws_text is not None and plan.audit_only and not enforced_denial(
+            plan, WEBSOCKET_TEXT
+        ):  # an enforce endpoint's denial of text messages holds (judge_l7)
             violation, ws_text = violation or ws_text, None
     return Decision(endpoint, binding, violation, plan.path, None, private_ok, ws_text)
 

@@ -4,15 +4,20 @@ upstream behaviour it defends against."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from supervisor.profiles.loader import load_profiles
+from supervisor.proxy.websocket import OP_CLOSE, OP_TEXT, encode_frame
 from tests.proxy.harness import Env, recv_response
 from tests.proxy.test_l7_requests import _env, audit_events, forwarded, send
+from tests.proxy.test_websocket import EchoServer, _handshake, _read_head, _server_frame
 
 PROFILE = """\
 id: attacks
@@ -67,6 +72,7 @@ endpoints:
 """
 
 CT = "Content-Type: application/json\r\n"
+WS_KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
 @pytest.fixture
@@ -377,3 +383,49 @@ def test_a_document_cannot_cover_for_a_persisted_identifier(env: Env) -> None:
     assert post({"query": q, "documentId": "other"}) == 403
     assert send(env, "GET", "/graphql?query=%7Bviewer%7Bid%7D%7D&id=hm")[0] == 403
     assert forwarded(env) == ["POST /graphql HTTP/1.1"] * 2
+
+
+WS_AUDIT = """\
+id: ws-audit
+endpoints:
+  - host: 127.0.0.1
+    port: {port}
+    path: /rw/**
+    protocol: websocket
+    access: read-write
+    allowed_ips: [127.0.0.0/8]
+    deny_rules:
+      - {{ method: WEBSOCKET_TEXT, path: "/rw/admin/**" }}
+  - host: 127.0.0.1
+    port: {port}
+    path: /rw/admin/**
+    protocol: websocket
+    access: read-only
+    enforcement: audit
+    allowed_ips: [127.0.0.0/8]
+"""
+
+
+def test_an_audit_endpoint_does_not_lift_an_enforced_websocket_text_denial(
+    tmp_path: Path,
+) -> None:
+    # The audit endpoint on /rw/admin/** is selected (most specific); the enforce
+    # endpoint's deny rule on text messages there must still close the connection.
+    env = Env(None, None, str(tmp_path / "audit.jsonl"))  # type: ignore[arg-type]
+    ws = EchoServer()
+    env.call(ws.start())
+    try:
+        p = tmp_path / "ws.yaml"
+        p.write_text(WS_AUDIT.format(port=ws.port))
+        env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
+        s = env.connect()
+        with s:
+            s.sendall(_handshake(ws.port, WS_KEY).replace(b"/raw", b"/rw/admin/x"))
+            buf = bytearray()
+            assert _read_head(s, buf).startswith("HTTP/1.1 101")
+            s.sendall(encode_frame(OP_TEXT, b"drop table", mask=b"\x01\x02\x03\x04"))
+            op, payload = _server_frame(s, buf)
+            assert op == OP_CLOSE and payload[:2] == struct.pack("!H", 1008)
+    finally:
+        env.call(ws.stop())
+        env.close()
