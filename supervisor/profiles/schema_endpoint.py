@@ -58,6 +58,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "*")
 WEBSOCKET_METHODS = ("GET", "WEBSOCKET_TEXT", "*")
 DEPRECATED_TLS = ("terminate", "passthrough")
 AUTOMATIC_TLS = ("", "auto", "none")
+FLAG_KEYS = ("allow_encoded_slash", "websocket_credential_rewrite",
+             "request_body_credential_rewrite", "allow_uninspected_credentials")
 MAX_BODY_LIMIT = 16 << 20  # bodies buffered for inspection: refuse absurd limits
 
 
@@ -84,19 +86,12 @@ def _body_limit(value: int) -> str | None:
 
 
 def parse_endpoint(ctx: Ctx, raw: object, path: str) -> Endpoint | None:
+    """Every field is read (and diagnosed) in one pass; None if any of them was an error."""
     m = ctx.mapping(raw, path, ENDPOINT_KEYS, ("host",))
     if m is None:
         return None
     before = ctx.sink.error_count
-    host = normalize_host(ctx.get(m, "host", path, str, "", check_host))
-    ports = _parse_ports(ctx, m, path)
-    raw_path = ctx.get(m, "path", path, str, "")
-    epath: str | None = None
-    if raw_path not in ("", "**"):  # OpenShell: empty or "**" = every path
-        message = check_path(raw_path)
-        if message is not None:
-            ctx.err(join(path, "path"), message)
-        epath = raw_path
+    host, ports, epath = _parse_address(ctx, m, path)
     protocol = _parse_protocol(ctx, m, path)
     tls = _parse_tls(ctx, m, path, protocol, ports)
     access = cast(Access | None, ctx.one_of(m, "access", path, ACCESS_VALUES, "") or None)
@@ -104,48 +99,12 @@ def parse_endpoint(ctx: Ctx, raw: object, path: str) -> Endpoint | None:
         Enforcement, ctx.one_of(m, "enforcement", path, ENFORCEMENT_VALUES, "enforce")
     )
     nets = _parse_networks(ctx, m, path)
-    flags = {
-        key: ctx.get(m, key, path, bool, False)
-        for key in ("allow_encoded_slash", "websocket_credential_rewrite",
-                    "request_body_credential_rewrite", "allow_uninspected_credentials")
-    }
-    signing = cast(
-        CredentialSigning | None, ctx.one_of(m, "credential_signing", path, SIGNING_VALUES, "")
-        or None,
-    )
-    service = ctx.opt_str(m, "signing_service", path, v.check_text)
-    region = ctx.opt_str(m, "signing_region", path, v.check_text)
-    if signing is not None and service is None:
-        ctx.err(join(path, "signing_service"), "credential_signing needs signing_service")
-    if signing is not None and flags["request_body_credential_rewrite"]:
-        ctx.err(join(path, "credential_signing"),
-                "credential_signing and request_body_credential_rewrite are exclusive")
-    if m.get("credential_binding") is not None:
-        ctx.err(join(path, "credential_binding"),
-                "only valid in a sandbox policy endpoint, not in a provider profile")
+    flags = {key: ctx.get(m, key, path, bool, False) for key in FLAG_KEYS}
+    signing, service, region = _parse_signing(ctx, m, path, flags)
     mcp = _parse_mcp(ctx, m, path, protocol)
     jr_bytes = _parse_json_rpc_limit(ctx, m, path, protocol)
-    gq_bytes = ctx.get(m, "graphql_max_body_bytes", path, int, DEFAULT_INSPECT_BODY_BYTES,
-                       _body_limit)
-    persisted = cast(
-        Literal["deny", "allow_registered"],
-        ctx.one_of(m, "persisted_queries", path, PERSISTED_VALUES, "deny"),
-    )
-    registry = _parse_registry(ctx, m, path)
-    if protocol not in ("graphql", "websocket") and any(
-        m.get(k) is not None
-        for k in ("persisted_queries", "graphql_persisted_queries", "graphql_max_body_bytes")
-    ):
-        ctx.warn(path, "GraphQL fields have no effect unless protocol is graphql or websocket")
-    if persisted == "allow_registered" and not registry:
-        ctx.warn(join(path, "persisted_queries"),
-                 "allow_registered without graphql_persisted_queries: every hash is denied")
-    if flags["websocket_credential_rewrite"] and protocol not in ("rest", "websocket"):
-        ctx.warn(join(path, "websocket_credential_rewrite"),
-                 "has no effect unless protocol is rest or websocket")
-    if flags["request_body_credential_rewrite"] and protocol != "rest":
-        ctx.warn(join(path, "request_body_credential_rewrite"),
-                 "has no effect unless protocol is rest")
+    gq_bytes, persisted, registry = _parse_graphql(ctx, m, path, protocol)
+    _warn_inert_rewrites(ctx, path, protocol, flags)
     rules = _parse_rules(ctx, m, path, protocol, mcp, allow=True)
     deny = _parse_rules(ctx, m, path, protocol, mcp, allow=False)
     _check_semantics(ctx, path, protocol, access, rules, deny, mcp)
@@ -162,6 +121,75 @@ def parse_endpoint(ctx: Ctx, raw: object, path: str) -> Endpoint | None:
         persisted_queries=persisted, graphql_persisted_queries=registry,
         graphql_max_body_bytes=gq_bytes, json_rpc_max_body_bytes=jr_bytes, mcp=mcp,
     )
+
+
+def _parse_address(
+    ctx: Ctx, m: dict[str, Any], path: str
+) -> tuple[str, tuple[int, ...], str | None]:
+    """Host, ports and path glob (None = every path)."""
+    host = normalize_host(ctx.get(m, "host", path, str, "", check_host))
+    ports = _parse_ports(ctx, m, path)
+    raw_path = ctx.get(m, "path", path, str, "")
+    if raw_path in ("", "**"):  # OpenShell: empty or "**" = every path
+        return host, ports, None
+    message = check_path(raw_path)
+    if message is not None:
+        ctx.err(join(path, "path"), message)
+    return host, ports, raw_path
+
+
+def _parse_signing(
+    ctx: Ctx, m: dict[str, Any], path: str, flags: dict[str, bool]
+) -> tuple[CredentialSigning | None, str | None, str | None]:
+    """Request signing (mode, service, region); ``credential_binding`` is policy-only."""
+    signing = cast(
+        CredentialSigning | None, ctx.one_of(m, "credential_signing", path, SIGNING_VALUES, "")
+        or None,
+    )
+    service = ctx.opt_str(m, "signing_service", path, v.check_text)
+    region = ctx.opt_str(m, "signing_region", path, v.check_text)
+    if signing is not None and service is None:
+        ctx.err(join(path, "signing_service"), "credential_signing needs signing_service")
+    if signing is not None and flags["request_body_credential_rewrite"]:
+        ctx.err(join(path, "credential_signing"),
+                "credential_signing and request_body_credential_rewrite are exclusive")
+    if m.get("credential_binding") is not None:
+        ctx.err(join(path, "credential_binding"),
+                "only valid in a sandbox policy endpoint, not in a provider profile")
+    return signing, service, region
+
+
+def _parse_graphql(
+    ctx: Ctx, m: dict[str, Any], path: str, protocol: str | None
+) -> tuple[int, Literal["deny", "allow_registered"], tuple[tuple[str, GraphqlOperation], ...]]:
+    """Body limit, persisted-query mode and registry, with warnings when they do nothing."""
+    gq_bytes = ctx.get(m, "graphql_max_body_bytes", path, int, DEFAULT_INSPECT_BODY_BYTES,
+                       _body_limit)
+    persisted = cast(
+        Literal["deny", "allow_registered"],
+        ctx.one_of(m, "persisted_queries", path, PERSISTED_VALUES, "deny"),
+    )
+    registry = _parse_registry(ctx, m, path)
+    if protocol not in ("graphql", "websocket") and any(
+        m.get(k) is not None
+        for k in ("persisted_queries", "graphql_persisted_queries", "graphql_max_body_bytes")
+    ):
+        ctx.warn(path, "GraphQL fields have no effect unless protocol is graphql or websocket")
+    if persisted == "allow_registered" and not registry:
+        ctx.warn(join(path, "persisted_queries"),
+                 "allow_registered without graphql_persisted_queries: every hash is denied")
+    return gq_bytes, persisted, registry
+
+
+def _warn_inert_rewrites(
+    ctx: Ctx, path: str, protocol: str | None, flags: dict[str, bool]
+) -> None:
+    if flags["websocket_credential_rewrite"] and protocol not in ("rest", "websocket"):
+        ctx.warn(join(path, "websocket_credential_rewrite"),
+                 "has no effect unless protocol is rest or websocket")
+    if flags["request_body_credential_rewrite"] and protocol != "rest":
+        ctx.warn(join(path, "request_body_credential_rewrite"),
+                 "has no effect unless protocol is rest")
 
 
 def _parse_protocol(ctx: Ctx, m: dict[str, Any], path: str) -> str | None:
