@@ -128,9 +128,14 @@ def _endpoint_for_binary(
         host, port, path, usable=lambda e: _binary_ok(e.binaries, judge)
     )
     if usable is None:
-        who = judge.denial() if judge is not None else "binary identity unavailable"
-        raise BinaryDenied(f"{host}:{port}: {who}", judge.binary() if judge else None)
+        raise _binary_denied(host, port, judge)
     return usable
+
+
+def _binary_denied(host: str, port: int, judge: BinaryJudge | None) -> BinaryDenied:
+    """403 ``binary_denied`` naming the connecting binary (or why it is unknown)."""
+    who = judge.denial() if judge is not None else "binary identity unavailable"
+    return BinaryDenied(f"{host}:{port}: {who}", judge.binary() if judge else None)
 
 
 class BinaryDenied(ProxyError):
@@ -211,8 +216,7 @@ def _decide_l7(
         raise ProxyError(errors.POLICY_DENIED, f"{host}:{port} is not a declared endpoint")
     if not route.matching:
         if route.binary_refused:
-            who = binary.denial() if binary is not None else "binary identity unavailable"
-            raise BinaryDenied(f"{host}:{port}: {who}", binary.binary() if binary else None)
+            raise _binary_denied(host, port, binary)
         raise ProxyError(errors.POLICY_DENIED, f"path not declared for {host}:{port}")
     endpoint = route.selected or route.matching[0]
     # A credential serves its own profile's binaries only, whatever let the request out.
