@@ -64,66 +64,69 @@ class SupervisorCollector(Collector):
         s = self._s
         proxy = s.proxy()
         grants = s.grants()
-
-        requests = CounterMetricFamily(
-            PREFIX + "requests", "Agent requests by the proxy's decision and the code: an "
-            "error code when denied, the upstream's status class (or 'tunnel') when allowed.",
-            labels=["decision", "code"])
-        duration = HistogramMetricFamily(
-            PREFIX + "request_duration_seconds",
-            "From a parsed request head to the end of its response (upgraded relays excluded).")
-        relayed = CounterMetricFamily(
-            PREFIX + "relayed_bytes", "Bytes exchanged with upstreams on the wire, per "
-            "direction (TLS records and upstream-proxy CONNECTs included).",
-            labels=["direction"])
-        upstreams = GaugeMetricFamily(
-            PREFIX + "upstream_connections", "Open upstream connections, in use or pooled.")
-        if proxy is not None:
-            for (decision, code), n in sorted(dict(proxy.requests).items()):
-                requests.add_metric([decision, code], n)
-            d = proxy.duration
-            duration.add_metric([], _buckets(d), d.total)
-            relayed.add_metric([TO_UPSTREAM], proxy.bytes_to_upstream)
-            relayed.add_metric([FROM_UPSTREAM], proxy.bytes_from_upstream)
-            upstreams.add_metric([], proxy.upstream_open)
-        yield requests
-        yield duration
-        yield relayed
-        yield upstreams
+        yield from _proxy_families(proxy)
         yield GaugeMetricFamily(PREFIX + "agent_connections",
                                 "Agent connections being served (tunnels included).",
                                 value=s.agent_connections())
-
-        granted = CounterMetricFamily(
-            PREFIX + "grants", "Token grants by outcome ('backoff': refused at once during "
-            "the backoff after a failure).", labels=["outcome"])
-        cache = CounterMetricFamily(
-            PREFIX + "token_cache", "Token cache lookups (hit, miss) and evictions.",
-            labels=["result"])
-        calls = CounterMetricFamily(
-            PREFIX + "workload_api_calls", "Workload API (FetchJWTSVID) calls by outcome.",
-            labels=["outcome"])
-        seconds = HistogramMetricFamily(
-            PREFIX + "workload_api_seconds", "Duration of Workload API calls.")
-        evictions = s.token_cache_evictions()
-        if grants is not None:
-            for outcome in GRANT_OUTCOMES:
-                granted.add_metric([outcome], grants.grants[outcome])
-            for result in CACHE_RESULTS:
-                value = evictions if result == "eviction" else grants.cache[result]
-                cache.add_metric([result], value)
-            failed = grants.workload_api_failures
-            calls.add_metric(["success"], grants.workload_api_calls - failed)
-            calls.add_metric(["failure"], failed)
-            w = grants.workload_api_seconds
-            seconds.add_metric([], _buckets(w), w.total)
-        yield granted
-        yield cache
-        yield calls
-        yield seconds
+        yield from _grant_families(grants, s.token_cache_evictions())
         yield CounterMetricFamily(PREFIX + "audit_events_dropped",
                                   "Audit events that could not be written.",
                                   value=s.audit_events_dropped())
+
+
+def _proxy_families(proxy: ProxyStats | None) -> list[Metric]:
+    """Requests, their duration, relayed bytes and upstream connections (empty before the
+    proxy exists: the families are still exposed, with no samples)."""
+    requests = CounterMetricFamily(
+        PREFIX + "requests", "Agent requests by the proxy's decision and the code: an "
+        "error code when denied, the upstream's status class (or 'tunnel') when allowed.",
+        labels=["decision", "code"])
+    duration = HistogramMetricFamily(
+        PREFIX + "request_duration_seconds",
+        "From a parsed request head to the end of its response (upgraded relays excluded).")
+    relayed = CounterMetricFamily(
+        PREFIX + "relayed_bytes", "Bytes exchanged with upstreams on the wire, per "
+        "direction (TLS records and upstream-proxy CONNECTs included).",
+        labels=["direction"])
+    upstreams = GaugeMetricFamily(
+        PREFIX + "upstream_connections", "Open upstream connections, in use or pooled.")
+    if proxy is not None:
+        for (decision, code), n in sorted(dict(proxy.requests).items()):
+            requests.add_metric([decision, code], n)
+        d = proxy.duration
+        duration.add_metric([], _buckets(d), d.total)
+        relayed.add_metric([TO_UPSTREAM], proxy.bytes_to_upstream)
+        relayed.add_metric([FROM_UPSTREAM], proxy.bytes_from_upstream)
+        upstreams.add_metric([], proxy.upstream_open)
+    return [requests, duration, relayed, upstreams]
+
+
+def _grant_families(grants: GrantStats | None, evictions: int) -> list[Metric]:
+    """Grant outcomes, token cache results and Workload API calls (empty before the grant
+    manager exists, as for the proxy's families)."""
+    granted = CounterMetricFamily(
+        PREFIX + "grants", "Token grants by outcome ('backoff': refused at once during "
+        "the backoff after a failure).", labels=["outcome"])
+    cache = CounterMetricFamily(
+        PREFIX + "token_cache", "Token cache lookups (hit, miss) and evictions.",
+        labels=["result"])
+    calls = CounterMetricFamily(
+        PREFIX + "workload_api_calls", "Workload API (FetchJWTSVID) calls by outcome.",
+        labels=["outcome"])
+    seconds = HistogramMetricFamily(
+        PREFIX + "workload_api_seconds", "Duration of Workload API calls.")
+    if grants is not None:
+        for outcome in GRANT_OUTCOMES:
+            granted.add_metric([outcome], grants.grants[outcome])
+        for result in CACHE_RESULTS:
+            value = evictions if result == "eviction" else grants.cache[result]
+            cache.add_metric([result], value)
+        failed = grants.workload_api_failures
+        calls.add_metric(["success"], grants.workload_api_calls - failed)
+        calls.add_metric(["failure"], failed)
+        w = grants.workload_api_seconds
+        seconds.add_metric([], _buckets(w), w.total)
+    return [granted, cache, calls, seconds]
 
 
 class MetricsServer:
