@@ -4,20 +4,19 @@ upstream behaviour it defends against."""
 
 from __future__ import annotations
 
-import base64
 import gzip
 import json
 import struct
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from supervisor.profiles.loader import load_profiles
 from supervisor.proxy.websocket import OP_CLOSE, OP_TEXT, encode_frame
 from tests.proxy.harness import Env, recv_response
-from tests.proxy.test_l7_requests import _env, audit_events, forwarded, send
-from tests.proxy.test_websocket import EchoServer, _handshake, _read_head, _server_frame
+from tests.proxy.test_l7_requests import audit_events, forwarded, l7_env, send
+from tests.proxy.test_l7_websocket import MASK, _open, ws_policy_env
+from tests.proxy.test_websocket import _server_frame
 
 PROFILE = """\
 id: attacks
@@ -72,14 +71,12 @@ endpoints:
 """
 
 CT = "Content-Type: application/json\r\n"
-WS_KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Any:
-    e = _env(tmp_path, PROFILE)
-    yield e
-    e.close()
+def env(tmp_path: Path) -> Iterator[Env]:
+    with l7_env(tmp_path, PROFILE) as e:
+        yield e
 
 
 # ---- method override headers ----
@@ -185,16 +182,13 @@ endpoints:
 
 
 def test_a_semicolon_parameter_cannot_dodge_a_query_allow_rule(tmp_path: Path) -> None:
-    env = _env(tmp_path, GIT_ONLY)
-    try:
+    with l7_env(tmp_path, GIT_ONLY) as env:
         base = "/o/r.git/info/refs"
         assert send(env, "GET", f"{base}?service=git-upload-pack")[0] == 200
         # Before: '&' alone saw service=git-upload-pack; Rack 2 runs git-receive-pack.
         assert send(env, "GET", f"{base}?service=git-upload-pack&x=1;service=git-receive-pack"
                     )[0] == 403
         assert forwarded(env) == [f"GET {base}?service=git-upload-pack HTTP/1.1"]
-    finally:
-        env.close()
 
 
 # ---- audit beside enforce ----
@@ -327,34 +321,27 @@ endpoints:
 def test_an_encoded_slash_cannot_dodge_a_deny_rule(tmp_path: Path) -> None:
     # With allow_encoded_slash, '/@evil%2Fpkg' is one segment to the rules, but nginx and
     # many routers decode %2F before routing: the deny rule on '/@evil/**' must hold.
-    env = _env(tmp_path, NPM)
-    try:
+    with l7_env(tmp_path, NPM) as env:
         assert send(env, "GET", "/@types%2Fnode")[0] == 200
         assert send(env, "GET", "/@evil/pkg")[0] == 403
         assert send(env, "GET", "/@evil%2Fpkg")[0] == 403
         assert send(env, "GET", "/@evil%2fpkg/-/pkg-1.0.0.tgz")[0] == 403
         assert forwarded(env) == ["GET /@types%2Fnode HTTP/1.1"]
-    finally:
-        env.close()
 
 
 def test_a_case_variant_query_name_cannot_dodge_a_deny_rule(tmp_path: Path) -> None:
     # ASP.NET and PHP-on-IIS-style frameworks read query names case-insensitively, as
     # deny-rule paths already match ('/ADMIN' on a case-folding server).
-    env = _env(tmp_path, NPM)
-    try:
+    with l7_env(tmp_path, NPM) as env:
         assert send(env, "GET", "/files/a?action=read")[0] == 200
         for q in ("action=delete", "ACTION=delete", "Action=delete", "x=1&aCtIoN=delete"):
             assert send(env, "GET", f"/files/a?{q}")[0] == 403, q
         assert forwarded(env) == ["GET /files/a?action=read HTTP/1.1"]
-    finally:
-        env.close()
 
 
 def test_a_case_variant_query_name_cannot_dodge_a_query_allow_rule(tmp_path: Path) -> None:
     # ASP.NET joins 'service' and 'SERVICE' into one value: every case variant must match.
-    env = _env(tmp_path, GIT_ONLY)
-    try:
+    with l7_env(tmp_path, GIT_ONLY) as env:
         base = "/o/r.git/info/refs"
         assert send(env, "GET", f"{base}?service=git-upload-pack&SERVICE=git-receive-pack"
                     )[0] == 403
@@ -363,8 +350,6 @@ def test_a_case_variant_query_name_cannot_dodge_a_query_allow_rule(tmp_path: Pat
         assert send(env, "GET", f"{base}?SERVICE=git-upload-pack")[0] == 403  # exact needed
         assert forwarded(env) == [
             f"GET {base}?SERVICE=git-upload-pack&service=git-upload-pack HTTP/1.1"]
-    finally:
-        env.close()
 
 
 def test_a_document_cannot_cover_for_a_persisted_identifier(env: Env) -> None:
@@ -411,21 +396,9 @@ def test_an_audit_endpoint_does_not_lift_an_enforced_websocket_text_denial(
 ) -> None:
     # The audit endpoint on /rw/admin/** is selected (most specific); the enforce
     # endpoint's deny rule on text messages there must still close the connection.
-    env = Env(None, None, str(tmp_path / "audit.jsonl"))  # type: ignore[arg-type]
-    ws = EchoServer()
-    env.call(ws.start())
-    try:
-        p = tmp_path / "ws.yaml"
-        p.write_text(WS_AUDIT.format(port=ws.port))
-        env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
-        s = env.connect()
+    with ws_policy_env(tmp_path, WS_AUDIT) as (env, ws):
+        s, buf = _open(env, ws.port, "/rw/admin/x")
         with s:
-            s.sendall(_handshake(ws.port, WS_KEY).replace(b"/raw", b"/rw/admin/x"))
-            buf = bytearray()
-            assert _read_head(s, buf).startswith("HTTP/1.1 101")
-            s.sendall(encode_frame(OP_TEXT, b"drop table", mask=b"\x01\x02\x03\x04"))
+            s.sendall(encode_frame(OP_TEXT, b"drop table", mask=MASK))
             op, payload = _server_frame(s, buf)
             assert op == OP_CLOSE and payload[:2] == struct.pack("!H", 1008)
-    finally:
-        env.call(ws.stop())
-        env.close()

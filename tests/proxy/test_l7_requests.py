@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,19 +88,24 @@ endpoints:
 """
 
 
-def _env(tmp_path: Path, text: str) -> Env:
+@contextmanager
+def l7_env(tmp_path: Path, text: str) -> Iterator[Env]:
+    """A running proxy whose policy is the profile `text` ('{port}' = the upstream's),
+    closed on the way out."""
     env = Env(None, None, str(tmp_path / "audit.jsonl"))  # type: ignore[arg-type]
-    p = tmp_path / "profile.yaml"
-    p.write_text(text.format(port=env.upstream.port))
-    env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
-    return env
+    try:
+        p = tmp_path / "profile.yaml"
+        p.write_text(text.format(port=env.upstream.port))
+        env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
+        yield env
+    finally:
+        env.close()
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Any:
-    e = _env(tmp_path, PROFILE)
-    yield e
-    e.close()
+def env(tmp_path: Path) -> Iterator[Env]:
+    with l7_env(tmp_path, PROFILE) as e:
+        yield e
 
 
 def send(env: Env, method: str, target: str, body: bytes = b"", *,
@@ -155,15 +162,12 @@ def test_the_canonical_path_is_what_the_upstream_gets(env: Env) -> None:
 def test_path_params_cannot_escape_a_subtree(tmp_path: Path) -> None:
     # Before canonicalization '/public/..;/admin/users' matched '/public/**' (access full)
     # and was forwarded as is; a servlet container then served '/admin/users'.
-    env = _env(tmp_path, SUBTREE)
-    try:
+    with l7_env(tmp_path, SUBTREE) as env:
         assert send(env, "DELETE", "/public/a")[0] == 200
         assert send(env, "DELETE", "/public/..;/admin/users")[0] == 403
         assert send(env, "DELETE", "/public;x/..;/admin/users")[0] == 403
         assert send(env, "GET", "/public/..;/admin/users")[0] == 200
         assert forwarded(env) == ["DELETE /public/a HTTP/1.1", "GET /admin/users HTTP/1.1"]
-    finally:
-        env.close()
 
 
 def test_encoded_slash_only_where_allowed(env: Env) -> None:

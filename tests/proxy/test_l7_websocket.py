@@ -6,8 +6,10 @@ deny rules on WEBSOCKET_TEXT, and a plain request to a WebSocket endpoint refuse
 from __future__ import annotations
 
 import base64
+import socket
 import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,20 +41,30 @@ MASK = b"\x01\x02\x03\x04"
 KEY = base64.b64encode(b"0123456789abcdef").decode()
 
 
-@pytest.fixture
-def ws_env(tmp_path: Path) -> Iterator[tuple[Env, EchoServer]]:
+@contextmanager
+def ws_policy_env(tmp_path: Path, text: str) -> Iterator[tuple[Env, EchoServer]]:
+    """A running proxy and a WebSocket echo upstream; the proxy's policy is the profile
+    `text` ('{port}' = the echo server's). Both are stopped on the way out."""
     env = Env(None, None, str(tmp_path / "audit.jsonl"))  # type: ignore[arg-type]
     ws = EchoServer()
     env.call(ws.start())
-    p = tmp_path / "ws.yaml"
-    p.write_text(PROFILE.format(port=ws.port))
-    env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
-    yield env, ws
-    env.call(ws.stop())
-    env.close()
+    try:
+        p = tmp_path / "ws.yaml"
+        p.write_text(text.format(port=ws.port))
+        env.policy = load_profiles([str(p)]).table  # type: ignore[assignment]
+        yield env, ws
+    finally:
+        env.call(ws.stop())
+        env.close()
 
 
-def _open(env: Env, port: int, path: str) -> tuple[object, bytearray]:
+@pytest.fixture
+def ws_env(tmp_path: Path) -> Iterator[tuple[Env, EchoServer]]:
+    with ws_policy_env(tmp_path, PROFILE) as pair:
+        yield pair
+
+
+def _open(env: Env, port: int, path: str) -> tuple[socket.socket, bytearray]:
     s = env.connect()
     s.sendall(_handshake(port, KEY).replace(b"/raw", path.encode()))
     buf = bytearray()
@@ -63,24 +75,24 @@ def _open(env: Env, port: int, path: str) -> tuple[object, bytearray]:
 def test_read_only_allows_the_handshake_and_no_text(ws_env: tuple[Env, EchoServer]) -> None:
     env, ws = ws_env
     s, buf = _open(env, ws.port, "/ro/feed")
-    with s:  # type: ignore[attr-defined]
-        s.sendall(encode_frame(OP_BINARY, b"\x00bin", mask=MASK))  # type: ignore[attr-defined]
-        assert _server_frame(s, buf) == (OP_BINARY, b"\x00bin")  # type: ignore[arg-type]
-        s.sendall(encode_frame(OP_TEXT, b"hello", mask=MASK))  # type: ignore[attr-defined]
-        op, payload = _server_frame(s, buf)  # type: ignore[arg-type]
+    with s:
+        s.sendall(encode_frame(OP_BINARY, b"\x00bin", mask=MASK))
+        assert _server_frame(s, buf) == (OP_BINARY, b"\x00bin")
+        s.sendall(encode_frame(OP_TEXT, b"hello", mask=MASK))
+        op, payload = _server_frame(s, buf)
         assert op == OP_CLOSE and payload[:2] == struct.pack("!H", 1008)
 
 
 def test_read_write_passes_text_and_deny_rules_close(ws_env: tuple[Env, EchoServer]) -> None:
     env, ws = ws_env
     s, buf = _open(env, ws.port, "/rw/chat")
-    with s:  # type: ignore[attr-defined]
-        s.sendall(encode_frame(OP_TEXT, b"hi", mask=MASK))  # type: ignore[attr-defined]
-        assert _server_frame(s, buf) == (OP_TEXT, b"hi")  # type: ignore[arg-type]
+    with s:
+        s.sendall(encode_frame(OP_TEXT, b"hi", mask=MASK))
+        assert _server_frame(s, buf) == (OP_TEXT, b"hi")
     s, buf = _open(env, ws.port, "/rw/admin/x")
-    with s:  # type: ignore[attr-defined]
-        s.sendall(encode_frame(OP_TEXT, b"rm -rf", mask=MASK))  # type: ignore[attr-defined]
-        op, payload = _server_frame(s, buf)  # type: ignore[arg-type]
+    with s:
+        s.sendall(encode_frame(OP_TEXT, b"rm -rf", mask=MASK))
+        op, payload = _server_frame(s, buf)
         assert op == OP_CLOSE and payload[:2] == struct.pack("!H", 1008)
 
 
