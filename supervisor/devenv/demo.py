@@ -19,10 +19,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # imported at run time only by _start_servers: `demo` alone needs them
+    from supervisor.devenv.services import ProtectedService
+    from supervisor.devenv.token_issuer import TokenIssuer
+    from supervisor.devenv.workload_api import WorkloadAPIServer
 
 SPIFFE_ID = "spiffe://demo.openshell.test/ns/default/sa/agent"
 PROFILE_TEMPLATE = """\
@@ -94,10 +99,6 @@ def run_demo(console: Console | None = None, keep: bool = False) -> int:
             "Run `sudo make demo` (or as root)."
         )
         return 1
-    from supervisor.devenv.services import ProtectedService
-    from supervisor.devenv.token_issuer import TokenIssuer
-    from supervisor.devenv.workload_api import WorkloadAPIServer
-
     started = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="openshell-demo-"))
     base.chmod(0o755)  # the agent (uid 65534) reads its script from here
@@ -108,62 +109,12 @@ def run_demo(console: Console | None = None, keep: bool = False) -> int:
     servers: list[Any] = []
     try:
         console.rule("[bold]openshell-supervisor demo")
-        workload = WorkloadAPIServer(str(socket_path), spiffe_id=SPIFFE_ID).start()
-        servers.append(workload)
-        console.print(f"[green]✓[/] Workload API (development) on unix://{socket_path}  "
-                      f"SPIFFE ID [cyan]{SPIFFE_ID}[/]")
-        issuer = TokenIssuer(
-            jwks_url=workload.jwks_url,
-            expected_svid_audience="pending",
-            trust_domain=workload.trust_domain,
-        ).start()
-        servers.append(issuer)
-        issuer.expected_svid_audience = issuer.base_url
-        console.print(f"[green]✓[/] token issuer on {issuer.token_url} "
-                      "(verifies JWT-SVID client assertions, RFC 7523)")
-        # 127.0.0.2 and .3, not 127.0.0.1: NO_PROXY names 127.0.0.1, so clients would bypass
-        # the proxy (and fail: the agent's own loopback has nothing on these ports).
-        alpha = ProtectedService("alpha", issuer.jwks_url, host="127.0.0.2").start()
-        beta = ProtectedService("beta", issuer.jwks_url, host="127.0.0.3").start()
-        servers += [alpha, beta]
-        console.print(f"[green]✓[/] service alpha on {alpha.url} (needs audience+scope 'alpha'), "
-                      f"beta on {beta.url} (needs 'beta')")
-
-        profile = base / "profile.yaml"
-        profile.write_text(PROFILE_TEMPLATE.format(
-            token_url=issuer.token_url, issuer_url=issuer.base_url,
-            alpha_port=alpha.port, beta_port=beta.port,
-        ))
-        profile.chmod(0o644)
+        workload, issuer, alpha, beta = _start_servers(console, socket_path, servers)
+        profile = _write_profile(base, issuer, alpha, beta)
         _show_bindings(console, str(profile), outcome)
-
-        agent = base / "agent.py"
-        shutil.copyfile(Path(__file__).with_name("demo_agent.py"), agent)
-        agent.chmod(0o644)
         audit = base / "audit.jsonl"
-        cmd = [
-            sys.executable, "-m", "supervisor", "run",
-            "--profile", str(profile),
-            "--spiffe-socket", f"unix://{socket_path}",
-            "--audit-log", str(audit),
-            "--", sys.executable, str(agent), alpha.url, beta.url, str(socket_path),
-        ]
-        console.print("[bold]→ running the agent:[/] openshell-supervisor run --profile "
-                      "profile.yaml --spiffe-socket unix://…/agent.sock -- python agent.py")
-        env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
-        env["SPIFFE_ENDPOINT_SOCKET"] = f"unix://{socket_path}"  # must not reach the agent
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
-                              check=False)
-        outcome.expect("supervisor exit status 0", proc.returncode == 0,
-                       f"exit {proc.returncode}")
-        if proc.returncode != 0 or not proc.stdout.strip():
-            console.print(f"[red]supervisor failed[/] (exit {proc.returncode}):\n{proc.stderr}")
-        else:
-            report = json.loads(proc.stdout.strip().splitlines()[-1])
-            _show_services(console, report, outcome)
-            _show_isolation(console, report, outcome)
-        _show_grants(console, outcome, issuer.issued, workload.counters.fetch_jwt_svid)
-        _show_audit(console, audit, outcome)
+        proc = _run_agent(console, base, profile, socket_path, audit, [alpha.url, beta.url])
+        _check_run(console, outcome, proc, audit, issuer, workload)
     finally:
         for server in reversed(servers):
             with contextlib.suppress(Exception):  # best-effort cleanup of demo servers
@@ -173,6 +124,85 @@ def run_demo(console: Console | None = None, keep: bool = False) -> int:
 
     _show_summary(console, outcome, time.monotonic() - started)
     return 0 if outcome.ok else 1
+
+
+def _start_servers(console: Console, socket_path: Path, servers: list[Any],
+                   ) -> tuple[WorkloadAPIServer, TokenIssuer, ProtectedService, ProtectedService]:
+    """Start the development Workload API, token issuer, alpha and beta, appending each to
+    ``servers`` as soon as it runs (so the caller stops those that started if one fails)."""
+    from supervisor.devenv.services import ProtectedService
+    from supervisor.devenv.token_issuer import TokenIssuer
+    from supervisor.devenv.workload_api import WorkloadAPIServer
+
+    workload = WorkloadAPIServer(str(socket_path), spiffe_id=SPIFFE_ID).start()
+    servers.append(workload)
+    console.print(f"[green]✓[/] Workload API (development) on unix://{socket_path}  "
+                  f"SPIFFE ID [cyan]{SPIFFE_ID}[/]")
+    issuer = TokenIssuer(
+        jwks_url=workload.jwks_url,
+        expected_svid_audience="pending",
+        trust_domain=workload.trust_domain,
+    ).start()
+    servers.append(issuer)
+    issuer.expected_svid_audience = issuer.base_url
+    console.print(f"[green]✓[/] token issuer on {issuer.token_url} "
+                  "(verifies JWT-SVID client assertions, RFC 7523)")
+    # 127.0.0.2 and .3, not 127.0.0.1: NO_PROXY names 127.0.0.1, so clients would bypass
+    # the proxy (and fail: the agent's own loopback has nothing on these ports).
+    alpha = ProtectedService("alpha", issuer.jwks_url, host="127.0.0.2").start()
+    beta = ProtectedService("beta", issuer.jwks_url, host="127.0.0.3").start()
+    servers += [alpha, beta]
+    console.print(f"[green]✓[/] service alpha on {alpha.url} (needs audience+scope 'alpha'), "
+                  f"beta on {beta.url} (needs 'beta')")
+    return workload, issuer, alpha, beta
+
+
+def _write_profile(base: Path, issuer: TokenIssuer, alpha: ProtectedService,
+                   beta: ProtectedService) -> Path:
+    profile = base / "profile.yaml"
+    profile.write_text(PROFILE_TEMPLATE.format(
+        token_url=issuer.token_url, issuer_url=issuer.base_url,
+        alpha_port=alpha.port, beta_port=beta.port,
+    ))
+    profile.chmod(0o644)
+    return profile
+
+
+def _run_agent(console: Console, base: Path, profile: Path, socket_path: Path, audit: Path,
+               service_urls: list[str]) -> subprocess.CompletedProcess[str]:
+    """The real supervisor (``run``) with the demo agent, outside any proxy of the caller."""
+    agent = base / "agent.py"
+    shutil.copyfile(Path(__file__).with_name("demo_agent.py"), agent)
+    agent.chmod(0o644)
+    cmd = [
+        sys.executable, "-m", "supervisor", "run",
+        "--profile", str(profile),
+        "--spiffe-socket", f"unix://{socket_path}",
+        "--audit-log", str(audit),
+        "--", sys.executable, str(agent), *service_urls, str(socket_path),
+    ]
+    console.print("[bold]→ running the agent:[/] openshell-supervisor run --profile "
+                  "profile.yaml --spiffe-socket unix://…/agent.sock -- python agent.py")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["SPIFFE_ENDPOINT_SOCKET"] = f"unix://{socket_path}"  # must not reach the agent
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env,
+                          check=False)
+
+
+def _check_run(console: Console, outcome: Outcome, proc: subprocess.CompletedProcess[str],
+               audit: Path, issuer: TokenIssuer, workload: WorkloadAPIServer) -> None:
+    """Record and show every expectation about the agent's run: its report (when the
+    supervisor succeeded), the grants the dev servers counted, and the audit log."""
+    outcome.expect("supervisor exit status 0", proc.returncode == 0,
+                   f"exit {proc.returncode}")
+    if proc.returncode != 0 or not proc.stdout.strip():
+        console.print(f"[red]supervisor failed[/] (exit {proc.returncode}):\n{proc.stderr}")
+    else:
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        _show_services(console, report, outcome)
+        _show_isolation(console, report, outcome)
+    _show_grants(console, outcome, issuer.issued, workload.counters.fetch_jwt_svid)
+    _show_audit(console, audit, outcome)
 
 
 def tick(ok: bool) -> str:
