@@ -418,6 +418,7 @@ def _parse_query(ctx: Ctx, raw: object, at: str) -> tuple[tuple[str, ValueMatche
 def _parse_rule(
     ctx: Ctx, raw: object, at: str, protocol: str | None, mcp: McpOptions, *, allow: bool
 ) -> L7Rule | None:
+    """Reads every rule field, then checks them as the endpoint's protocol requires."""
     m = ctx.mapping(raw, at, RULE_FIELDS)
     if m is None:
         return None
@@ -435,47 +436,14 @@ def _parse_rule(
     graphql_fields = op_type is not None or op_name is not None or bool(fields)
     transport = method is not None or rpath is not None or bool(query)
     if proto in ("rest", "websocket") and not (proto == "websocket" and graphql_fields):
-        if proto == "rest" and graphql_fields:
-            ctx.warn(at, "GraphQL rule fields have no effect unless protocol is graphql "
-                     "or websocket")
-        if method is None:
-            ctx.err(join(at, "method"), "required for REST/WebSocket rules ('*' = any)")
-        if rpath is None:
-            ctx.err(join(at, "path"), "required for REST/WebSocket rules ('**' = any path)")
-        known = WEBSOCKET_METHODS if proto == "websocket" else HTTP_METHODS
-        if method is not None and method.upper() not in known:
-            ctx.warn(join(at, "method"), f"unusual method {method!r} (standard: "
-                     f"{', '.join(known)})")
-        if tool is not None:
-            ctx.err(at, "tool and params are only valid for protocol mcp")
-        method = method.upper() if method is not None else None
+        method = _check_http_rule(ctx, at, proto, method, rpath, tool, graphql_fields)
     elif proto == "graphql" or proto == "websocket":
-        if proto == "websocket" and transport:
-            ctx.err(at, "WebSocket GraphQL rules must not combine method/path/query with "
-                    "operation_type/operation_name/fields")
-        if proto == "graphql" and transport:
-            ctx.warn(at, "method/path/query have no effect in GraphQL operation rules")
-        if op_type is None:
-            ctx.err(join(at, "operation_type"), "required for GraphQL rules")
-        elif op_type not in OPERATION_TYPES:
-            ctx.err(join(at, "operation_type"), f"must be one of {', '.join(OPERATION_TYPES)}")
+        _check_graphql_rule(ctx, at, proto, op_type, transport)
     elif proto == "json-rpc":
-        if method is None:
-            ctx.err(join(at, "method"), "required for JSON-RPC rules ('*' = any method)")
-        elif method != "*" and is_wildcard(method):
-            ctx.err(join(at, "method"), "JSON-RPC methods are exact names; only '*' (any) "
-                    "is a wildcard")
-        if m.get("params") is not None or tool is not None:
-            ctx.err(at, "JSON-RPC rules match the method only (params matchers are not "
-                    "supported)")
-        if rpath is not None or query:
-            ctx.err(at, "JSON-RPC rules use method, not path/query")
+        params = m.get("params") is not None or tool is not None
+        _check_json_rpc_rule(ctx, at, method, params, rpath is not None or bool(query))
     else:  # mcp
         _check_mcp_rule(ctx, at, method, tool, params_name, rpath, query, mcp)
-        if method is not None and method != "*" and is_wildcard(method):
-            message = check_value_glob(method)
-            if message is not None:
-                ctx.err(join(at, "method"), message)
     if ctx.sink.error_count != before:
         return None
     del allow
@@ -483,6 +451,58 @@ def _parse_rule(
         method=method, path=rpath, query=query, operation_type=op_type,
         operation_name=op_name, fields=fields, tool=tool,
     )
+
+
+def _check_http_rule(
+    ctx: Ctx, at: str, proto: str, method: str | None, rpath: str | None,
+    tool: ValueMatcher | None, graphql_fields: bool,
+) -> str | None:
+    """A REST or WebSocket (transport) rule; returns the method upper-cased."""
+    if proto == "rest" and graphql_fields:
+        ctx.warn(at, "GraphQL rule fields have no effect unless protocol is graphql "
+                 "or websocket")
+    if method is None:
+        ctx.err(join(at, "method"), "required for REST/WebSocket rules ('*' = any)")
+    if rpath is None:
+        ctx.err(join(at, "path"), "required for REST/WebSocket rules ('**' = any path)")
+    known = WEBSOCKET_METHODS if proto == "websocket" else HTTP_METHODS
+    if method is not None and method.upper() not in known:
+        ctx.warn(join(at, "method"), f"unusual method {method!r} (standard: "
+                 f"{', '.join(known)})")
+    if tool is not None:
+        ctx.err(at, "tool and params are only valid for protocol mcp")
+    return method.upper() if method is not None else None
+
+
+def _check_graphql_rule(
+    ctx: Ctx, at: str, proto: str, op_type: str | None, transport: bool
+) -> None:
+    """A GraphQL operation rule (protocol graphql, or GraphQL over WebSocket)."""
+    if proto == "websocket" and transport:
+        ctx.err(at, "WebSocket GraphQL rules must not combine method/path/query with "
+                "operation_type/operation_name/fields")
+    if proto == "graphql" and transport:
+        ctx.warn(at, "method/path/query have no effect in GraphQL operation rules")
+    if op_type is None:
+        ctx.err(join(at, "operation_type"), "required for GraphQL rules")
+    elif op_type not in OPERATION_TYPES:
+        ctx.err(join(at, "operation_type"), f"must be one of {', '.join(OPERATION_TYPES)}")
+
+
+def _check_json_rpc_rule(
+    ctx: Ctx, at: str, method: str | None, has_params: bool, has_path_or_query: bool
+) -> None:
+    """A JSON-RPC rule matches an exact method name (or '*') and nothing else."""
+    if method is None:
+        ctx.err(join(at, "method"), "required for JSON-RPC rules ('*' = any method)")
+    elif method != "*" and is_wildcard(method):
+        ctx.err(join(at, "method"), "JSON-RPC methods are exact names; only '*' (any) "
+                "is a wildcard")
+    if has_params:
+        ctx.err(at, "JSON-RPC rules match the method only (params matchers are not "
+                "supported)")
+    if has_path_or_query:
+        ctx.err(at, "JSON-RPC rules use method, not path/query")
 
 
 def _parse_tool(ctx: Ctx, m: dict[str, Any], at: str) -> tuple[ValueMatcher | None, bool]:
@@ -526,6 +546,10 @@ def _check_mcp_rule(
         ctx.err(join(at, "method"), "must be tools/call when the rule selects a tool")
     if tool is not None and not mcp.strict_tool_names and any(is_wildcard(g) for g in tool.globs):
         ctx.err(join(at, "tool"), "wildcard tool matchers need mcp.strict_tool_names")
+    if method is not None and method != "*" and is_wildcard(method):
+        message = check_value_glob(method)
+        if message is not None:
+            ctx.err(join(at, "method"), message)
 
 
 def _covers_tools_call(method: str | None, mcp: McpOptions) -> bool:
