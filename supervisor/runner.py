@@ -29,7 +29,7 @@ from supervisor import run_inputs
 from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment, leaked_secret
-from supervisor.sandbox.mountns import create_sanitized_mount_namespace
+from supervisor.sandbox.mountns import MountNamespace, create_sanitized_mount_namespace
 from supervisor.sandbox.netns import AgentNetwork, create_agent_network, host_network
 from supervisor.sandbox.protocol import FORWARDED_SIGNALS, exit_code_of
 from supervisor.sandbox.socket_path import SocketPath, resolve_socket_path
@@ -361,6 +361,46 @@ def _run(
     load_profiles: ProfileLoader | None,
 ) -> int:
     starter = start_services or _default_starter
+    inputs = _prepare_inputs(settings, load_profiles)
+    settings = inputs.settings
+    hidden = (settings.credentials_dir,) if settings.credentials_dir else ()
+    mount_ns = create_sanitized_mount_namespace(inputs.sock_path, hidden)
+    network: AgentNetwork | None = None
+    diag: socket.socket | None = None
+    relay = StderrRelay() if stderr_relay.wanted() else None
+    try:
+        network = _prepare_network(settings)
+        diag = _diag_socket(network)
+        if os.getpid() != 1:
+            linux.set_child_subreaper()  # orphans of ours come back to us to be reaped
+        # Still blocked (since run_supervisor's first step) across fork: a signal arriving
+        # now stays pending and is forwarded once the handlers exist.
+        init = spawn_init(_init_spec(inputs, mount_ns, network, relay))
+        if relay is not None:
+            relay.start()
+        settings = dataclasses.replace(
+            settings, sandbox_init_pid=init.pid,
+            sandbox_diag_fd=diag.fileno() if diag is not None else None,
+        )
+        status = _supervise(init, settings, inputs, starter, mount_ns, network)
+        return _outcome(init, status, settings.command[0])
+    finally:
+        _release(relay, mount_ns, settings.ca_bundle_dir, network, diag)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunInputs:
+    """What ``run`` settles before any namespace exists."""
+
+    settings: RunSettings  # absolute paths, policy identity, CA bundle directory
+    started_in: str  # the working directory ``run`` was started in
+    loader: ProfileLoader
+    profiles: ProfileSet
+    sock_path: SocketPath | None
+
+
+def _prepare_inputs(settings: RunSettings, load_profiles: ProfileLoader | None) -> _RunInputs:
+    """Check the command, make the supervisor non-dumpable, load and apply the profiles."""
     if not settings.command:
         raise SetupError("COMMAND", "no command given")
     try:
@@ -377,84 +417,104 @@ def _run(
     if getattr(getattr(loader, "started", None), "filesystem", None) is not None:
         # Landlock is applied before the CA exists: its directory is made now.
         settings = dataclasses.replace(settings, ca_bundle_dir=_make_bundle_dir())
-    hidden = (settings.credentials_dir,) if settings.credentials_dir else ()
-    mount_ns = create_sanitized_mount_namespace(sock_path, hidden)
-    network: AgentNetwork | None = None
-    relay = StderrRelay() if stderr_relay.wanted() else None
-    try:
-        network = _prepare_network(settings)
-        diag = _diag_socket(network)
-        if os.getpid() != 1:
-            linux.set_child_subreaper()  # orphans of ours come back to us to be reaped
-        init_path = find_init()
-        spec = InitSpec(
-            command=settings.command,
-            uid=settings.uid,
-            gid=settings.gid,
-            groups=settings.supplementary_gids,
-            workdir=settings.workdir,
-            default_workdir=started_in,
-            mount_ns_fd=mount_ns.fd,
-            net_ns_fd=network.ns_fd,
-            init_path=init_path,
-            landlock=_landlock_plan(settings, loader, sock_path, init_path, started_in),
-            stderr_fd=relay.agent_fd if relay is not None else None,
-        )
-        # Still blocked (since run_supervisor's first step) across fork: a signal arriving
-        # now stays pending and is forwarded once the handlers exist.
-        init = spawn_init(spec)
-        if relay is not None:
-            relay.start()
-        settings = dataclasses.replace(
-            settings, sandbox_init_pid=init.pid,
-            sandbox_diag_fd=diag.fileno() if diag is not None else None,
-        )
-        supervision = _Supervision(init, settings, loader, profiles)
-        with supervision.handlers():
-            mount_ns.close()
-            network.close_ns()
-            try:
-                services = starter(settings, profiles, network.listen_sock)
-            except BaseException:
-                _abort_init(init)
-                raise
-            supervision.services = services
-            try:
-                try:
-                    withheld: frozenset[str] = getattr(services, "withheld", frozenset())
-                    env = agent_environment(
-                        os.environ, settings.proxy_port, services.extra_env, withheld
-                    )
-                    secrets = getattr(services, "static_secrets", None)
-                    leaked = (
-                        leaked_secret(env, secrets(), settings.command)
-                        if secrets is not None else None
-                    )
-                    if leaked is not None:
-                        raise ValueError(f"{leaked} would hand the agent a static credential")
-                except ValueError as exc:
-                    _abort_init(init)
-                    raise SetupError("environment", str(exc)) from exc
-                except BaseException:
-                    _abort_init(init)
-                    raise
-                init.start(env)
-                _watch_services(services, init, supervision)
-                status = supervision.wait()
-                if services.failure is not None:
-                    raise services.failure
-            finally:
-                services.stop()
-        return _outcome(init, status, settings.command[0])
-    finally:
-        if relay is not None:
-            relay.finish()  # the agent's last lines (a no-op when it never started)
-            relay.close_unstarted()
+    return _RunInputs(settings, started_in, loader, profiles, sock_path)
+
+
+def _init_spec(
+    inputs: _RunInputs, mount_ns: MountNamespace, network: AgentNetwork, relay: StderrRelay | None
+) -> InitSpec:
+    settings = inputs.settings
+    init_path = find_init()
+    return InitSpec(
+        command=settings.command,
+        uid=settings.uid,
+        gid=settings.gid,
+        groups=settings.supplementary_gids,
+        workdir=settings.workdir,
+        default_workdir=inputs.started_in,
+        mount_ns_fd=mount_ns.fd,
+        net_ns_fd=network.ns_fd,
+        init_path=init_path,
+        landlock=_landlock_plan(
+            settings, inputs.loader, inputs.sock_path, init_path, inputs.started_in
+        ),
+        stderr_fd=relay.agent_fd if relay is not None else None,
+    )
+
+
+def _supervise(
+    init: InitProcess,
+    settings: RunSettings,
+    inputs: _RunInputs,
+    starter: ServicesStarter,
+    mount_ns: MountNamespace,
+    network: AgentNetwork,
+) -> int:
+    """With the handlers in place: start the services, release the agent with its
+    environment, and wait; return the init's wait status. The services always stop."""
+    supervision = _Supervision(init, settings, inputs.loader, inputs.profiles)
+    with supervision.handlers():
         mount_ns.close()
-        if settings.ca_bundle_dir is not None:
-            shutil.rmtree(settings.ca_bundle_dir, ignore_errors=True)
-        if network is not None:
-            network.close_ns()
-            network.listen_sock.close()
-            if diag is not None:
-                diag.close()
+        network.close_ns()
+        try:
+            services = starter(settings, inputs.profiles, network.listen_sock)
+        except BaseException:
+            _abort_init(init)
+            raise
+        supervision.services = services
+        try:
+            env = _environment_or_abort(services, settings, init)
+            init.start(env)
+            _watch_services(services, init, supervision)
+            status = supervision.wait()
+            if services.failure is not None:
+                raise services.failure
+        finally:
+            services.stop()
+    return status
+
+
+def _environment_or_abort(
+    services: RunServices, settings: RunSettings, init: InitProcess
+) -> dict[str, str]:
+    """The agent's environment; without one (125 'environment'), the init is aborted."""
+    try:
+        return _agent_environment(services, settings)
+    except ValueError as exc:
+        _abort_init(init)
+        raise SetupError("environment", str(exc)) from exc
+    except BaseException:
+        _abort_init(init)
+        raise
+
+
+def _agent_environment(services: RunServices, settings: RunSettings) -> dict[str, str]:
+    """Scrubbed, with the services' variables; ValueError if it would leak a static secret."""
+    withheld: frozenset[str] = getattr(services, "withheld", frozenset())
+    env = agent_environment(os.environ, settings.proxy_port, services.extra_env, withheld)
+    secrets = getattr(services, "static_secrets", None)
+    leaked = leaked_secret(env, secrets(), settings.command) if secrets is not None else None
+    if leaked is not None:
+        raise ValueError(f"{leaked} would hand the agent a static credential")
+    return env
+
+
+def _release(
+    relay: StderrRelay | None,
+    mount_ns: MountNamespace,
+    bundle_dir: str | None,
+    network: AgentNetwork | None,
+    diag: socket.socket | None,
+) -> None:
+    """Every cleanup of ``run``, whichever step it got to."""
+    if relay is not None:
+        relay.finish()  # the agent's last lines (a no-op when it never started)
+        relay.close_unstarted()
+    mount_ns.close()
+    if bundle_dir is not None:
+        shutil.rmtree(bundle_dir, ignore_errors=True)
+    if network is not None:
+        network.close_ns()
+        network.listen_sock.close()
+        if diag is not None:
+            diag.close()

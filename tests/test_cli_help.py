@@ -17,5 +17,5 @@ def test_run_help_starts_the_proxy_after_the_agent_is_spawned() -> None:
     spawn, start = text.index("spawn the agent"), text.index("start the proxy")
     assert spawn < start
     # The code agrees: the services' thread begins only after the init got the go.
-    source = inspect.getsource(runner._run)
+    source = inspect.getsource(runner._supervise)
     assert source.index("init.start(env)") < source.index("_watch_services(")
