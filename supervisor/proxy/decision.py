@@ -231,9 +231,10 @@ def _decide_l7(
         plan = dataclasses.replace(plan, body="form", body_limit=mo.BODY_LIMIT)
     if plan.body is not None:
         return Decision(endpoint, binding, None, plan.path, plan, private_ok)
-    violation = judge_l7(plan, method, None, headers)
+    upgrade = _header_has(headers, "upgrade", "websocket")
+    violation = judge_l7(plan, method, None, headers, upgrade=upgrade)
     ws_text = None
-    if _header_has(headers, "upgrade", "websocket"):
+    if upgrade:
         ws_text = websocket_text_denial(plan)
         ws_text = redact(ws_text) if ws_text is not None else None
         if ws_text is not None and plan.audit_only and not enforced_denial(
@@ -244,10 +245,13 @@ def _decide_l7(
 
 
 def judge_l7(
-    plan: Plan, method: str, body: bytes | None, headers: Sequence[tuple[str, str]]
+    plan: Plan, method: str, body: bytes | None, headers: Sequence[tuple[str, str]],
+    *, upgrade: bool | None = None,
 ) -> str | None:
-    """``None`` when allowed; the reason when only audited; ``ProxyError`` when denied."""
-    upgrade = _header_has(headers, "upgrade", "websocket")
+    """``None`` when allowed; the reason when only audited; ``ProxyError`` when denied.
+    ``upgrade``: whether ``headers`` ask for a WebSocket upgrade, when the caller knows."""
+    if upgrade is None:
+        upgrade = _header_has(headers, "upgrade", "websocket")
     verdict = judge_request(plan, method, body, upgrade=upgrade)
     others = mo.override_methods(method, headers, plan.query)
     if plan.body == "form":
