@@ -55,7 +55,5 @@ def with_resolved(patterns: Iterable[str]) -> tuple[str, ...]:
         prefix = literal_prefix(pattern)
         if not prefix:
             continue
-        resolved = os.path.realpath(prefix) + pattern[len(prefix):]
-        if resolved not in out:
-            out.append(resolved)
-    return tuple(dict.fromkeys(out))
+        out.append(os.path.realpath(prefix) + pattern[len(prefix):])
+    return tuple(dict.fromkeys(out))  # first occurrence kept: a resolved twin, a repeat
