@@ -273,75 +273,27 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
     ``origin_ok``: origin-form targets are accepted (only inside a CONNECT tunnel).
     """
     start, block = _split_head(head)
-    parts = start.split(b" ")
-    if len(parts) != 3:
-        raise ParseError("malformed request line")
-    raw_method, raw_target, raw_version = parts
-    if not _TOKEN.fullmatch(raw_method):
-        raise ParseError("invalid method")
-    if not _TARGET.fullmatch(raw_target):
-        raise ParseError("invalid characters in target")
-    if not _VERSION.fullmatch(raw_version):
-        raise ParseError("unsupported HTTP version")
-    method = raw_method.decode("ascii")
-    target = raw_target.decode("ascii")
-    version = raw_version.decode("ascii")
+    method, target, version = _request_line(start)
     headers = _field_block(block)
     fr = _framing(headers)
-    # HTTP/1.0 has no Host requirement, and Python's http.client tunnels with a bare
-    # "CONNECT host:port HTTP/1.0": accepted there (the target names the authority; no
-    # upstream head is built from a CONNECT). Everything else needs exactly one Host.
-    bare_connect = method == "CONNECT" and version == "HTTP/1.0" and not fr.hosts
-    if len(fr.hosts) != 1 and not bare_connect:
-        raise ParseError("exactly one Host header required")
-    if fr.chunked and version == "HTTP/1.0":
-        raise ParseError("Transfer-Encoding in HTTP/1.0 request")
-    host_hdr = parse_authority(fr.hosts[0], require_port=False) if fr.hosts else None
-
-    scheme: str | None = None
-    path = ""
-    query = ""
-    port: int | None
+    host_hdr = _host_field(method, version, fr)
     if method == "CONNECT":
         form: TargetForm = "authority"
+        scheme, path, query = None, "", ""
         host, port = parse_authority(target, require_port=True)
         if host_hdr is not None and host_hdr != (host, port) and host_hdr != (host, None):
             raise ParseError("Host does not match the CONNECT target")
     elif target.startswith("/"):
         if not origin_ok:
             raise ParseError("origin-form target outside a tunnel")
-        form = "origin"
+        form, scheme = "origin", None
         path, query = split_path(target)
         assert host_hdr is not None  # only a bare CONNECT may lack Host
         host, port = host_hdr
     else:
         form = "absolute"
-        lower = target[:8].lower()
-        if lower.startswith("http://"):
-            scheme, rest = "http", target[7:]
-        elif lower.startswith("https://"):
-            scheme, rest = "https", target[8:]
-        else:
-            raise ParseError("unsupported target form")
-        cut = len(rest)
-        for sep in "/?#":
-            i = rest.find(sep)
-            if 0 <= i < cut:
-                cut = i
-        host, port = parse_authority(rest[:cut], require_port=False)
-        rest = rest[cut:]
-        path, query = split_path(rest if rest.startswith("/") else "/" + rest)
-        dp = default_port(scheme)
         assert host_hdr is not None
-        if (host_hdr[0], host_hdr[1] or dp) != (host, port or dp):
-            raise ParseError("Host does not match the target authority")
-    if fr.connection_tokens:
-        keep = "close" not in fr.connection_tokens and (
-            version == "HTTP/1.1" or "keep-alive" in fr.connection_tokens
-        )
-    else:
-        keep = version == "HTTP/1.1"
-    forwards = _max_forwards(headers) if method == "OPTIONS" else None
+        scheme, host, port, path, query = _absolute_target(target, host_hdr)
     return RequestHead(
         method=method,
         target=target,
@@ -355,11 +307,78 @@ def parse_request_head(head: bytes | bytearray, *, origin_ok: bool = False) -> R
         query=query,
         content_length=fr.content_length,
         chunked=fr.chunked,
-        keep_alive=keep,
+        keep_alive=_keep_alive(version, fr.connection_tokens),
         connection_tokens=fr.connection_tokens,
         expect_continue=fr.expect_continue,
-        max_forwards=forwards,
+        max_forwards=_max_forwards(headers) if method == "OPTIONS" else None,
     )
+
+
+def _request_line(start: bytes) -> tuple[str, str, str]:
+    """(method, target, version) of a request line, each part checked before decoding."""
+    parts = start.split(b" ")
+    if len(parts) != 3:
+        raise ParseError("malformed request line")
+    raw_method, raw_target, raw_version = parts
+    if not _TOKEN.fullmatch(raw_method):
+        raise ParseError("invalid method")
+    if not _TARGET.fullmatch(raw_target):
+        raise ParseError("invalid characters in target")
+    if not _VERSION.fullmatch(raw_version):
+        raise ParseError("unsupported HTTP version")
+    return raw_method.decode("ascii"), raw_target.decode("ascii"), raw_version.decode("ascii")
+
+
+def _host_field(method: str, version: str, fr: _Framing) -> tuple[str, int | None] | None:
+    """The request's one Host field, parsed; None only for a bare HTTP/1.0 CONNECT.
+
+    Also refuses chunked framing in HTTP/1.0 (checked between the two, as before, so the
+    first error a head has is the one reported).
+    """
+    # HTTP/1.0 has no Host requirement, and Python's http.client tunnels with a bare
+    # "CONNECT host:port HTTP/1.0": accepted there (the target names the authority; no
+    # upstream head is built from a CONNECT). Everything else needs exactly one Host.
+    bare_connect = method == "CONNECT" and version == "HTTP/1.0" and not fr.hosts
+    if len(fr.hosts) != 1 and not bare_connect:
+        raise ParseError("exactly one Host header required")
+    if fr.chunked and version == "HTTP/1.0":
+        raise ParseError("Transfer-Encoding in HTTP/1.0 request")
+    return parse_authority(fr.hosts[0], require_port=False) if fr.hosts else None
+
+
+def _absolute_target(
+    target: str, host_hdr: tuple[str, int | None]
+) -> tuple[str, str, int | None, str, str]:
+    """(scheme, host, port, path, query) of an absolute-form target; Host must name the
+    same authority (ports compared after applying the scheme's default)."""
+    lower = target[:8].lower()
+    if lower.startswith("http://"):
+        scheme, rest = "http", target[7:]
+    elif lower.startswith("https://"):
+        scheme, rest = "https", target[8:]
+    else:
+        raise ParseError("unsupported target form")
+    cut = len(rest)
+    for sep in "/?#":
+        i = rest.find(sep)
+        if 0 <= i < cut:
+            cut = i
+    host, port = parse_authority(rest[:cut], require_port=False)
+    rest = rest[cut:]
+    path, query = split_path(rest if rest.startswith("/") else "/" + rest)
+    dp = default_port(scheme)
+    if (host_hdr[0], host_hdr[1] or dp) != (host, port or dp):
+        raise ParseError("Host does not match the target authority")
+    return scheme, host, port, path, query
+
+
+def _keep_alive(version: str, connection_tokens: frozenset[str]) -> bool:
+    """Persistence per RFC 9112 9.3: 1.1 unless "close", 1.0 only with "keep-alive"."""
+    if connection_tokens:
+        return "close" not in connection_tokens and (
+            version == "HTTP/1.1" or "keep-alive" in connection_tokens
+        )
+    return version == "HTTP/1.1"
 
 
 def _max_forwards(headers: Headers) -> int | None:
