@@ -51,12 +51,19 @@ def test_not_found_and_errors() -> None:
         diag.parse_response(error(errno.EPERM), 7)
 
 
-@given(st.binary(max_size=200), st.integers(0, 2**32 - 1))
-def test_garbage_never_yields_an_inode_silently(data: bytes, seq: int) -> None:
+@given(st.binary(max_size=200) | st.binary(min_size=72, max_size=80), st.integers(0, 2**32 - 1),
+       st.sampled_from([None, diag.SOCK_DIAG_BY_FAMILY, diag.NLMSG_ERROR]))
+def test_garbage_never_yields_an_inode_silently(data: bytes, seq: int, kind: int | None) -> None:
+    if kind is not None:  # a header for this request over garbage, so parsing goes deeper
+        data = struct.pack("=IHHII", 16 + len(data), kind, 0, seq, 0) + data
     try:
-        diag.parse_response(data, seq)
+        got = diag.parse_response(data, seq)
     except ValueError:
-        pass
+        return
+    if got is not None:  # only an answer to this request, for an established socket
+        _, got_kind, _, got_seq, _ = struct.unpack_from("=IHHII", data)
+        assert (got_kind, got_seq) == (diag.SOCK_DIAG_BY_FAMILY, seq)
+        assert data[17] == 1 and got == struct.unpack_from("=I", data, 16 + 68)[0] != 0
 
 
 @pytest.mark.parametrize("family", [socket.AF_INET, socket.AF_INET6])
