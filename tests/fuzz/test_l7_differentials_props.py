@@ -27,14 +27,22 @@ _json = st.recursive(
 )
 
 
-def _with_duplicate(value: object, key: str, a: object, b: object, depth: int) -> str:
-    """``value`` serialized with one object holding ``key`` twice, ``depth`` levels down."""
-    k = json.dumps(key)
-    text = f"{{{k}:{json.dumps(a)},{k}:{json.dumps(b)}}}"
+def _with_duplicate(value: object, key: str, a: object, b: object, depth: int,
+                    second: str | None = None) -> str:
+    """``value`` serialized with one object holding ``key`` twice, ``depth`` levels down
+    (with ``second`` as the other key instead: the same text without the duplicate)."""
+    text = f"{{{json.dumps(key)}:{json.dumps(a)},{json.dumps(second or key)}:{json.dumps(b)}}}"
     for _ in range(depth):
         text = f'{{"params":{text}}}'
     base = json.dumps(value)
     return text if not isinstance(value, dict) or not value else base[:-1] + ',"x":' + text + "}"
+
+
+def _envelopes(inner: str) -> tuple[bytes, bytes]:
+    """A valid MCP tools/call and a valid GraphQL query carrying ``inner`` (an object)."""
+    rpc = ('{"jsonrpc":"2.0","id":1,"method":"tools/call",'
+           f'"params":{{"name":"search","arguments":{inner}}}}}')
+    return rpc.encode(), f'{{"query":"{{ a }}","variables":{inner}}}'.encode()
 
 
 @settings(max_examples=300, deadline=None)
@@ -42,10 +50,15 @@ def _with_duplicate(value: object, key: str, a: object, b: object, depth: int) -
 def test_a_duplicate_key_anywhere_is_never_judged(
     value: object, key: str, a: object, b: object, depth: int
 ) -> None:
-    body = _with_duplicate(value, key, a, b, depth).encode()
-    assert classify_jsonrpc(body, mcp=True).error is not None
-    assert classify_jsonrpc(body, mcp=False).error is not None
-    assert classify_graphql("POST", {}, body).error is not None
+    # Control: the same messages with two distinct keys are judged ('x' is not in _key).
+    rpc, gql = _envelopes(_with_duplicate(value, key, a, b, depth, second=key + "x"))
+    assert classify_jsonrpc(rpc, mcp=True).error is None
+    assert classify_jsonrpc(rpc, mcp=False).error is None
+    assert classify_graphql("POST", {}, gql).error is None
+    rpc, gql = _envelopes(_with_duplicate(value, key, a, b, depth))
+    assert classify_jsonrpc(rpc, mcp=True).error is not None
+    assert classify_jsonrpc(rpc, mcp=False).error is not None
+    assert classify_graphql("POST", {}, gql).error is not None
 
 
 _doc = st.sampled_from(["{ a }", "query Q { a }", "mutation M { b }", "subscription { c }"])
