@@ -102,29 +102,14 @@ async def prepare(
     upgrade: str | None = None,
 ) -> Prepared | None:
     """``None`` when the request has nothing to do with static credentials."""
-    judge = agent.judge
-    scope: Scope = state.table.scope(
-        host, port, req.path,
-        usable=lambda ep: ep.binaries is None or (judge is not None and judge.allows(ep.binaries)),
-    )
-    signing = scope.signing
-    headers: Headers = list(req.headers)
-    if signing is not None:
-        # The agent's SDK signed with placeholder keys: those headers are replaced.
-        from supervisor.credentials.sigv4 import DROPPED
-
-        headers = [(n, v) for n, v in headers if n.lower() not in DROPPED]
-    wants_body = scope.body_rewrite and req.has_body
+    scope = _scope(state, agent, req, host, port)
+    headers = _agent_headers(req, scope)
     resolver = Resolver(state.values, scope.variables)
     ws = None
     if upgrade is not None and upgrade.lower() == "websocket" and scope.variables:
-        # Messages to a credentialed endpoint are parsed: none may arrive compressed.
-        headers = strip_extensions(headers)
-        ws = ClientMessages(
-            resolver, scope.websocket_rewrite,
-            cleartext=scheme != "https" and not cleartext_injection_allowed(host),
-        )
-    if signing is None and not wants_body and ws is None and not rewrite.head_has_placeholder(
+        headers, ws = _websocket(headers, resolver, scope, scheme, host)
+    wants_body = scope.body_rewrite and req.has_body
+    if scope.signing is None and not wants_body and ws is None and not rewrite.head_has_placeholder(
         req.path, req.query, headers
     ):
         return None
@@ -136,25 +121,69 @@ async def prepare(
     body: bytes | None = None
     agent_body: bytes | None = None
     signer: Signer | None = None
-    if signing is not None:
+    if scope.signing is not None:
         signer, body = await _sigv4(state, scope, agent, req, head.headers, body_timeout)
-        agent_body = body
-        substituted = True
+        agent_body, substituted = body, True
     elif wants_body:
-        body = agent_body = await read_body(agent, req, rewrite.BODY_LIMIT, body_timeout)
-        try:
-            new = rewrite.body(resolver, _header(head.headers, "content-type"), body)
-        except CredentialRefused as exc:
-            raise refused(exc) from None
-        if new is not None:
-            body, substituted = new, True
+        agent_body, new = await _read_and_rewrite_body(
+            agent, req, resolver, head.headers, body_timeout
+        )
+        body = agent_body if new is None else new
+        substituted = substituted or new is not None
     if substituted and scheme != "https" and not cleartext_injection_allowed(host):
         raise ProxyError(errors.POLICY_DENIED, "credential would travel in cleartext")
-    sent = resolver.used | ({AWS_KEY_ID, AWS_SESSION} & scope.variables if signing else set())
-    reflected = rewrite.reflections({v: state.values[v] for v in sent if v in state.values})
     return Prepared(
-        head.path, head.query, head.headers, body, signer, substituted, ws, agent_body, reflected
+        head.path, head.query, head.headers, body, signer, substituted, ws, agent_body,
+        _reflected(state, scope, resolver),
     )
+
+
+def _scope(state: State, agent: Conn, req: RequestHead, host: str, port: int) -> Scope:
+    """The credential scope of this request, over the endpoints this agent's binary may use."""
+    judge = agent.judge
+    return state.table.scope(
+        host, port, req.path,
+        usable=lambda ep: ep.binaries is None or (judge is not None and judge.allows(ep.binaries)),
+    )
+
+
+def _agent_headers(req: RequestHead, scope: Scope) -> Headers:
+    """A copy of the agent's headers to rewrite; for SigV4 without the SDK's own signature."""
+    if scope.signing is None:
+        return list(req.headers)
+    # The agent's SDK signed with placeholder keys: those headers are replaced.
+    from supervisor.credentials.sigv4 import DROPPED
+
+    return [(n, v) for n, v in req.headers if n.lower() not in DROPPED]
+
+
+def _websocket(
+    headers: Headers, resolver: Resolver, scope: Scope, scheme: str, host: str
+) -> tuple[Headers, ClientMessages]:
+    """The upgrade's headers and the parser of its client messages, for a credentialed
+    endpoint: messages are parsed there, so none may arrive compressed."""
+    return strip_extensions(headers), ClientMessages(
+        resolver, scope.websocket_rewrite,
+        cleartext=scheme != "https" and not cleartext_injection_allowed(host),
+    )
+
+
+async def _read_and_rewrite_body(
+    agent: Conn, req: RequestHead, resolver: Resolver, headers: Headers, timeout: float
+) -> tuple[bytes, bytes | None]:
+    """(the body as the agent sent it, its rewrite; None when nothing was substituted)."""
+    body = await read_body(agent, req, rewrite.BODY_LIMIT, timeout)
+    try:
+        return body, rewrite.body(resolver, _header(headers, "content-type"), body)
+    except CredentialRefused as exc:
+        raise refused(exc) from None
+
+
+def _reflected(state: State, scope: Scope, resolver: Resolver) -> rewrite.Reflected:
+    """The values this request carries (substituted, or signed with), as a response could
+    reflect them."""
+    sent = resolver.used | ({AWS_KEY_ID, AWS_SESSION} & scope.variables if scope.signing else set())
+    return rewrite.reflections({v: state.values[v] for v in sent if v in state.values})
 
 
 async def _sigv4(
