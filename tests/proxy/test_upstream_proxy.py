@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from supervisor.proxy.errors import ProxyError
+from supervisor.proxy.http1 import parse_response_head
 from supervisor.proxy.upstream import open_upstream
 from supervisor.proxy.upstream_proxy import (
     HostRules,
@@ -162,12 +163,18 @@ def test_connect_response() -> None:
         check_connect_response(b"SSH-2.0-OpenSSH\r\n\r\n", "x:1")
 
 
-@given(st.binary(max_size=200))
+_status_heads = st.builds(lambda code, reason: b"HTTP/1.1 %d %s\r\n\r\n" % (code, reason),
+                          st.integers(100, 999), st.sampled_from([b"OK", b"", b"Connection"]))
+
+
+@given(st.binary(max_size=200) | _status_heads)
 def test_any_answer_is_accepted_or_upstream_unreachable(head: bytes) -> None:
     try:
         check_connect_response(head, "x:1")
     except ProxyError as exc:
         assert exc.code == "upstream_unreachable"
+    else:  # accepted: only a well-formed 2xx answer
+        assert 200 <= parse_response_head(head).status < 300
 
 
 def test_bytes_right_behind_the_answer_are_kept() -> None:
