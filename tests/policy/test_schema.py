@@ -191,7 +191,13 @@ policy_keys = st.sampled_from(["version", "filesystem_policy", "landlock", "proc
                                "network_policies", "network_middlewares", "other"])
 
 
-@given(st.dictionaries(policy_keys, json_values, max_size=6))
+# Half the documents carry a valid version, so the accepting branch is drawn too.
+documents = st.dictionaries(policy_keys, json_values, max_size=6) | st.dictionaries(
+    policy_keys, json_values, max_size=5
+).map(lambda d: {**d, "version": 1})
+
+
+@given(documents)
 def test_any_document_gives_a_policy_or_diagnostics(doc: dict[str, object]) -> None:
     import tempfile
 
@@ -199,7 +205,12 @@ def test_any_document_gives_a_policy_or_diagnostics(doc: dict[str, object]) -> N
         f.write(yaml.safe_dump(doc))
         f.flush()
         try:
-            load_config((), f.name)
+            _profiles, policy = load_config((), f.name)
         except ProfileError as exc:
             assert exc.errors  # a refusal always says why
+        else:  # accepted: only what the schema allows, and all of it kept
+            assert policy is not None
+            assert doc.get("version") == 1 and type(doc["version"]) is int
+            assert "other" not in doc
+            assert len(policy.network) == len(doc.get("network_policies") or {})
     assert looks_like_policy(doc) == (bool(set(doc) - {"other"}))

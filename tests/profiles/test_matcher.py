@@ -184,6 +184,35 @@ def test_path_overlap_agrees_with_witness(a: list[str], b: list[str], probe: lis
         assert paths_overlap(pa, pb)
 
 
+@st.composite
+def _glob_matching(draw: st.DrawFn, path: list[str]) -> str:
+    """A path glob that matches ``/``+``path`` by construction: each segment kept, made a
+    ``*``, or given a ``*`` in place of a prefix or suffix, or the rest made ``/**``."""
+    out: list[str] = []
+    for seg in path:
+        how = draw(st.integers(0, 4))
+        if how == 4:
+            return "/" + "/".join([*out, "**"])
+        cut = draw(st.integers(0, len(seg)))
+        out.append([seg, "*", seg[:cut] + "*", "*" + seg[cut:]][how])
+    return "/" + "/".join(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data(), st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=3),
+                           min_size=1, max_size=4))
+def test_globs_sharing_a_path_always_overlap(data: st.DataObject, path: list[str]) -> None:
+    """Two globs built to match the same path must be reported as overlapping (the random
+    probe above rarely lands on a path both match; here one always exists)."""
+    from supervisor.profiles.patterns import paths_overlap
+
+    witness = "/" + "/".join(path)
+    pa = parse_path_pattern(data.draw(_glob_matching(path)))
+    pb = parse_path_pattern(data.draw(_glob_matching(path)))
+    assert pa.matches(witness) and pb.matches(witness)  # the construction itself
+    assert paths_overlap(pa, pb) and paths_overlap(pb, pa)
+
+
 host_pats = st.sampled_from(["api.example.com", "*.example.com", "**.example.com",
                              "a*.example.com", "api.*.example.com", "web.example.com"])
 path_pats = st.sampled_from([None, "/v1/**", "/v1/*", "/v1/admin/**", "/v2", "/**"])
