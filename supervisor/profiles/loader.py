@@ -12,8 +12,6 @@ import stat
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 if TYPE_CHECKING:
     from hashlib import sha256
 else:
@@ -36,6 +34,7 @@ from supervisor.profiles.validation import (
     check_profile,
     check_skip_tunnels,
 )
+from supervisor.profiles.yaml_import import yaml
 
 MAX_FILE_BYTES = 1 << 20  # a profile is a few KiB; refuse anything absurd
 
@@ -179,7 +178,7 @@ def _documents(path: str, data: bytes, sink: Sink) -> list[tuple[int | None, obj
         sink.error(path, None, "", f"not UTF-8 text (byte {exc.start})")
         return []
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)  # safe: a (C)SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
