@@ -81,8 +81,26 @@ def make_ca(
     # A per-run suffix tells runs apart in client error messages.
     cn = CN_PREFIX + os.urandom(4).hex()
     tbs = ca_tbs(key.public_key(), serial, cn, now - CLOCK_SKEW, now + validity, constraints)
-    der = certificate(tbs, key.sign(tbs, ec.ECDSA(hashes.SHA256())))
+    der = certificate(tbs, key.sign(tbs, _EcdsaSha256()))
     return CAMaterial(key, der, pem(der), constraints)
+
+
+class _EcdsaSha256(ec.ECDSA):
+    """``ec.ECDSA(hashes.SHA256())`` (randomized signatures) without its constructor, which
+    imports cryptography's OpenSSL backend (~23M instructions, ~5 ms, on `run`'s start-up
+    path) only to check support for deterministic signing. The signer reads these two
+    properties; test_ca_cert.py verifies the signature."""
+
+    def __init__(self) -> None:
+        pass
+
+    @property
+    def algorithm(self) -> hashes.HashAlgorithm:
+        return hashes.SHA256()
+
+    @property
+    def deterministic_signing(self) -> bool:
+        return False
 
 
 def ca_tbs(

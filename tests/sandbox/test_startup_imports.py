@@ -30,6 +30,7 @@ FORBIDDEN = {
     "asyncio": "the proxy's event loop lives on its thread, after the release",
     "ssl": "TLS belongs to the proxy thread",
     "cryptography.x509": "the CA certificate is encoded by supervisor.proxy.ca_cert",
+    "cryptography.hazmat.backends": "ec.ECDSA's constructor loads it: ca_cert signs without it",
     "httpx": "token grants happen on the proxy thread",
     "grpc": "the Workload API client starts on the proxy thread",
     "spiffe": "the Workload API client starts on the proxy thread",
