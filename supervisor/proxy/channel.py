@@ -124,7 +124,7 @@ class TlsChannel:
     or the client side of an upstream connection (``server_hostname`` is then verified by
     the context's own rules)."""
 
-    __slots__ = ("_error", "_in", "_obj", "_out", "_raw")
+    __slots__ = ("_eof_sent", "_error", "_in", "_obj", "_out", "_raw")
 
     def __init__(
         self,
@@ -137,6 +137,7 @@ class TlsChannel:
     ) -> None:
         self._raw = raw
         self._error: ssl.SSLError | None = None  # raised by the next read (see _decrypt)
+        self._eof_sent = False  # write_eof done: nothing more goes to the raw stream
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(
@@ -157,7 +158,7 @@ class TlsChannel:
 
     def _flush(self) -> None:
         pending = self._out.read()
-        if pending:
+        if pending and not self._eof_sent:
             self._raw.write(pending)
 
     async def handshake(self) -> None:
@@ -222,9 +223,10 @@ class TlsChannel:
         await self._raw.drain()
 
     def close(self) -> None:
-        with contextlib.suppress(ssl.SSLError):
-            self._obj.unwrap()
-        self._flush()
+        if not self._eof_sent:
+            with contextlib.suppress(ssl.SSLError):
+                self._obj.unwrap()
+            self._flush()
         self._raw.close()
 
     def write_eof(self) -> None:
@@ -233,6 +235,11 @@ class TlsChannel:
         with contextlib.suppress(ssl.SSLError):
             self._obj.unwrap()
         self._flush()
+        # Nothing may follow our close_notify and the stream's end: OpenSSL may still
+        # produce a second alert (e.g. unwrap again after the peer's bare TCP close), and
+        # the transport refuses writes after write_eof (a RuntimeError out of close()
+        # would skip closing the raw stream).
+        self._eof_sent = True
         self._raw.write_eof()
 
     def usable(self) -> bool:

@@ -26,6 +26,8 @@ class FakeRaw:
         self.chunks: deque[bytes] = deque()
         self.sent = bytearray()
         self.reads = 0
+        self.eof = False
+        self.closed = False
         self._more = asyncio.Event()
 
     def feed(self, data: bytes) -> None:
@@ -44,16 +46,18 @@ class FakeRaw:
         return data
 
     def write(self, data: bytes) -> None:
+        if self.eof:  # as asyncio's transports do
+            raise RuntimeError("Cannot call write() after write_eof()")
         self.sent += data
 
     async def drain(self) -> None:
         return None
 
     def close(self) -> None:
-        return None
+        self.closed = True
 
     def write_eof(self) -> None:
-        return None
+        self.eof = True
 
     def usable(self) -> bool:
         return True
@@ -175,6 +179,27 @@ def test_a_broken_record_behind_data_fails_after_the_data(
         assert await tls.read(1 << 18) == b"a" * 20000
         with pytest.raises(ssl.SSLError):
             await tls.read(1 << 18)
+
+    asyncio.run(scenario())
+
+
+def test_close_after_our_half_close_and_the_peers_bare_close_writes_nothing(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """We sent close_notify and ended our side; the peer then closed TCP without one.
+    OpenSSL's unwrap in close() makes another alert: it must not reach the ended stream
+    (asyncio raises), and the raw stream must still be closed."""
+
+    async def scenario() -> None:
+        tls, raw, peer = await connected(contexts)
+        raw.feed(peer.records(b"z" * 100))
+        tls.write_eof()
+        assert raw.eof
+        raw.feed(b"")  # the peer's FIN, no close_notify
+        assert await tls.read(1 << 18) == b"z" * 100
+        assert await tls.read(1 << 18) == b""
+        tls.close()
+        assert raw.closed
 
     asyncio.run(scenario())
 
