@@ -1,4 +1,5 @@
-"""JWT-SVIDs from the SPIFFE Workload API (py-spiffe, blocking, run off the event loop).
+"""JWT-SVIDs from the SPIFFE Workload API (py-spiffe's JWT path, blocking, run off the
+event loop; see spiffe_jwt for why not its whole package).
 
 The socket address comes from the supervisor's settings, never from the agent. One gRPC
 channel is reused; after a failure it is dropped and rebuilt on the next call, so a
@@ -12,10 +13,9 @@ import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+from supervisor.grants import spiffe_jwt
 from supervisor.grants.errors import GrantError
-from supervisor.grants.spiffe_import import import_spiffe
 
 STEP = "workload_api"
 DEFAULT_DEADLINE = 5.0
@@ -86,7 +86,7 @@ class WorkloadSvidSource:
         self._path = self._target[len("unix:"):]
         self._deadline = deadline
         self._lock = threading.Lock()
-        self._client: Any = None
+        self._client: spiffe_jwt.JwtSvidClient | None = None
         self._pool = ThreadPoolExecutor(max_workers=max_workers,
                                         thread_name_prefix="workload-api")
         self.clients_created = 0
@@ -104,7 +104,11 @@ class WorkloadSvidSource:
             raise GrantError(STEP, "Workload API deadline exceeded") from None
 
     def _fetch_blocking(self, audience: str) -> str:
-        py_spiffe_error = import_spiffe("spiffe.errors").PySpiffeError
+        try:
+            py_spiffe_error = spiffe_jwt.jwt_api().PySpiffeError
+        except spiffe_jwt.LayoutError as err:
+            # Another py-spiffe than the supported one: every grant fails, and says why.
+            raise GrantError(STEP, str(err), retryable=False) from None
         client = None
         try:
             client = self._get_client()
@@ -123,18 +127,16 @@ class WorkloadSvidSource:
             raise GrantError(STEP, "Workload API returned an empty JWT-SVID")
         return token
 
-    def _get_client(self) -> Any:
-        workload_api_client = import_spiffe("spiffe").WorkloadApiClient
+    def _get_client(self) -> spiffe_jwt.JwtSvidClient:
         with self._lock:
             if self._client is None:
                 if not os.path.exists(self._path):
                     raise _SocketMissing()
-                self._client = workload_api_client(socket_path=self._target,
-                                                 default_timeout=self._deadline)
+                self._client = spiffe_jwt.JwtSvidClient(self._target, self._deadline)
                 self.clients_created += 1
             return self._client
 
-    def _discard(self, client: Any) -> None:
+    def _discard(self, client: spiffe_jwt.JwtSvidClient | None) -> None:
         """Drop the current client (only if it is still ``client``; None = whatever it is)."""
         with self._lock:
             current = self._client

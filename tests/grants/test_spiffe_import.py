@@ -24,9 +24,10 @@ def test_plain_import_warns_control() -> None:
 @pytest.mark.parametrize("code", [
     "from supervisor.grants.spiffe_import import import_spiffe; import_spiffe('spiffe')",
     "import supervisor.devenv.workload_api",
-    # the supervisor's own Workload API client path
     "from supervisor.grants.spiffe_import import import_spiffe; "
     "import_spiffe('spiffe.errors').PySpiffeError",
+    # the supervisor's own Workload API client path (py-spiffe's JWT modules only)
+    "from supervisor.grants.spiffe_jwt import jwt_api; jwt_api().JwtSvid",
 ])
 def test_filtered_imports_are_silent(code: str) -> None:
     assert _stderr(code) == ""
