@@ -12,12 +12,14 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING
 
-import httpx
-
 from supervisor.grants import exchange
 from supervisor.grants.errors import GrantError
+from supervisor.grants.httpx_import import import_httpx
 from supervisor.profiles.model import GrantSpec
 from supervisor.settings import DEFAULT_GRANT_TIMEOUT
+
+import_httpx()  # first, so that httpx is imported without its command-line client
+import httpx  # noqa: E402  (the module imported just above)
 
 if TYPE_CHECKING:
     from supervisor.proxy.upstream_proxy import UpstreamProxy
