@@ -16,7 +16,6 @@ import dataclasses
 import logging
 import os
 import select
-import shutil
 import signal
 import socket
 import sys
@@ -512,6 +511,8 @@ def _release(
         relay.close_unstarted()
     mount_ns.close()
     if bundle_dir is not None:
+        import shutil  # after the agent ran, and only with a CA bundle directory
+
         shutil.rmtree(bundle_dir, ignore_errors=True)
     if network is not None:
         network.close_ns()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from urllib.parse import urlsplit
 
 from supervisor.profiles.diagnostics import Sink
 from supervisor.profiles.hosts import (
@@ -79,6 +78,7 @@ def check_multiline_text(value: str) -> str | None:
 
 def check_token_endpoint(url: str) -> str | None:
     """Absolute https URL; http only for loopback and Kubernetes service hosts."""
+    from urllib.parse import urlsplit  # only profiles with credentials have token endpoints
     if _CTL.search(url) or any(c.isspace() for c in url):
         return "must not contain whitespace or control characters"
     try:

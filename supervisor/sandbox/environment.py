@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Collection, Mapping, Sequence
-from urllib.parse import quote
 
 SANDBOX_MARKER = ("OPENSHELL_SANDBOX", "1")
 NO_PROXY_VALUE = "localhost,127.0.0.1,::1"
@@ -68,6 +66,8 @@ def leaked_secret(
 def _encoded_forms(secret: str) -> set[str]:
     """``secret`` as it is, percent-encoded, and the base64 characters that depend on its
     bytes alone whatever precedes it (three alignments; standard and URL-safe alphabets)."""
+    import base64  # only with static secrets: not on every run's start-up path
+    from urllib.parse import quote
     data = secret.encode("utf-8", "surrogateescape")
     forms = {secret, quote(secret, safe=""), quote(secret, safe="/:@")}
     for pad in range(3):
