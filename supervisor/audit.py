@@ -16,7 +16,6 @@ logged at close and exposed by ``counters()`` / ``dropped_total`` (for metrics).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import queue
 import re
@@ -25,10 +24,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from supervisor import logs
 from supervisor.audit_limits import DEFAULT_BURST, DEFAULT_RATE, Suppressed, TokenBucket
 from supervisor.stderr_io import STDERR_FD, STDERR_LOCK, write_all
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)  # logging is imported on first use
 
 QUEUE_LINES = 10_000  # lines waiting for the writer; beyond that, events are dropped
 SUMMARY_INTERVAL = 10.0  # seconds between summaries of rate-limited events

@@ -12,12 +12,12 @@ option and compares what both make of generated command lines.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+from supervisor import logs
 from supervisor.settings import (
     DEFAULT_GRANT_TIMEOUT,
     DEFAULT_PROXY_PORT,
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 EXIT_SETUP = 125
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_LEVEL_ENV = "OPENSHELL_SUPERVISOR_LOG_LEVEL"
-LOG_FORMAT = "openshell-supervisor: %(levelname)s: %(message)s"
 
 
 class Opt(NamedTuple):
@@ -200,9 +199,8 @@ def _parse(args: list[str], env: Any) -> dict[str, Any]:
 
 
 def setup_logging(log_level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, log_level.upper()), format=LOG_FORMAT, stream=sys.stderr
-    )
+    """For the other commands (click): logging configured at once."""
+    logs.configure(log_level, now=True)
 
 
 def exit_run(code: int) -> NoReturn:
@@ -213,7 +211,7 @@ def exit_run(code: int) -> NoReturn:
     live thread crashed once in CI (SIGSEGV in libc on that thread, so the agent's status
     was lost); the supervisor has nothing left to finalize, so flush and exit at once.
     """
-    logging.shutdown()
+    logs.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
@@ -294,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     params = parse_run(args)
     if params is not None:
-        setup_logging(params.pop("log_level"))
+        logs.configure(params.pop("log_level"))  # logging itself waits for a first record
         run_command(**params)
     from supervisor.cli import main as click_main
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import select
 import signal
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from supervisor import run_inputs
+from supervisor import logs, run_inputs
 from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment, leaked_secret
@@ -40,7 +39,7 @@ if TYPE_CHECKING:  # imported lazily at run time (start-up cost)
     from supervisor.profiles.profileset import ProfileSet
     from supervisor.sandbox.fsrules import LandlockPlan
 
-log = logging.getLogger("supervisor.runner")
+log = logs.get("supervisor.runner")  # logging is imported on first use
 
 PROFILE_POLL_SECONDS = 2.0
 # Held blocked from just before the init is forked until our handlers exist, so none is

@@ -10,13 +10,13 @@ after the agent's init process was forked.
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from supervisor import logs
 from supervisor.settings import RunSettings, SetupError
 from supervisor.telemetry import ProxyStats
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from supervisor.proxy.interception import SandboxCA
     from supervisor.proxy.server import Identify, ProxyServer
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)  # logging is imported on first use
 
 _STOP_TIMEOUT = 5.0
 
@@ -133,6 +133,7 @@ class Services:
 
     def _thread_main(self, listen_sock: socket.socket) -> None:
         try:
+            logs.ready()  # configured before the proxy stack (asyncio, grants) logs anything
             self._serve(listen_sock)
         except BaseException:
             # A run whose agent finished while the proxy was still starting exits without

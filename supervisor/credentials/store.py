@@ -9,15 +9,15 @@ Readers on the proxy thread take ``state`` once per request; updates swap one re
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from supervisor import logs
 from supervisor.credentials import sources
 from supervisor.credentials.placeholders import placeholder
 from supervisor.credentials.scope import BindingTable, StaticCredential
 
-log = logging.getLogger("supervisor.credentials")
+log = logs.get("supervisor.credentials")  # logging is imported on first use
 
 
 class MissingRequired(Exception):

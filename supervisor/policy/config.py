@@ -6,14 +6,14 @@ a reload that changes it is logged and ignored (only ``network_policies`` is dyn
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
+from supervisor import logs
 from supervisor.policy.loader import load_config
 from supervisor.policy.model import SandboxPolicy
 from supervisor.profiles.profileset import ProfileSet
 
-log = logging.getLogger("supervisor.policy")
+log = logs.get("supervisor.policy")  # logging is imported on first use
 
 
 class PolicyConfig:

@@ -37,6 +37,7 @@ FORBIDDEN = {
     "jwt": "token grants happen on the proxy thread",
     "certifi": "only a fallback when no system bundle exists",
     "urllib": "URL parsing: token endpoints (profile validation), encoded static secrets",
+    "logging": "imported on a logger's first use (supervisor.logs): a run logs nothing before",
 }
 # And with nothing to intercept there is no per-run CA: no bundle directory either.
 FORBIDDEN_WITHOUT_CA = {
