@@ -108,6 +108,27 @@ class PlainChannel:
                     raise
                 pending = left
 
+    async def flush(self) -> None:
+        """Wait until the transport handed every byte written to the socket (``drain``
+        stops at the low-water mark); a peer reading none for ``send_timeout`` is cut."""
+        transport = self.writer.transport
+        pending = self._buffered()
+        if not pending:
+            return
+        low, high = transport.get_write_buffer_limits()
+        transport.set_write_buffer_limits(high=0, low=0)  # paused until the buffer is empty
+        try:
+            if self.send_timeout is None:
+                await self._drain()
+            else:
+                await self._drain_while_progressing(pending, self.send_timeout)
+        finally:
+            if not transport.is_closing():
+                transport.set_write_buffer_limits(high=high, low=low)
+
+    def account(self, received: int, sent: int) -> None:
+        """Bytes that crossed the socket without ``read``/``write`` (spliced)."""
+
     def close(self) -> None:
         self.writer.close()
 

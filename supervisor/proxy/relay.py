@@ -4,7 +4,8 @@ Bytes already read on either side go first; a direction whose source ended is ha
 onward (over TLS: close_notify) while the other keeps flowing. The relay ends when both
 directions have, when nothing moved for ``idle`` seconds, when a side stopped reading for
 its send timeout, or when the agent's message filter refuses a WebSocket message: both
-sides then get a close frame.
+sides then get a close frame. Without a filter, a direction between two plain sockets is
+spliced (``supervisor.proxy.splice``): its bytes never enter Python.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import ssl
 
 from supervisor.proxy.channel import Channel, Conn
+from supervisor.proxy.splice import SpliceGate, relay_to_eof
 from supervisor.proxy.websocket import close_frame
 from supervisor.proxy.ws_creds import WsRefused, upstream_close
 from supervisor.proxy.ws_policy import FrameFilter
@@ -22,10 +24,16 @@ READ = 1 << 18
 
 
 class Relay:
-    __slots__ = ("_agent", "_last", "_loop", "_messages", "_up", "refused", "stalled")
+    __slots__ = ("_agent", "_gate", "_last", "_loop", "_messages", "_up", "refused", "stalled")
 
-    def __init__(self, agent: Conn, up: Conn, messages: FrameFilter | None = None) -> None:
-        self._agent, self._up, self._messages = agent, up, messages
+    def __init__(
+        self,
+        agent: Conn,
+        up: Conn,
+        messages: FrameFilter | None = None,
+        gate: SpliceGate | None = None,
+    ) -> None:
+        self._agent, self._up, self._messages, self._gate = agent, up, messages, gate
         self._loop = asyncio.get_running_loop()
         self._last = self._loop.time()
         self.stalled = False  # a side read none of our bytes for its send timeout
@@ -55,13 +63,12 @@ class Relay:
                 data = bytes(src.buf)
                 src.buf.clear()
                 dst.write(parse.feed(data) if parse is not None else data)
-            while True:
+            spliced = False
+            if parse is None and self._gate is not None:
                 await dst.drain()
-                data = await src.ch.read(READ)
-                if not data:
-                    break
-                self._last = self._loop.time()
-                dst.write(parse.feed(data) if parse is not None else data)
+                spliced = await relay_to_eof(src, dst, self._gate, self._touch)
+            if not spliced:
+                await self._copy(src, dst, parse)
         except TimeoutError:
             self.stalled = True
         except WsRefused as exc:
@@ -71,6 +78,18 @@ class Relay:
             pass
         with contextlib.suppress(OSError, RuntimeError, ssl.SSLError):
             dst.write_eof()
+
+    async def _copy(self, src: Conn, dst: Channel, parse: FrameFilter | None) -> None:
+        while True:
+            await dst.drain()
+            data = await src.ch.read(READ)
+            if not data:
+                return
+            self._last = self._loop.time()
+            dst.write(parse.feed(data) if parse is not None else data)
+
+    def _touch(self) -> None:
+        self._last = self._loop.time()
 
     async def _refuse(self, exc: WsRefused, upstream: Channel) -> None:
         self.refused = exc

@@ -198,6 +198,10 @@ class CountingChannel(PlainChannel):
         self._stats.bytes_to_upstream += len(data)
         self._raw_write(data)
 
+    def account(self, received: int, sent: int) -> None:
+        self._stats.bytes_from_upstream += received
+        self._stats.bytes_to_upstream += sent
+
 
 async def _dial_proxy(
     via: UpstreamProxy,
