@@ -275,10 +275,10 @@ def create_token_provider(
 
 
 class _DeferredExchanger:
-    """Builds the token endpoint client (loading the system roots into its TLS context) on
-    the first grant, so the supervisor's start-up, which runs beside the agent's, does not
-    pay for it. A bad --ca-bundle is caught at start by the proxy's own upstream context,
-    which loads the same file."""
+    """Builds the token endpoint client (httpx: ~60 ms of imports) on the first grant, so
+    the supervisor's start-up, which runs beside the agent's, does not pay for it. A
+    bad --ca-bundle is caught at start by the proxy's own upstream context, which loads
+    the same file."""
 
     def __init__(
         self, *, timeout: float, ca_bundle: str | None, upstream_proxy: UpstreamProxy | None
