@@ -9,6 +9,7 @@ direct HTTP or direct TLS as the ceiling. Rounds interleave the legs; medians ar
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class BulkLeg:
     proxy: str | None = None  # "http://127.0.0.1:PORT"; https URLs are CONNECTed
     cacert: Path | None = None  # trust anchor for https URLs (the CA the client sees)
     client_auth: bool = False  # the client sends the bearer token (nothing injects)
+    cpu_pid: int | None = None  # the proxy process whose CPU time each transfer costs
 
 
 @dataclass
@@ -39,6 +41,15 @@ class BulkResult:
     size: int  # bytes moved per transfer
     seconds: list[float] = field(default_factory=list)  # one per round
     error: str = ""
+    cpu_seconds: list[float] = field(default_factory=list)  # the proxy's, one per round
+
+    @property
+    def cpu_per_gib(self) -> float | None:
+        """The proxy's median CPU seconds per GiB moved: unlike GB/s, barely moved by
+        other processes' load on a shared machine."""
+        if self.error or not self.cpu_seconds:
+            return None
+        return median(self.cpu_seconds) / (self.size / 2**30)
 
     @property
     def gbps(self) -> float | None:
@@ -91,6 +102,13 @@ def parse_curl(output: str, direction: str, size: int) -> float:
     return seconds
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def transfer(leg: BulkLeg, direction: str, payload: Path, size: int) -> float:
     if not (leg.download_url if direction == DOWN else leg.upload_url):
         raise RuntimeError(f"no {direction} server for this leg (see the components)")
@@ -116,16 +134,21 @@ def run_bulk(
                 if cell.error:
                     continue
                 try:
+                    cpu = process_cpu_seconds(leg.cpu_pid) if leg.cpu_pid else None
                     seconds = transfer(leg, direction, payload, size)
-                except (RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
+                    if cpu is not None and leg.cpu_pid:
+                        cell.cpu_seconds.append(process_cpu_seconds(leg.cpu_pid) - cpu)
+                except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired) as err:
                     cell.error = str(err)
                     if show:
                         print(f"round {round_no}  bulk {leg.name:<22} {direction:<8} FAILED: {err}")
                     continue
                 cell.seconds.append(seconds)
                 if show:
+                    cpu = (f"  proxy CPU {cell.cpu_seconds[-1] / (size / 2**30):.2f} s/GiB"
+                           if cell.cpu_seconds else "")
                     print(f"round {round_no}  bulk {leg.name:<22} {direction:<8} "
-                          f"{size / seconds / 1e9:6.2f} GB/s")  # fmt: skip
+                          f"{size / seconds / 1e9:6.2f} GB/s{cpu}")  # fmt: skip
     return list(results.values())
 
 

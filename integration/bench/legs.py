@@ -38,6 +38,7 @@ class Endpoints:
     mitm_ca: Path | None = None
     ours: int | None = None
     ours_ca: Path | None = None
+    ours_pid: int | None = None  # our proxy's process: its CPU time per bulk transfer
 
 
 def _proxy(port: int) -> str:
@@ -71,11 +72,13 @@ def bulk_legs(ep: Endpoints) -> list[BulkLeg]:
     if ep.ours is not None:
         ours = _proxy(ep.ours)
         legs += [
-            BulkLeg(m.B_OURS_FORWARD, down_http, up_http, ours),
-            BulkLeg(m.B_OURS_CONNECT, down_tunnel, up_tunnel, ours, ep.bench_ca, True),
-        ]
+            BulkLeg(m.B_OURS_FORWARD, down_http, up_http, ours, cpu_pid=ep.ours_pid),
+            BulkLeg(m.B_OURS_CONNECT, down_tunnel, up_tunnel, ours, ep.bench_ca, True,
+                    cpu_pid=ep.ours_pid),
+        ]  # fmt: skip
         if ep.ours_ca is not None:
-            legs.append(BulkLeg(m.B_OURS_INTERCEPT, down_tls, up_tls, ours, ep.ours_ca))
+            legs.append(BulkLeg(m.B_OURS_INTERCEPT, down_tls, up_tls, ours, ep.ours_ca,
+                                cpu_pid=ep.ours_pid))  # fmt: skip
     return legs
 
 

@@ -80,7 +80,10 @@ class BenchReport:
                 label: metrics.over_python(self.startup_medians(), label)
                 for label in (metrics.STARTUP_PLAIN, metrics.STARTUP_INTERCEPT)
             },
-            "bulk": [{**dataclasses.asdict(b), "gbps": b.gbps} for b in self.bulk],
+            "bulk": [
+                {**dataclasses.asdict(b), "gbps": b.gbps, "cpu_per_gib": b.cpu_per_gib}
+                for b in self.bulk
+            ],
             "bulk_rss_max_mib": self.bulk_rss_max_mib,
             "streams": [
                 {**dataclasses.asdict(s), "median_p50_us": s.median_p50_us,
@@ -99,7 +102,7 @@ class BenchReport:
             "rss_baselines_max_mib": self.rss_baselines,
             "grants": self.grants,
             "ratios": metrics.ratios(self.http, self.https, conns),
-            "targets": [dataclasses.asdict(t) for t in self.targets()],
+            "targets": [{**dataclasses.asdict(t), "status": t.status} for t in self.targets()],
             "unavailable": self.unavailable,
             "elapsed_s": round(self.elapsed_s, 1),
         }
@@ -163,7 +166,7 @@ def _bulk_table(report: BenchReport) -> Table:
         "(10^9 B/s) of the rounds; ratios of ours to the group's baseline and ceiling",
         title_justify="left",
     )  # fmt: skip
-    for col in ("leg", "download", "upload", "rounds", "note"):
+    for col in ("leg", "download", "upload", "proxy CPU s/GiB", "rounds", "note"):
         table.add_column(col, justify="left" if col in ("leg", "note") else "right")
     legs = list(dict.fromkeys(b.leg for b in report.bulk))
     notes = {
@@ -181,8 +184,10 @@ def _bulk_table(report: BenchReport) -> Table:
                                    metrics._fmt(c.gbps, ""))
             for c in cells
         ]  # fmt: skip
+        cpu = [None if c is None else c.cpu_per_gib for c in cells]
+        cpu_shown = "-" if cpu == [None, None] else " / ".join(metrics._fmt(x, "") for x in cpu)
         rounds = "/".join(str(len(c.seconds)) for c in cells if c is not None)
-        table.add_row(leg, *shown, rounds, notes.get(leg, ""))
+        table.add_row(leg, *shown, cpu_shown, rounds, notes.get(leg, ""))
     return table
 
 
@@ -288,8 +293,8 @@ def render(report: BenchReport, console: Console | None = None) -> None:
     for col in ("target", "measured", "limit", "status", "detail"):
         table.add_column(col)
     for t in report.targets():
-        status = {True: "[green]MET[/]", False: "[red]MISSED[/]", None: "[yellow]not measured[/]"}
-        table.add_row(t.name, t.value, t.limit, status[t.met], t.detail)
+        colour = {True: "green", False: "red", None: "yellow"}[t.met]
+        table.add_row(t.name, t.value, t.limit, f"[{colour}]{t.status}[/]", t.detail)
     console.print(table)
     busy = busy_warning(report.config)
     if busy:

@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 ep.streams = start_stream_server(bench, stack, pki)
             ours = OurProxy.start(bench, stack, up, pki, ep.streams)
             ep.ours, ep.ours_ca = ours.port, ours.ca
+            ep.ours_pid = ours.proxy.pid if ours.proxy is not None else None
             bench.run_plan()
             for name, sampler in samplers:
                 bench.report.rss_baselines[name] = sampler.max_mib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,31 @@ def test_rounds_interleave_and_a_failing_cell_stops(monkeypatch: pytest.MonkeyPa
     assert bulk.bulk_ratio(results, "a", "b", UP) is None
 
 
+def test_rounds_measure_the_proxy_cpu_per_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([10.0, 10.5, 10.5, 11.25, 20.0, 20.1])  # before/after each transfer
+
+    monkeypatch.setattr(bulk, "process_cpu_seconds", lambda pid: next(clock))
+    monkeypatch.setattr(bulk, "transfer", lambda *a: 1.0)
+    legs = [BulkLeg("ours", "u", "v", cpu_pid=4242), BulkLeg("other", "u", "v")]
+    results = run_bulk(legs, Path("/p"), 2**31, rounds=1, show=False)
+    by = {(r.leg, r.direction): r for r in results}
+    assert by[("ours", DOWN)].cpu_seconds == [0.5] and by[("ours", UP)].cpu_seconds == [0.75]
+    assert by[("ours", DOWN)].cpu_per_gib == 0.25  # 2 GiB per transfer
+    assert by[("other", DOWN)].cpu_seconds == [] and by[("other", DOWN)].cpu_per_gib is None
+    assert next(clock) == 20.0  # the leg without a pid read no CPU time
+
+
+def test_process_cpu_seconds_reads_a_live_process() -> None:
+    import os
+    import time
+
+    before = bulk.process_cpu_seconds(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert bulk.process_cpu_seconds(os.getpid()) >= before + 0.03
+
+
 def test_missing_upload_server_is_an_error_not_a_hang() -> None:
     with pytest.raises(RuntimeError, match="no upload server"):
         bulk.transfer(BulkLeg("x", "http://127.0.0.1:9/", ""), UP, Path("/p"), 1)
@@ -86,6 +112,10 @@ def test_legs_follow_the_components_that_started() -> None:
     assert legs[m.B_OURS_CONNECT].download_url.startswith("https://127.0.0.1:4/")
     assert legs[m.B_OURS_CONNECT].upload_url == "https://127.0.0.1:7/sink"
     assert legs[m.B_TINY_CONNECT].client_auth and not legs[m.B_OURS_FORWARD].client_auth
+    assert legs[m.B_OURS_FORWARD].cpu_pid is None  # no pid given: no CPU column
+    with_pid = {leg.name: leg for leg in bulk_legs(replace(full, ours_pid=77))}
+    assert {n for n, leg in with_pid.items() if leg.cpu_pid == 77} == {
+        m.B_OURS_FORWARD, m.B_OURS_CONNECT, m.B_OURS_INTERCEPT}
     assert legs[m.B_MITM_INTERCEPT].cacert == Path("/mitm.pem")
     streams = {leg.name: leg for leg in stream_legs(full)}
     assert streams[m.B_OURS_INTERCEPT].proxy_port == 10 and streams[m.B_OURS_INTERCEPT].port == 6

@@ -120,6 +120,36 @@ def test_targets() -> None:
     assert (first.value, first.met) == ("0.350 ms", True)
 
 
+def test_a_bulk_limit_above_the_direct_ceiling_says_so() -> None:
+    """2x the baseline above the same run's direct leg cannot be met: MISSED says why and
+    the detail gives the limit as a multiple of the ceiling; the targets stay as they are."""
+    m = metrics.Measured(bulk=[
+        *_bulk(metrics.B_DIRECT_HTTP, 1.0, 1.0), *_bulk(metrics.B_TINY_FORWARD, 2.5, 0.9),
+        *_bulk(metrics.B_OURS_FORWARD, 1.5, 1.1),
+    ])  # fmt: skip
+    targets = {t.name: t for t in metrics.evaluate_targets(m)}
+    down = targets["bulk download, forward path, token injected, vs tinyproxy-forward"]
+    assert (down.met, down.status, down.unreachable) == (False, "MISSED", "")  # 1.67x
+    assert "limit" not in down.detail  # 2x tinyproxy is 0.8x direct: reachable
+    up = targets["bulk upload, forward path, token injected, vs tinyproxy-forward"]
+    assert up.met is False and up.value == "0.82x"
+    assert up.status == "MISSED (2x tinyproxy-forward is above direct-http)"
+    assert "the limit is 2.22x direct-http" in up.detail and "0.91x of direct-http" in up.detail
+    met = metrics.Target("x", "3x", ">= 2x", True, unreachable="ignored when met")
+    assert met.status == "MET" and metrics.Target("y", "-", "", None).status == "not measured"
+    assert metrics.bulk_limit_over_ceiling(m.bulk, metrics.B_TINY_FORWARD,
+                                           metrics.B_DIRECT_HTTP, UP) == pytest.approx(2 / 0.9)
+
+
+def test_bulk_detail_shows_the_proxy_cpu_per_gib() -> None:
+    cells = [*_bulk(metrics.B_TINY_FORWARD, 2.0, 2.0), *_bulk(metrics.B_OURS_FORWARD, 1.0, 1.0)]
+    cells[2].cpu_seconds = [0.5, 0.3, 0.4]  # ours, download; 1 GiB each
+    targets = {t.name: t for t in metrics.evaluate_targets(metrics.Measured(bulk=cells))}
+    down = targets["bulk download, forward path, token injected, vs tinyproxy-forward"]
+    assert down.detail.endswith("proxy CPU 0.40 s/GiB")
+    assert "CPU" not in targets["bulk upload, forward path, token injected, vs tinyproxy-forward"].detail
+
+
 def test_unanswered_idle_connections_measure_nothing() -> None:
     m = metrics.Measured(idle=IdleResult(1000, 990, 50_000, 51_000, 50_000))
     t = next(t for t in metrics.evaluate_targets(m) if t.name.startswith("RSS cost"))
