@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supervisor.proxy.interception import SandboxCA, env_vars
 from supervisor.proxy.tls_bundles import find_system_bundle, pem_certificates
@@ -110,3 +113,36 @@ def test_env_vars(ca: SandboxCA, tmp_path: Path) -> None:
 def test_pem_certificates_ignores_junk() -> None:
     assert pem_certificates(b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n") == []
     assert pem_certificates(b"nothing here") == []
+
+
+# The extraction as it was first written (lazy body): the greedy one must find the same blocks.
+_LAZY = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----"
+)
+_BEGIN, _END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+# Blocks of a bundle, well-formed or damaged: junk before, the BEGIN line, a body that may hold
+# characters a body must not (space, "-", "!"), an END marker that may be cut or missing.
+_BLOCK = st.tuples(
+    st.sampled_from([b"", b"\n", b"# comment \n", b"-----", b"\r\n", b"x"]),
+    st.sampled_from([_BEGIN, b"-----BEGIN PRIVATE KEY-----", b"-----BEGIN CERT"]),
+    st.sampled_from([b"\n", b"\r\n", b"", b" \n"]),
+    st.text(alphabet="AZaz09+/=\n\r -!", max_size=24).map(str.encode),
+    st.sampled_from([_END, _END, b"-----END", b"", b"-----END PRIVATE KEY-----"]),
+).map(b"".join)
+
+
+@settings(max_examples=500)
+@given(st.lists(_BLOCK, max_size=6), st.binary(max_size=8))
+def test_pem_certificates_finds_what_the_lazy_pattern_found(blocks: list[bytes], tail: bytes) -> None:
+    data = b"".join(blocks) + tail
+    want = [m.group(0).replace(b"\r\n", b"\n") for m in _LAZY.finditer(data)]
+    assert pem_certificates(data) == want
+
+
+def test_pem_certificates_of_the_system_bundle_match_the_lazy_pattern() -> None:
+    path = find_system_bundle()
+    if path is None:
+        pytest.skip("no system CA bundle")
+    data = Path(path).read_bytes()
+    want = [m.group(0).replace(b"\r\n", b"\n") for m in _LAZY.finditer(data)]
+    assert pem_certificates(data) == want and want
