@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
 log = logs.get(__name__)  # logging is imported on first use
 
 _STOP_TIMEOUT = 5.0
+# While the proxy thread imports its stack (~100 ms of CPU, right after the agent's release)
+# any other thread that wakes (the main thread when a short agent exits, the stderr relay,
+# the audit writer) waits up to the switch interval (5 ms by default) for the GIL at every
+# step. A shorter interval until the proxy serves: they get it back within a fraction of a
+# millisecond, and the proxy thread, the only one running, loses almost nothing.
+_STARTING_SWITCH_INTERVAL = 0.00025
 
 
 class _NoWorkloadApi:
@@ -74,6 +81,7 @@ class Services:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._on_failure: Callable[[SetupError], None] | None = None
+        self._switch_interval: float | None = None  # saved while the proxy thread starts
         self.failure: SetupError | None = None
         self._server: ProxyServer | None = None
         self._provider: TokenProvider | _NoWorkloadApi | None = None
@@ -109,7 +117,15 @@ class Services:
         agent, so the proxy's imports do not compete for the GIL with the spawn."""
         thread = self._thread
         if thread is not None and thread.ident is None and not self._stopping.is_set():
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(_STARTING_SWITCH_INTERVAL)
             thread.start()
+
+    def _started(self) -> None:
+        """The proxy serves or failed: back to the interpreter's switch interval."""
+        saved, self._switch_interval = self._switch_interval, None
+        if saved is not None:
+            sys.setswitchinterval(saved)
 
     def watch(self, on_failure: Callable[[SetupError], None]) -> None:
         """Call ``on_failure`` (from the proxy thread, or now) if the proxy cannot start.
@@ -140,6 +156,8 @@ class Services:
             # waiting for this thread; interpreter shutdown may then break its imports.
             if not self._stopping.is_set():
                 raise
+        finally:
+            self._started()
 
     def _serve(self, listen_sock: socket.socket) -> None:
         import asyncio
@@ -171,6 +189,7 @@ class Services:
                 profiles=[p.id for p in profiles.profiles],
                 bindings=len(profiles.bindings),
             )
+        self._started()
         with self._lock:  # pairs with stop(): exactly one of us decides who stops the loop
             self._ready.set()
             stop_now = self._stopping.is_set()
@@ -181,6 +200,7 @@ class Services:
         loop.close()
 
     def _fail(self, failure: SetupError) -> None:
+        self._started()
         with self._lock:
             self.failure = failure
             callback = self._on_failure
