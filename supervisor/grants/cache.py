@@ -65,6 +65,9 @@ class Entry:
     lifetime: float
     last_used: float
     spec: GrantSpec | None = None  # what to renew it with
+    # The token object that passed the use-time token68 check (provider._checked): the
+    # same immutable string passes it again, so it is not re-scanned on every request.
+    checked: str | None = field(default=None, repr=False)
 
     @property
     def expires_at(self) -> float:

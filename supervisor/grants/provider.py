@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_INTERVAL = 1.0
+_MAX_KEYS = 4096
 
 
 class SvidSource(Protocol):
@@ -81,6 +82,9 @@ class TokenProvider:
         self._rand = rand if rand is not None else random.Random().random  # noqa: S311
         self._refresh_interval = refresh_interval
         self._inflight: dict[CacheKey, asyncio.Task[str]] = {}
+        # binding id -> (that binding, its key): the key is built once per binding object
+        # instead of per request (a reload brings new objects, hence new keys).
+        self._keys: dict[str, tuple[Binding, CacheKey]] = {}
         self._refresher: asyncio.Task[None] | None = None
         self._retained: set[str] | None = None
         self._epoch = 0
@@ -96,7 +100,7 @@ class TokenProvider:
         if self._closed:
             raise GrantError("token_endpoint", "token provider is closed", retryable=False)
         self._ensure_refresher()
-        key = CacheKey.for_binding(binding)
+        key = self._key(binding)
         now = self._clock()
         entry = self._cache.get(key, now)
         if entry is not None:
@@ -104,7 +108,10 @@ class TokenProvider:
             self.metrics.cache["hit"] += 1
             if entry.refresh_due(now):
                 self._start_refresh(key, binding.grant)
-            return _checked(entry.token)
+            token = entry.token
+            if entry.checked is not token:
+                entry.checked = _checked(token)
+            return token
         self.metrics.cache["miss"] += 1
         task = self._inflight.get(key)
         if task is None:
@@ -122,6 +129,16 @@ class TokenProvider:
         # shield: a waiter that goes away (agent disconnect) does not cancel the grant
         # the other waiters share.
         return _checked(await asyncio.shield(task))
+
+    def _key(self, binding: Binding) -> CacheKey:
+        known = self._keys.get(binding.id)
+        if known is not None and known[0] is binding:
+            return known[1]
+        key = CacheKey.for_binding(binding)
+        if len(self._keys) >= _MAX_KEYS:  # bindings come from profiles, but stay bounded
+            self._keys.clear()
+        self._keys[binding.id] = (binding, key)
+        return key
 
     def retain(self, binding_ids: set[str]) -> None:
         """After a reload: forget tokens and failures of bindings no longer present."""

@@ -308,6 +308,26 @@ def credential_header(binding: Binding, token: str) -> tuple[str, str]:
     return binding.header_name.strip(), binding.header_value(token)
 
 
+class CredentialHeaders:
+    """``credential_header`` remembering its last answer: most requests inject the cached
+    token of the same binding, and a token is an immutable str, so the one that passed the
+    check passes it again (the check is a regex over the whole token, often a long JWT).
+    One per proxy; anything else (another binding or token object) is checked afresh."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[Binding, str, tuple[str, str]] | None = None
+
+    def header(self, binding: Binding, token: str) -> tuple[str, str]:
+        last = self._last
+        if last is not None and last[0] is binding and last[1] is token:
+            return last[2]
+        header = credential_header(binding, token)
+        self._last = (binding, token, header)
+        return header
+
+
 def grant_audit(exc: GrantError) -> str:
     """The audit log's text for a failed grant: step, then the fullest sanitized story."""
     return f"{exc.step}: {exc.audit_detail or exc.reason}"

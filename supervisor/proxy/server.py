@@ -63,8 +63,8 @@ from supervisor.proxy.channel import (
     start_chunked,
 )
 from supervisor.proxy.decision import (
+    CredentialHeaders,
     Decision,
-    credential_header,
     decide,
     decide_connect,
     grant_audit,
@@ -234,6 +234,7 @@ class ProxyServer:
         self._static = static_credentials
         self._policy = policy
         self._tokens = tokens
+        self._credential_headers = CredentialHeaders()
         self._audit = audit
         self._upstream_ssl = upstream_ssl
         self._interceptor = interceptor
@@ -748,7 +749,9 @@ class ProxyServer:
         assert ex.decision is not None and ex.decision.binding is not None
         binding = ex.decision.binding
         try:
-            ex.credential = credential_header(binding, await self._tokens.token_for(binding))
+            ex.credential = self._credential_headers.header(
+                binding, await self._tokens.token_for(binding)
+            )
         except GrantError as exc:  # the agent: step and status, never the issuer's text
             raise ProxyError(
                 errors.TOKEN_GRANT_FAILED, str(exc), audit_detail=grant_audit(exc)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from supervisor.grants.cache import CacheKey
 from supervisor.grants.errors import GrantError
 from supervisor.grants.exchange import TokenResponse
 from supervisor.grants.provider import TokenProvider
@@ -315,4 +317,39 @@ async def test_metrics_count_outcomes_cache_results_and_workload_calls() -> None
         await p.token_for(b)  # inside the backoff: refused at once, no call
     assert m.grants["backoff"] == 1 and m.workload_api_calls == 3
     assert m.cache["miss"] == 4
+    await p.aclose()
+
+
+async def test_a_cached_token_is_checked_again_once_it_changes() -> None:
+    """The use-time token68 check is remembered per token object: a hit on the same token
+    skips the scan, but a token that is not the one checked (here: planted in the entry)
+    is checked again and refused."""
+    clock, ex = FakeClock(), FakeExchanger()
+    p = provider(clock, ex)
+    b = make_binding(URL)
+    assert await p.token_for(b) == "tok1"
+    entry = p.cache.get(CacheKey.for_binding(b), clock())
+    assert entry is not None and entry.checked is None  # the miss path checks on its own
+    assert await p.token_for(b) == "tok1"
+    assert entry.checked is entry.token  # checked once on the first hit ...
+    assert await p.token_for(b) == "tok1"  # ... and not re-scanned
+    entry.token = "not a token\r\n"
+    with pytest.raises(GrantError) as err:
+        await p.token_for(b)
+    assert err.value.step == "response"
+    await p.aclose()
+
+
+async def test_a_binding_object_gets_the_key_of_its_own_grant() -> None:
+    """The cache key is remembered per binding object: a new object with the same id (a
+    reload) but another grant gets its own key, hence its own token."""
+    clock, ex = FakeClock(), FakeExchanger()
+    p = provider(clock, ex)
+    b = make_binding(URL)
+    assert await p.token_for(b) == "tok1"
+    assert await p.token_for(b) == "tok1"
+    changed = dataclasses.replace(b, grant=dataclasses.replace(b.grant, audience="other"))
+    assert changed.id == b.id
+    assert await p.token_for(changed) == "tok2"
+    assert await p.token_for(b) == "tok1"
     await p.aclose()

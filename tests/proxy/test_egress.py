@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from supervisor.proxy.decision import credential_header, decide
+from supervisor.proxy.decision import CredentialHeaders, credential_header, decide
 from supervisor.proxy.egress import check_destination, cleartext_injection_allowed, is_special
 from supervisor.proxy.errors import ProxyError
 from tests.proxy.harness import FakePolicy, binding, endpoint
@@ -109,6 +109,26 @@ def test_credential_header_rechecks_token68() -> None:
     for bad in ("", "a b", "a\r\nb", "a=b", "tok\x00"):
         with pytest.raises(ProxyError):
             credential_header(b, bad)
+
+
+def test_credential_headers_memo_checks_every_new_token() -> None:
+    """The per-proxy memo answers the same binding and token object from memory; any other
+    token (even an equal-looking new object) or binding goes through the check again."""
+    b = binding(endpoint())
+    headers = CredentialHeaders()
+    good = "".join(["abc.", "DEF"])  # built at run time: a fresh object
+    first = headers.header(b, good)
+    assert first == ("Authorization", "Bearer abc.DEF")
+    assert headers.header(b, good) is first  # remembered
+    for bad in ("", "a b", "a\r\nb", "a=b", "tok\x00"):
+        with pytest.raises(ProxyError):
+            headers.header(b, bad)
+    assert headers.header(b, good) is first  # a refusal leaves the memo as it was
+    other = binding(endpoint(), header="X-Api-Key", style="header")
+    assert headers.header(other, good) == ("X-Api-Key", "abc.DEF")
+    bad_copy = "".join(["a b"])
+    with pytest.raises(ProxyError):
+        headers.header(other, bad_copy)
 
 
 @pytest.mark.parametrize("text", ["::1:0:0", "4000::1", "100:0:0:1::1", "fe00::1", "e000::1"])
