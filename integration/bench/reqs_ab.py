@@ -6,7 +6,7 @@ keep-alive) of ``--duration`` seconds; the table gives the median req/s over ``-
 and the load average. ``--other ROOT``: a second checkout (e.g. ``git worktree`` or an
 exported tree of main) whose ``supervisor`` package the B proxy imports.
 
-Usage: python -m integration.bench.reqs_ab [--other ROOT] [--rounds 15] [--duration 2]
+Usage: python -m integration.bench.reqs_ab [--src ROOT_A] [--other ROOT_B] [--rounds 15] [--duration 2]
        [--connections 1,32] [--target inject|open]
 """
 
@@ -47,6 +47,7 @@ def cpu_seconds(pid: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m integration.bench.reqs_ab")
+    p.add_argument("--src", type=Path, default=ROOT, help="the source tree of the A proxy")
     p.add_argument("--other", type=Path, help="a second source tree (the B proxy)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--duration", type=float, default=2.0)
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         target = up.bound_port if args.target == "inject" else up.plain_port
         # name -> (proxy port, client sends the token, pid whose CPU time is counted or 0)
         legs: dict[str, tuple[int, bool, int]] = {}
-        a = stack.enter_context(proxy("A", work, profile, spiffe, pki.ca_cert, ROOT))
-        legs[f"ours-{args.target} A ({ROOT})"] = (int(a.ready["port"]), False, a.pid)
+        a = stack.enter_context(proxy("A", work, profile, spiffe, pki.ca_cert, args.src))
+        legs[f"ours-{args.target} A ({args.src})"] = (int(a.ready["port"]), False, a.pid)
         if args.other is not None:
             b = stack.enter_context(proxy("B", work, profile, spiffe, pki.ca_cert, args.other))
             legs[f"ours-{args.target} B ({args.other})"] = (int(b.ready["port"]), False, b.pid)
