@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -12,6 +13,10 @@ METADATA_ADDRESS = "169.254.169.254"
 _DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
+# A pure function of a string, called several times per proxied request (each policy
+# lookup normalizes again): remembered for the hosts seen last. Bounded, as the agent
+# chooses hosts.
+@functools.lru_cache(maxsize=512)
 def normalize_host(host: str) -> str:
     """Lower-case, drop one trailing dot and IPv6 brackets, canonical IPv6 text."""
     h = host.strip().lower()

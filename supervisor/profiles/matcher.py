@@ -205,17 +205,34 @@ class PolicyTable:
               usable: Callable[[Endpoint], bool] | None = None) -> Route:
         """Endpoints for a request; ``path`` is canonical (``canonical.canonicalize``).
         ``usable`` keeps only endpoints the connecting binary may use (``binaries``)."""
+        # Plain loops: this runs for every request (a comprehension or generator expression
+        # creates a function object each time on this Python).
         d = self._dest(normalize_host(host), port)
-        on_path = [e.value for e in d.entries if e.path is None or e.path.matches(path)]
+        on_path: list[Endpoint] = []
+        for e in d.entries:
+            if e.path is None or e.path.matches(path):
+                on_path.append(e.value)
         if usable is None:
             matching, inspected = tuple(on_path), d.inspected
         else:
             # As OpenShell: only the endpoints of profiles whose binaries allow the process
             # take part -- in the decision and in whether rules apply at all (pip beside a
             # git-only rule set on github.com:443 stays an L4 client).
-            matching = tuple(e for e in on_path if usable(e))
-            inspected = any(e.value.inspected and usable(e.value) for e in d.entries)
-        selected = next((e for e in matching if e.inspected), None)
+            kept: list[Endpoint] = []
+            for ep in on_path:
+                if usable(ep):
+                    kept.append(ep)
+            matching = tuple(kept)
+            inspected = False
+            for e in d.entries:
+                if e.value.inspected and usable(e.value):
+                    inspected = True
+                    break
+        selected = None
+        for ep in matching:
+            if ep.inspected:
+                selected = ep
+                break
         return Route(bool(d.entries), inspected, matching, selected,
                      binary_refused=bool(on_path) and not matching)
 

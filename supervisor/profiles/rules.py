@@ -74,13 +74,24 @@ def effective_rules(ep: Endpoint) -> tuple[L7Rule, ...]:
     return _compiled(ep).allow
 
 
+_ALLOWED = Verdict(True, "")
+
+
 def judge(matching: Sequence[Endpoint], req: L7Request) -> Verdict:
     """Allowed iff some matching endpoint allows and none denies (see module doc)."""
-    what = f"{req.method} {req.path}"
     gq = req.graphql
+    jr = req.jsonrpc
+    if gq is None and jr is None:  # plain REST: the common case, without the checks below
+        for e in matching:
+            if _denies(e, req):
+                return Verdict(False, f"{req.method} {req.path} blocked by deny rule")
+        for e in matching:
+            if _allows(e, req):
+                return _ALLOWED
+        return Verdict(False, f"{req.method} {req.path} not permitted by policy")
+    what = f"{req.method} {req.path}"
     if gq is not None and gq.error is not None:
         return Verdict(False, f"{what}: GraphQL request rejected: {gq.error}")
-    jr = req.jsonrpc
     if jr is not None and jr.error is not None:
         return Verdict(False, f"{what}: JSON-RPC request rejected: {jr.error}")
     if jr is not None and jr.has_response and any(e.protocol == "json-rpc" for e in matching):
@@ -97,7 +108,7 @@ def judge(matching: Sequence[Endpoint], req: L7Request) -> Verdict:
             return Verdict(False, f"{what}: GraphQL operation blocked by endpoint policy")
         return Verdict(False, f"{what} blocked by deny rule")
     if any(_allows(e, req) for e in matching):
-        return Verdict(True, "")
+        return _ALLOWED
     if gq is not None and gq.operations:
         return Verdict(False, f"{what}: GraphQL operation not permitted by policy")
     if jr is not None and jr.calls:

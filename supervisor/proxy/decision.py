@@ -200,11 +200,13 @@ def decide_connect(
 
 
 def _header_has(headers: Sequence[tuple[str, str]], name: str, token: str) -> bool:
-    return any(
-        k.lower() == name and any(t.strip().split(";")[0].strip().lower() == token
-                                  for t in v.split(","))
-        for k, v in headers
-    )
+    # Loops, not generator expressions: this runs twice per request.
+    for k, v in headers:
+        if k.lower() == name:
+            for t in v.split(","):
+                if t.strip().split(";")[0].strip().lower() == token:
+                    return True
+    return False
 
 
 def _decide_l7(

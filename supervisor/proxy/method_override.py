@@ -33,10 +33,12 @@ def override_methods(
 ) -> list[str]:
     """The methods a header or a ``_method`` query parameter names (upper-cased, each
     once, ``method`` itself left out)."""
-    named = [item for name, value in headers if name.lower() in METHOD_OVERRIDES
-             for item in value.split(",")]
+    named: list[str] = []
+    for name, value in headers:  # a loop: most requests name no override at all
+        if name.lower() in METHOD_OVERRIDES:
+            named += value.split(",")
     named += query.get(PARAM, ())
-    return _methods(method, named)
+    return _methods(method, named) if named else []
 
 
 def _content_types(headers: Sequence[tuple[str, str]]) -> list[str]:
