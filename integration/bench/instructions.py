@@ -105,11 +105,12 @@ def _content_length(head: bytes) -> int:
 def run_once(
     work: Path, profile: Path, spiffe: str, ca: Path, target: int, n: int, prefix: list[str],
     src: Path = ROOT,
+    extra: tuple[str, ...] = (),
 ) -> Runner:
     port = free_port()
     argv = [
         *prefix, "--profile", str(profile),
-        "--port", str(port), "--spiffe-socket", spiffe, "--ca-bundle", str(ca),
+        "--port", str(port), "--spiffe-socket", spiffe, "--ca-bundle", str(ca), *extra,
     ]  # fmt: skip
     runner = Runner(f"proxy-{n}", argv, work, src)  # -m: src's supervisor comes first
     with runner:
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m integration.bench.instructions")
     p.add_argument("--requests", default="200,1200", help="A,B request counts")
     p.add_argument("--target", choices=("inject", "open"), default="inject")
+    p.add_argument("--audit-log", action="store_true", help="the proxy writes an audit log")
     p.add_argument("--src", type=Path, default=ROOT, help="the source tree to measure")
     p.add_argument("--keep", type=Path, help="copy the callgrind outputs into this folder")
     p.add_argument("--profile-threads", type=Path, help="cProfile instead of callgrind")
@@ -141,13 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         profile = write_profile(work / "profile.yaml", up, devenv.ready["token_url"])
         target = _target(up, args.target)
         spiffe = str(devenv.ready["socket"])
+        extra = ("--audit-log", str(work / "audit.jsonl")) if args.audit_log else ()
         if args.profile_threads is not None:
             wrapper = work / "wrap.py"
             wrapper.write_text(PROFILE_WRAPPER)
             out = args.profile_threads.resolve()
             os.environ["INSTR_PROFILE_OUT"] = str(out)
             run_once(work, profile, spiffe, pki.ca_cert, target, b, [sys.executable, str(wrapper)],
-                     args.src)  # fmt: skip
+                     args.src, extra)  # fmt: skip
             import pstats
 
             pstats.Stats(str(out)).sort_stats("tottime").print_stats(40)
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in (a, b):
             out = work / f"callgrind.{n}"
             prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *RUNNER]
-            run_once(work, profile, spiffe, pki.ca_cert, target, n, prefix, args.src)
+            run_once(work, profile, spiffe, pki.ca_cert, target, n, prefix, args.src, extra)
             if args.keep is not None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 (args.keep / out.name).write_bytes(out.read_bytes())

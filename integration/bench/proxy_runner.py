@@ -3,7 +3,7 @@
 Binds 127.0.0.1:PORT, starts the services on their event-loop thread, prints READY with the
 sandbox CA bundle path, serves until stdin closes. Its VmRSS is the proxy's.
 Usage: python -m integration.bench.proxy_runner --profile P --port N --spiffe-socket S
-       [--ca-bundle PEM]
+       [--ca-bundle PEM] [--audit-log FILE]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--spiffe-socket", required=True)
     p.add_argument("--ca-bundle")
+    p.add_argument("--audit-log", help="write the OCSF audit log here (off by default, as in run)")
     args = p.parse_args(argv)
 
     from supervisor.profiles.loader import load_profiles
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles = load_profiles([args.profile])
     settings = RunSettings(
         profiles=(args.profile,), command=("bench",), spiffe_socket=args.spiffe_socket,
-        network="host", proxy_port=args.port, ca_bundle=args.ca_bundle,
+        network="host", proxy_port=args.port, ca_bundle=args.ca_bundle, audit_log=args.audit_log,
     )  # fmt: skip
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
