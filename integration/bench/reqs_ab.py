@@ -30,9 +30,13 @@ from integration.bench.runner_io import Runner
 from integration.bench.wrk import run_wrk
 
 
-def proxy(name: str, work: Path, profile: Path, spiffe: str, ca: Path, src: Path) -> Runner:
+def proxy(
+    name: str, work: Path, profile: Path, spiffe: str, ca: Path, src: Path, audit: bool = False
+) -> Runner:
     argv = [sys.executable, "-m", "integration.bench.proxy_runner", "--profile", str(profile),
             "--port", str(free_port()), "--spiffe-socket", spiffe, "--ca-bundle", str(ca)]  # fmt: skip
+    if audit:
+        argv += ["--audit-log", str(work / f"audit-{name}.jsonl")]
     # Run from ``src``: ``-m`` puts it first on sys.path, ahead of the editable install.
     return Runner(name, argv, work, src)
 
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=2.0)
     p.add_argument("--connections", default="1,32")
     p.add_argument("--target", choices=("inject", "open"), default="inject")
+    p.add_argument("--audit-log", action="store_true", help="the proxies write an audit log")
     args = p.parse_args(argv)
     conns = [int(c) for c in args.connections.split(",")]
     with tempfile.TemporaryDirectory(prefix="reqs-ab-") as tmp, contextlib.ExitStack() as stack:
@@ -72,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         target = up.bound_port if args.target == "inject" else up.plain_port
         # name -> (proxy port, client sends the token, pid whose CPU time is counted or 0)
         legs: dict[str, tuple[int, bool, int]] = {}
-        a = stack.enter_context(proxy("A", work, profile, spiffe, pki.ca_cert, args.src))
+        a = stack.enter_context(proxy("A", work, profile, spiffe, pki.ca_cert, args.src, args.audit_log))
         legs[f"ours-{args.target} A ({args.src})"] = (int(a.ready["port"]), False, a.pid)
         if args.other is not None:
-            b = stack.enter_context(proxy("B", work, profile, spiffe, pki.ca_cert, args.other))
+            b = stack.enter_context(proxy("B", work, profile, spiffe, pki.ca_cert, args.other, args.audit_log))
             legs[f"ours-{args.target} B ({args.other})"] = (int(b.ready["port"]), False, b.pid)
         legs["tinyproxy"] = (tiny.port, True, 0)
         results: dict[tuple[str, int], list[float]] = {}
@@ -97,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
               f"load average {min(loads):.2f}-{max(loads):.2f}")  # fmt: skip
         for (name, c), rps in results.items():
             kept = rps[1:]
-            used = cpu.get((name, c), [])[1:]
-            per = f"; proxy CPU {statistics.median(used):.1f} us/request" if used else ""
+            per_request = cpu.get((name, c), [])[1:]
+            per = f"; proxy CPU {statistics.median(per_request):.1f} us/request" if per_request else ""
             print(f"  {name:60} c={c:<3} {statistics.median(kept):7.0f} req/s "
                   f"(min {min(kept):.0f}, max {max(kept):.0f}){per}")  # fmt: skip
     return 0
