@@ -59,7 +59,6 @@ from supervisor.proxy.channel import (
     PlainChannel,
     TlsServerChannel,
     relay_chunked,
-    relay_until_eof,
     start_chunked,
 )
 from supervisor.proxy.decision import (
@@ -96,7 +95,7 @@ from supervisor.proxy.http1 import (
 from supervisor.proxy.policy import BinaryJudge, Interceptor, RoutePolicy
 from supervisor.proxy.relay import Relay
 from supervisor.proxy.slots import DestinationSlots
-from supervisor.proxy.splice import SpliceGate, relay_length
+from supervisor.proxy.splice import SpliceGate, relay_length, relay_until_eof
 from supervisor.proxy.static_creds import prepare as prepare_static
 from supervisor.proxy.upstream import (
     Pool,
@@ -906,7 +905,7 @@ class ProxyServer:
         elif out.mode == "chunked":
             await relay_chunked(up.conn, ach, idle, encode=out.encode_chunked, first=out.head)
         else:
-            await relay_until_eof(up.conn, ach, idle, first=out.head)
+            await relay_until_eof(up.conn, ach, idle, self._zero_copy, out.head)
 
     async def _switch(self, ex: Exchange, up: Upstream, resp: ResponseHead) -> Outcome:
         """The upstream switched protocols: its 101 goes to the agent as is, then the

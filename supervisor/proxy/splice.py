@@ -1,6 +1,6 @@
 """Zero-copy relay of bytes the proxy does not look at: socket -> pipe -> socket in the
-kernel (Linux ``splice``), for a Content-Length body on the plain forward path and for raw
-tunnels. Copying them through asyncio's stream buffers cost ~1 s of CPU per GiB.
+kernel (Linux ``splice``), for a Content-Length or close-delimited body on the plain forward
+path and for raw tunnels. Copying them through asyncio's stream buffers cost ~1 s of CPU per GiB.
 
 How it sits beside asyncio's transports, which own the sockets:
 
@@ -273,6 +273,21 @@ async def relay_length(
             await dst.drain()  # bytes taken from the buffers may still be queued
             return
     await channel.relay_length(src, dst, n, timeout, first)
+
+
+async def relay_until_eof(
+    src: Conn, dst: Channel, timeout: float | None, gate: SpliceGate | None, first: bytes = b""
+) -> None:
+    """``channel.relay_until_eof`` (a close-delimited response), spliced when both ends
+    are plain."""
+    if first:
+        dst.write(first)
+    if gate is not None and spliceable(src.ch, dst):
+        done, _moved = await _splice(src, dst, None, timeout, gate, None)
+        if done:
+            await dst.drain()
+            return
+    await channel.relay_until_eof(src, dst, timeout)
 
 
 async def relay_to_eof(

@@ -332,6 +332,36 @@ def test_upstream_surplus_and_truncation_never_reach_the_agent_as_body(env_of: A
         o.close()
 
 
+def test_close_delimited_download_is_spliced_to_the_end(env_of: Any) -> None:
+    """A response without length ends with the upstream's close: every byte reaches the
+    agent, then its connection closes; an upstream that goes quiet mid-body is cut after
+    upstream_idle_timeout."""
+
+    def origin(conn: socket.socket) -> None:
+        path = conn.recv(65536).split(b" ")[1]
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + _payload(BIG))
+        if path.endswith(b"/stall"):
+            time.sleep(3)
+
+    o = _Origin(origin)
+    env = env_of(bind=False, limits=Limits(upstream_idle_timeout=0.4))
+    env.policy.endpoints.append(endpoint("127.0.0.1", o.port))
+    try:
+        with env.connect() as s:
+            s.sendall(_get(o.port, "/all"))
+            head, _, body = _recv_all(s).partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200") and body == _payload(BIG)
+        with env.connect() as s:
+            s.sendall(_get(o.port, "/stall"))
+            started = time.monotonic()
+            body = _recv_all(s).partition(b"\r\n\r\n")[2]
+            assert body == _payload(BIG) and time.monotonic() - started < 2.5
+        assert _spliced(env) == 2
+        assert _released(env, o.port)
+    finally:
+        o.close()
+
+
 def test_agent_that_stops_reading_a_spliced_download_is_cut(env_of: Any) -> None:
     env = env_of(limits=Limits(send_timeout=STALL))
     port = env.upstream.port
