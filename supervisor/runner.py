@@ -286,9 +286,9 @@ def _diag_socket(network: AgentNetwork) -> socket.socket | None:
 
 def _make_bundle_dir() -> str:
     """A fresh root-owned directory for the agent's CA bundles (public certificates)."""
-    import tempfile
+    from supervisor.tempdirs import mkdtemp
 
-    directory = tempfile.mkdtemp(prefix="openshell-ca-")
+    directory = mkdtemp(prefix="openshell-ca-")
     os.chmod(directory, 0o755)  # noqa: S103 - public certificates only, never a key
     return directory
 

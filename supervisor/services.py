@@ -253,9 +253,9 @@ class Services:
         except Exception as err:
             raise SetupError("TLS interception", f"cannot create the sandbox CA: {err}") from None
         # Agent-readable trust bundles: a fresh root-owned directory, world-readable files.
-        import tempfile  # only with something to intercept: not on the plain start-up path
+        from supervisor.tempdirs import mkdtemp
 
-        self._bundle_dir = self._settings.ca_bundle_dir or tempfile.mkdtemp(prefix="openshell-ca-")
+        self._bundle_dir = self._settings.ca_bundle_dir or mkdtemp(prefix="openshell-ca-")
         os.chmod(self._bundle_dir, 0o755)  # noqa: S103 (public certificates only, no keys)
         paths = write_bundles(self._bundle_dir, self._ca_material.pem)
         self.extra_env.update(env_vars(paths))

@@ -38,12 +38,12 @@ FORBIDDEN = {
     "certifi": "only a fallback when no system bundle exists",
     "urllib": "URL parsing: token endpoints (profile validation), encoded static secrets",
     "logging": "imported on a logger's first use (supervisor.logs): a run logs nothing before",
+    "tempfile": "the CA bundle directory is made by supervisor.tempdirs",
+    "shutil": "removes the CA bundle directory, after the agent ran",
 }
-# And with nothing to intercept there is no per-run CA: no bundle directory either.
+# And with nothing to intercept there is no per-run CA.
 FORBIDDEN_WITHOUT_CA = {
     "cryptography": "the per-run CA's key is made only with an interceptable endpoint",
-    "tempfile": "the CA bundle directory exists only with a CA (or a filesystem policy)",
-    "shutil": "removes the CA bundle directory, after the agent ran",
 }
 
 # The installed console script (beside the interpreter) is run as its own file: looking it
