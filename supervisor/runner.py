@@ -510,9 +510,9 @@ def _release(
         relay.close_unstarted()
     mount_ns.close()
     if bundle_dir is not None:
-        import shutil  # after the agent ran, and only with a CA bundle directory
+        from supervisor import tempdirs
 
-        shutil.rmtree(bundle_dir, ignore_errors=True)
+        tempdirs.remove(bundle_dir)
     if network is not None:
         network.close_ns()
         network.listen_sock.close()

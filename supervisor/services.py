@@ -399,9 +399,9 @@ class Services:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(_STOP_TIMEOUT)
         if self._bundle_dir is not None:
-            import shutil
+            from supervisor import tempdirs
 
-            shutil.rmtree(self._bundle_dir, ignore_errors=True)
+            tempdirs.remove(self._bundle_dir)
             self._bundle_dir = None
         if self._audit is not None:
             # Flushes the audit writer (run exits without finalization); events the proxy

@@ -104,3 +104,26 @@ def test_with_tempfile_loaded_it_is_tempfiles_own(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # tempfile's own state is honoured
     path = Path(mkdtemp(prefix="openshell-ca-"))
     assert path.parent == tmp_path and path.is_dir()
+
+
+def test_remove_takes_files_links_and_subdirectories_but_nothing_outside(tmp_path: Path) -> None:
+    from supervisor.tempdirs import remove
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "ca-bundle.pem").write_text("a")
+    (flat / "sandbox-ca.pem").write_text("b")
+    (flat / "link").symlink_to(outside)  # unlinked, never followed
+    remove(str(flat))
+    assert not flat.exists()
+    nested = tmp_path / "nested"
+    (nested / "sub").mkdir(parents=True)
+    (nested / "sub" / "f").write_text("c")
+    (nested / "g").write_text("d")
+    remove(str(nested))  # shutil.rmtree's case
+    assert not nested.exists()
+    remove(str(tmp_path / "missing"))  # gone already: nothing to do, no error
+    assert (outside / "keep").read_text() == "x"
