@@ -12,6 +12,7 @@ option and compares what both make of generated command lines.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -292,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     params = parse_run(args)
     if params is not None:
+        # What `run` allocates before the agent's release (modules, classes, the profile
+        # tables) lives for the whole run: collections there only walk it (~6M instructions).
+        # runner._collect_again turns the collector back on at the release.
+        gc.disable()
         logs.configure(params.pop("log_level"))  # logging itself waits for a first record
         run_command(**params)
     from supervisor.cli import main as click_main

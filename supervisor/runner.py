@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import select
 import signal
@@ -327,6 +328,16 @@ def _watch_services(services: RunServices, init: InitProcess, supervision: _Supe
     services.watch(on_failure)
 
 
+def _collect_again() -> None:
+    """The collector, off for `run`'s start-up (run_cli.main), runs again from the agent's
+    release; what the start-up allocated is frozen out of its generations (it lives for the
+    run, and the first collection would otherwise walk all of it). A no-op when the caller
+    left the collector on."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def _abort_init(init: InitProcess) -> None:
     """The agent will not start: release the init and reap it."""
     init.abort()
@@ -463,6 +474,7 @@ def _supervise(
         try:
             env = _environment_or_abort(services, settings, init)
             init.start(env)
+            _collect_again()
             _watch_services(services, init, supervision)
             status = supervision.wait()
             if services.failure is not None:

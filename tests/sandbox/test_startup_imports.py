@@ -126,3 +126,46 @@ def test_nothing_heavy_before_the_agent_is_released(
         if any(m == name or m.startswith(name + ".") for m in loaded)
     }  # fmt: skip
     assert not crept_in, f"imported before the agent's release: {crept_in}"
+
+
+GC_RECORDER = """
+import gc, json, os, sys
+out, argv = sys.argv[1], sys.argv[2:]
+from supervisor import runner
+from supervisor.sandbox import spawn
+seen = {}
+release = spawn.InitProcess.start
+def start(self, env):
+    seen["at_release"] = gc.isenabled()
+    return release(self, env)
+spawn.InitProcess.start = start
+watch = runner._watch_services
+def watched(*args):
+    seen["after_release"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count()
+    with open(out, "w") as f:
+        json.dump(seen, f)
+    return watch(*args)
+runner._watch_services = watched
+from supervisor.run_cli import main
+sys.argv = ["openshell-supervisor", *argv]
+main()
+"""
+
+
+def test_the_collector_is_off_until_the_release_then_on_with_the_start_up_frozen(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "profile.yaml"
+    path.write_text(TUNNELS_ONLY)
+    out = tmp_path / "gc.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", GC_RECORDER, str(out), "run", "--profile", str(path), "--",
+         "/bin/true"],
+        env=clean_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(out.read_text())
+    assert seen["at_release"] is False
+    assert seen["after_release"] is True
+    assert seen["frozen"] > 10_000  # modules, classes, profile tables: out of the generations
