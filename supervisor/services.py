@@ -160,6 +160,11 @@ class Services:
             self._started()
 
     def _serve(self, listen_sock: socket.socket) -> None:
+        from supervisor import allocator
+
+        # Before the proxy stack's threads (Workload API pool, gRPC's, the audit writer)
+        # start allocating: they share this thread's and the main thread's arenas.
+        allocator.limit_arenas()
         import asyncio
 
         from supervisor.proxy.loop import new_event_loop
@@ -182,6 +187,7 @@ class Services:
         # run: keep them out of the collector's generations so a full collection under
         # load does not walk them (tens of ms seen).
         gc.freeze()
+        allocator.trim()  # what start-up freed (profile parsing, imports) goes back
         if self._audit is not None:
             profiles = self._profiles_for_event
             self._audit.config_event(
