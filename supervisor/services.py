@@ -276,21 +276,24 @@ class Services:
 
         settings = self._settings
         assert self._audit is not None
+        try:
+            upstream_ssl = build_upstream_context(settings.ca_bundle)
+        except (OSError, ValueError) as err:
+            raise SetupError("--ca-bundle", f"cannot load trust anchors: {err}") from None
         if settings.spiffe_socket:
             from supervisor.grants.provider import create_token_provider
 
+            # Token endpoints are verified as upstreams are: one context, one copy of the
+            # system roots in memory (~1 MiB each), none loaded at the first grant.
             self._provider = create_token_provider(
                 settings.spiffe_socket,
                 ca_bundle=settings.ca_bundle,
+                tls=upstream_ssl,
                 grant_timeout=settings.grant_timeout,
                 upstream_proxy=settings.upstream_proxy,
             )
         else:
             self._provider = _NoWorkloadApi()
-        try:
-            upstream_ssl = build_upstream_context(settings.ca_bundle)
-        except (OSError, ValueError) as err:
-            raise SetupError("--ca-bundle", f"cannot load trust anchors: {err}") from None
         if settings.upstream_proxy is not None:  # display: never the credentials
             log.info("upstream connections go through %s", settings.upstream_proxy.display)
         self._server = ProxyServer(

@@ -47,10 +47,13 @@ class TokenEndpointClient:
         ca_bundle: str | None = None,
         max_body: int = exchange.MAX_RESPONSE_BYTES,
         upstream_proxy: UpstreamProxy | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._timeout = timeout
         self._max_body = max_body
-        self._ssl = build_ssl_context(ca_bundle)
+        # ``tls``: the proxy's upstream context (tls_upstream: the same roots plus
+        # ``ca_bundle``), so the process holds one copy of the system roots.
+        self._ssl = tls if tls is not None else build_ssl_context(ca_bundle)
         self._client = self._new_client(None)
         # Only for token endpoints whose host is listed in
         # --token-endpoint-via-upstream-proxy; everything else is dialed directly.

@@ -31,6 +31,8 @@ from supervisor.settings import DEFAULT_GRANT_TIMEOUT
 from supervisor.telemetry import GrantStats
 
 if TYPE_CHECKING:
+    import ssl
+
     from supervisor.proxy.upstream_proxy import UpstreamProxy
 
 log = logging.getLogger(__name__)
@@ -274,6 +276,7 @@ def create_token_provider(
     spiffe_socket: str,
     *,
     ca_bundle: str | None = None,
+    tls: ssl.SSLContext | None = None,
     grant_timeout: float = DEFAULT_GRANT_TIMEOUT,
     max_entries: int = cachemod.DEFAULT_MAX_ENTRIES,
     upstream_proxy: UpstreamProxy | None = None,
@@ -281,12 +284,14 @@ def create_token_provider(
     """The production provider. Call from inside the proxy's running event loop.
 
     The Workload API is a local unix socket: never proxied. Token endpoints are dialed
-    directly unless their host is listed for the upstream proxy (ARCHITECTURE.md 7)."""
+    directly unless their host is listed for the upstream proxy (ARCHITECTURE.md 7).
+    ``tls``: the proxy's upstream context (system roots plus ``ca_bundle``) to verify token
+    endpoints with; None: the client builds its own from ``ca_bundle``."""
     from supervisor.grants.workload import WorkloadSvidSource
 
     svids = WorkloadSvidSource(spiffe_socket)
     exchanger = _DeferredExchanger(
-        timeout=grant_timeout, ca_bundle=ca_bundle, upstream_proxy=upstream_proxy
+        timeout=grant_timeout, ca_bundle=ca_bundle, tls=tls, upstream_proxy=upstream_proxy
     )
     return TokenProvider(svids, exchanger, max_entries=max_entries)
 
@@ -298,10 +303,12 @@ class _DeferredExchanger:
     the same file."""
 
     def __init__(
-        self, *, timeout: float, ca_bundle: str | None, upstream_proxy: UpstreamProxy | None
-    ) -> None:
+        self, *, timeout: float, ca_bundle: str | None, tls: ssl.SSLContext | None,
+        upstream_proxy: UpstreamProxy | None,
+    ) -> None:  # fmt: skip
         self._timeout = timeout
         self._ca_bundle = ca_bundle
+        self._tls = tls
         self._upstream_proxy = upstream_proxy
         self._client: TokenExchanger | None = None
 
@@ -312,6 +319,7 @@ class _DeferredExchanger:
             self._client = TokenEndpointClient(
                 timeout=self._timeout,
                 ca_bundle=self._ca_bundle,
+                tls=self._tls,
                 upstream_proxy=self._upstream_proxy,
             )
         return await self._client.exchange(spec, svid)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import ipaddress
@@ -306,3 +307,56 @@ async def test_http_token_endpoint_never_crosses_the_proxy(issuer: TokenIssuer,
             await client.aclose()
         assert proxy.seen == []
         assert len(issuer.submissions) == 0
+
+
+async def test_a_given_context_is_the_trust(workload: WorkloadAPIServer, tmp_path: Path) -> None:
+    # The proxy hands its upstream context over (services): that context decides, and the
+    # client builds no other (ca_bundle is then only the proxy's business).
+    from supervisor.proxy.tls_upstream import build_upstream_context
+
+    server_ctx, ca_pem = _tls_material(tmp_path)
+    issuer = TokenIssuer(jwks_url=workload.jwks_url, expected_svid_audience=SVID_AUDIENCE,
+                         trust_domain=TRUST_DOMAIN, tls=server_ctx).start()
+    try:
+        spec = make_binding(issuer.token_url).grant
+        for tls, ok in ((build_upstream_context(ca_pem), True),
+                        (build_upstream_context(None), False)):
+            client = TokenEndpointClient(timeout=3, ca_bundle=ca_pem, tls=tls)
+            try:
+                if ok:
+                    assert (await client.exchange(spec, svid_for(workload))).access_token
+                else:
+                    with pytest.raises(GrantError, match="unreachable"):
+                        await client.exchange(spec, svid_for(workload))
+            finally:
+                await client.aclose()
+    finally:
+        # Off the loop: the refused connection's socket closes on the loop's next turn.
+        await asyncio.to_thread(issuer.stop)
+
+
+async def test_provider_passes_the_proxy_context_on(workload: WorkloadAPIServer,
+                                                    tmp_path: Path) -> None:
+    # create_token_provider(tls=...) as services calls it: the grant succeeds only because
+    # that context trusts the issuer (no ca_bundle is given here).
+    from supervisor.grants.provider import create_token_provider
+    from supervisor.proxy.tls_upstream import build_upstream_context
+
+    server_ctx, ca_pem = _tls_material(tmp_path)
+    issuer = TokenIssuer(jwks_url=workload.jwks_url, expected_svid_audience=SVID_AUDIENCE,
+                         trust_domain=TRUST_DOMAIN, tls=server_ctx).start()
+    try:
+        binding = make_binding(issuer.token_url)
+        for tls, ok in ((build_upstream_context(ca_pem), True), (None, False)):
+            provider = create_token_provider(workload.address, tls=tls, grant_timeout=3)
+            try:
+                if ok:
+                    assert await provider.token_for(binding)
+                else:
+                    with pytest.raises(GrantError, match="unreachable"):
+                        await provider.token_for(binding)
+            finally:
+                await provider.aclose()
+    finally:
+        # Off the loop: the refused connection's socket closes on the loop's next turn.
+        await asyncio.to_thread(issuer.stop)
