@@ -49,6 +49,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of a process (0 for pid 0):
+    how often its threads slept and woke, whatever the machine's load."""
+    if not pid:
+        return 0
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if "ctxt_switches:" in line:
+                total += int(line.split()[1])
+    return total
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m integration.bench.reqs_ab")
     p.add_argument("--src", type=Path, default=ROOT, help="the source tree of the A proxy")
@@ -85,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         legs["tinyproxy"] = (tiny.port, True, 0)
         results: dict[tuple[str, int], list[float]] = {}
         cpu: dict[tuple[str, int], list[float]] = {}  # proxy CPU microseconds per request
+        switches: dict[tuple[str, int], list[float]] = {}  # its context switches per request
         loads = [os.getloadavg()[0]]
         for _ in range(args.rounds + 1):  # the first round warms up (connections, token)
             for name, (port, auth, pid) in legs.items():
                 for c in conns:
-                    before = cpu_seconds(pid)
+                    before, before_cs = cpu_seconds(pid), context_switches(pid)
                     r = run_wrk(name.split()[0], port, target, True, c, args.duration, work, auth)
                     if not r.valid:
                         raise RuntimeError(f"{name} c={c}: errors {r.errors}")
@@ -97,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
                     if pid:
                         used = cpu_seconds(pid) - before
                         cpu.setdefault((name, c), []).append(used / r.requests * 1e6)
+                        cs = context_switches(pid) - before_cs
+                        switches.setdefault((name, c), []).append(cs / r.requests)
             loads.append(os.getloadavg()[0])
         print(f"median req/s of {args.rounds} interleaved rounds x {args.duration:g} s; "
               f"load average {min(loads):.2f}-{max(loads):.2f}")  # fmt: skip
@@ -104,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             kept = rps[1:]
             per_request = cpu.get((name, c), [])[1:]
             per = f"; proxy CPU {statistics.median(per_request):.1f} us/request" if per_request else ""
+            cs_per = switches.get((name, c), [])[1:]
+            per += f", {statistics.median(cs_per):.2f} context switches/request" if cs_per else ""
             print(f"  {name:60} c={c:<3} {statistics.median(kept):7.0f} req/s "
                   f"(min {min(kept):.0f}, max {max(kept):.0f}){per}")  # fmt: skip
     return 0
