@@ -5,7 +5,11 @@ string is scrubbed of control characters here as a second line of defence. No to
 or assertion is ever handed to this module.
 
 Writing never blocks the caller (the proxy's event loop): ``emit`` serializes the event and
-hands the line to a bounded queue that a writer thread drains. A sink that stops reading
+hands the line to a bounded queue that a writer thread drains. The writer is woken by the
+first line queued, then lingers a few milliseconds (``LINGER``) so that a burst goes out in
+one write: under load one wake-up per few ms instead of one per event, each of which took
+the interpreter lock from the event loop. A full batch or ``close`` wakes it at once, and
+``close`` writes everything still queued. A sink that stops reading
 (a full stderr pipe, a stalled disk) costs events, never the proxy: what cannot be queued
 is dropped and counted. A rate limit (token bucket, ``audit_limits``) bounds how fast the
 log can grow, so an agent's denial loop cannot fill a disk; events over the rate are
@@ -15,9 +19,9 @@ logged at close and exposed by ``counters()`` / ``dropped_total`` (for metrics).
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import queue
 import re
 import threading
 import time
@@ -33,7 +37,9 @@ log = logs.get(__name__)  # logging is imported on first use
 QUEUE_LINES = 10_000  # lines waiting for the writer; beyond that, events are dropped
 SUMMARY_INTERVAL = 10.0  # seconds between summaries of rate-limited events
 FLUSH_TIMEOUT = 2.0  # how long close() waits for the writer
-_BATCH = 256  # lines written at once
+LINGER = 0.005  # seconds the writer lets lines gather after the first one
+_BATCH = 256  # lines that wake the writer before LINGER is over
+_IDLE_TICK = 0.2  # the writer's wake-up without lines (summaries, close)
 
 OCSF_VERSION = "1.3.0"
 _PRODUCT = {"name": "openshell-supervisor", "vendor_name": "OpenShell"}
@@ -122,7 +128,10 @@ class AuditLog:
         self._bucket = TokenBucket(rate, burst, clock)
         self._suppressed = Suppressed()
         self._summary_interval = summary_interval
-        self._queue: queue.Queue[str] = queue.Queue(maxsize=queue_lines)
+        # Lines for the writer, at most ``queue_lines`` (appended and taken under _lock).
+        self._pending: collections.deque[str] = collections.deque()
+        self._queue_lines = queue_lines
+        self._wake = threading.Event()
         self._counts = {"written": 0, "rate_limited": 0, "queue_full": 0, "write_failed": 0,
                         "after_close": 0}
         self._writer: threading.Thread | None = None
@@ -166,9 +175,11 @@ class AuditLog:
         writer = self._writer
         if writer is not None:
             self._stop.set()
+            self._wake.set()
             writer.join(FLUSH_TIMEOUT)
             with self._lock:  # left behind by a stuck sink (or queued as close began)
-                self._counts["write_failed"] += self._queue.qsize()
+                self._counts["write_failed"] += len(self._pending)
+                self._pending.clear()
             if not writer.is_alive() and self._own and self._fd is not None:
                 os.close(self._fd)
         counts = self.counters()
@@ -194,11 +205,15 @@ class AuditLog:
         self._enqueue(_line(event))
 
     def _enqueue(self, line: str) -> None:
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
-            with self._lock:
+        pending = self._pending
+        with self._lock:
+            if len(pending) >= self._queue_lines:
                 self._counts["queue_full"] += 1
+                return
+            pending.append(line)
+            queued = len(pending)
+        if queued == 1 or queued == _BATCH:  # the first line wakes the writer; a full batch
+            self._wake.set()  # cuts its linger short
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -216,23 +231,25 @@ class AuditLog:
 
     def _write_loop(self) -> None:
         next_summary = self._clock() + self._summary_interval
+        wake, pending = self._wake, self._pending
         while True:
+            wake.wait(_IDLE_TICK)
+            if pending and not self._stop.is_set() and len(pending) < _BATCH:
+                wake.clear()
+                wake.wait(LINGER)  # let the burst gather: one write for all of it
+            wake.clear()  # before taking: a line queued after this wakes the next round
             stopping = self._stop.is_set()
-            batch: list[str] = []
-            try:
-                batch.append(self._queue.get(timeout=0.2 if not stopping else 0))
-                while len(batch) < _BATCH:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            final = stopping and self._queue.empty()  # close(): nothing will be queued now
+            with self._lock:
+                batch = list(pending)
+                pending.clear()
+            final = stopping  # close(): nothing is queued after _stop (counted instead)
             if final or self._clock() >= next_summary:
                 next_summary = self._clock() + self._summary_interval
                 summary = self._summary_line()
                 if summary is not None:
                     batch.append(summary)
-            if batch:
-                self._write(batch)
+            for i in range(0, len(batch), _BATCH):  # bounded writes (stderr is shared)
+                self._write(batch[i : i + _BATCH])
             if final:
                 return
 

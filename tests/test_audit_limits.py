@@ -7,9 +7,11 @@ import os
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supervisor import audit
 from supervisor.audit import AuditLog
 from supervisor.audit_limits import Suppressed, TokenBucket, summary_key
 from supervisor.sandbox.stderr_relay import MAX_LINE, PREFIX, escape, frame
@@ -137,6 +139,50 @@ def test_a_sink_that_stops_reading_never_blocks_emit(tmp_path: Path) -> None:
     assert counts["written"] + counts["queue_full"] == 2000
 
 
+def test_events_arriving_one_by_one_are_written_in_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events emitted by a thread that keeps letting the writer run (the event loop gives
+    the interpreter lock up on every socket call) used to wake the writer, and cost a
+    write, per event. The writer now lets lines gather for LINGER after the first one:
+    a few writes for the lot, every event still written, in order, by close."""
+    writes: list[int] = []
+    real = audit.write_all
+
+    def counting(fd: int, data: bytes) -> None:
+        writes.append(data.count(b"\n"))
+        real(fd, data)
+
+    monkeypatch.setattr(audit, "write_all", counting)
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path), burst=100_000, rate=1e6)
+    n = 100
+    started = time.monotonic()
+    for i in range(n):
+        log.config_event("event", i=i)
+        time.sleep(0.0005)  # gives the interpreter lock away, as a socket call does
+    elapsed = time.monotonic() - started
+    log.close()
+    assert [e["unmapped"]["i"] for e in _lines(path)] == list(range(n))  # type: ignore[index]
+    assert sum(writes) == n and log.counters()["written"] == n
+    # One write per LINGER of emitting at most (and a couple at the edges); per event before.
+    assert len(writes) <= elapsed / audit.LINGER + 3 and len(writes) < n / 2, writes
+
+
+def test_a_lone_event_is_written_without_waiting_for_more(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(str(path))
+    try:
+        log.config_event("alone")
+        deadline = time.monotonic() + 5
+        while not path.read_text():
+            assert time.monotonic() < deadline, "the first event waited for company"
+            time.sleep(0.005)
+        assert _lines(path)[0]["message"] == "alone"
+    finally:
+        log.close()
+
+
 def test_events_after_close_are_counted(tmp_path: Path) -> None:
     log = AuditLog(str(tmp_path / "a.jsonl"))
     log.close()
@@ -206,3 +252,4 @@ def test_the_relayed_stream_is_always_valid_utf8(parts: list[bytes]) -> None:
     if b"\n" not in whole and len(whole) < MAX_LINE:
         valid = whole.decode("utf-8", "ignore")
         assert all(ch in text for ch in valid if ch.isprintable())
+
