@@ -76,21 +76,51 @@ _CTL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def scrub(value: str, limit: int = 512) -> str:
+    # Control characters are never printable: most values skip the substitution.
+    if value.isprintable():
+        return value[:limit]
     return _CTL.sub("?", value)[:limit]
 
 
+_LIMIT = 512  # scrub's default
+
+
 def _clean(value: Any) -> Any:
+    """Every string scrubbed (keys too), tuples as lists. An event is built by this module
+    as plain dicts, strings and ints: those are handled inline (this runs for every
+    event, and a call per key and value was most of its cost); anything else takes the
+    general rules below, which give the same result."""
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str or len(k) > _LIMIT or not k.isprintable():
+                k = scrub(str(k))
+            vk = type(v)
+            if vk is str:
+                if len(v) > _LIMIT or not v.isprintable():
+                    v = scrub(v)
+            elif vk is not int:
+                v = _clean(v)
+            out[k] = v
+        return out
+    if kind is str:
+        return value if len(value) <= _LIMIT and value.isprintable() else scrub(value)
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, dict):
         return {scrub(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
 
 
+# json.dumps with these options, without building an encoder for every line.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
 def _line(event: dict[str, Any]) -> str:
-    return json.dumps(_clean(event), separators=(",", ":"), ensure_ascii=True) + "\n"
+    return _ENCODE(_clean(event)) + "\n"
 
 
 def _redact(path: str) -> str:

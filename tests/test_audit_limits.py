@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -253,3 +254,46 @@ def test_the_relayed_stream_is_always_valid_utf8(parts: list[bytes]) -> None:
         valid = whole.decode("utf-8", "ignore")
         assert all(ch in text for ch in valid if ch.isprintable())
 
+
+@settings(max_examples=500)
+@given(st.text(), st.integers(0, 600))
+def test_scrub_replaces_exactly_the_control_characters(value: str, limit: int) -> None:
+    """The printable fast path gives what the substitution gives, for any text."""
+    expected = re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", value)[:limit]
+    assert audit.scrub(value, limit) == expected
+
+
+_TEXT = st.text(max_size=20) | st.text(min_size=510, max_size=530) | st.sampled_from(
+    ["\x00", "a\x1fb", "\x7f", "\x9f", "\x85", "\u00a0", "é", "\u2028"])
+_JSONABLE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(_TEXT | st.integers(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _reference_clean(value: object) -> object:
+    """The rules as first written: every string through the substitution, keys too."""
+    def scrub(v: str) -> str:
+        return re.sub(r"[\x00-\x1f\x7f-\x9f]", "?", v)[:512]
+
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub(str(k)): _reference_clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_clean(v) for v in value]
+    return value
+
+
+@settings(max_examples=150)
+@given(st.dictionaries(_TEXT | st.integers(), _JSONABLE, max_size=6))
+def test_an_audit_line_is_the_json_of_the_scrubbed_event(event: dict[object, object]) -> None:
+    """The same line as json.dumps of the event cleaned by the first, plain rules: every
+    string scrubbed (keys too), tuples as lists; one compact ASCII JSON line."""
+    expected = _reference_clean(event)
+    assert audit._clean(event) == expected
+    line = audit._line(event)  # type: ignore[arg-type]
+    assert line == json.dumps(expected, separators=(",", ":"), ensure_ascii=True) + "\n"
+    assert "\n" not in line[:-1] and line.isascii()
