@@ -14,6 +14,7 @@ Nothing here ever holds a host, a path, a query or a token.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 
 # Seconds. Request durations run from sub-millisecond (a refusal) to minutes (a download).
@@ -32,13 +33,19 @@ TO_UPSTREAM, FROM_UPSTREAM = "to_upstream", "from_upstream"
 _CODE = re.compile(r"[a-z0-9][a-z0-9_]{0,39}")
 
 
+# Pure functions of their argument, called for every request: remembered. (The codes are
+# the proxy's own and status classes: a handful of values.)
+@functools.lru_cache(maxsize=128)
 def code_label(code: str) -> str:
     return code if _CODE.fullmatch(code) else "other"
 
 
+_STATUS_CLASSES = {status: f"{status // 100}xx" for status in range(100, 600)}
+
+
 def status_class(status: int) -> str:
     """``2xx``...: an upstream's status, folded to five values."""
-    return f"{status // 100}xx" if 100 <= status <= 599 else "other"
+    return _STATUS_CLASSES.get(status, "other")
 
 
 class Histogram:

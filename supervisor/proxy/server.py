@@ -382,10 +382,17 @@ class ProxyServer:
     async def _judge_ready(self, judge: BinaryJudge | None) -> None:
         """Look the connecting executable up off the loop, once per connection, when some
         endpoint is restricted to binaries: the first sight of a binary hashes it."""
-        if isinstance(judge, ConnectionJudge) and not judge.looked_up and getattr(
-            self._policy(), "binaries_enforced", False
-        ):
+        if self._lookup_due(judge):
+            assert isinstance(judge, ConnectionJudge)
             await asyncio.to_thread(judge.prime)
+
+    def _lookup_due(self, judge: BinaryJudge | None) -> bool:
+        """``_judge_ready`` has a lookup to wait for (callers skip the await otherwise)."""
+        return (
+            isinstance(judge, ConnectionJudge)
+            and not judge.looked_up
+            and getattr(self._policy(), "binaries_enforced", False)
+        )
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Over the connection cap: a 503 without reading the request, then close.
@@ -576,7 +583,8 @@ class ProxyServer:
         proxy answered the request itself. Each awaits only when it has to: most requests
         wait for nothing before the upstream write."""
         req, dest = ex.req, ex.target.dest
-        await self._judge_ready(ex.agent.judge)
+        if self._lookup_due(ex.agent.judge):  # once per connection at most
+            await self._judge_ready(ex.agent.judge)
         decision = self._admit(ex)
         if req.max_forwards == 0:
             return self._answer_options(ex)
