@@ -9,15 +9,16 @@ summary event per interval (supervisor/audit.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
+
+from supervisor.record import field, record
 
 DEFAULT_RATE = 50.0  # events per second, sustained
 DEFAULT_BURST = 500  # events at once
 SUMMARY_KEYS = 64  # distinct keys counted in one summary; the rest is 'other'
 
 
-@dataclass
+@record(frozen=False)
 class TokenBucket:
     """``rate`` tokens a second up to ``burst``; ``take`` spends one if there is one."""
 
@@ -57,7 +58,7 @@ def summary_key(event: Mapping[str, Any]) -> tuple[object, ...]:
     )
 
 
-@dataclass
+@record(frozen=False)
 class Suppressed:
     """Counts of held-back events since the last summary, per ``summary_key``."""
 

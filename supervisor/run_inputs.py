@@ -14,11 +14,11 @@ once, before the agent starts, into a sealed in-memory file that the TLS code op
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import os
 
 from supervisor import trusted_files
+from supervisor.record import replace
 from supervisor.settings import RunSettings, SetupError
 
 CA_BUNDLE_LIMIT = 16 << 20
@@ -50,7 +50,7 @@ def absolute_settings(settings: RunSettings, cwd: str | None) -> RunSettings:
         value = getattr(settings, name)
         if value is not None and not (name == "audit_log" and value == "-"):
             changes[name] = fix("--" + name.replace("_", "-"), value)
-    return dataclasses.replace(settings, **changes)  # type: ignore[arg-type]
+    return replace(settings, **changes)  # type: ignore[arg-type]
 
 
 def check_config_files(settings: RunSettings) -> None:
@@ -126,7 +126,7 @@ def load_ca_bundle(settings: RunSettings) -> RunSettings:
         fd = _sealed_copy(data)
     except OSError as exc:
         raise SetupError("--ca-bundle", f"cannot keep a copy in memory: {exc}") from None
-    return dataclasses.replace(settings, ca_bundle=f"/proc/self/fd/{fd}")
+    return replace(settings, ca_bundle=f"/proc/self/fd/{fd}")
 
 
 def prepare(settings: RunSettings) -> tuple[RunSettings, str]:

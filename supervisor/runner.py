@@ -12,7 +12,6 @@ Heavy modules (profile loader, services) are imported lazily so `run -- /bin/tru
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import os
 import select
@@ -25,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor import logs, run_inputs
+from supervisor.record import record, replace
 from supervisor.sandbox import linux, stderr_relay
 from supervisor.sandbox.child import InitSpec
 from supervisor.sandbox.environment import agent_environment, leaked_secret
@@ -130,7 +130,7 @@ def _apply_policy_identity(settings: RunSettings, loader: ProfileLoader) -> RunS
     from supervisor.policy.identity import policy_identity
 
     uid, gid, groups = policy_identity(policy.run_as_user, policy.run_as_group)
-    return dataclasses.replace(settings, uid=uid, gid=gid, supplementary_gids=groups)
+    return replace(settings, uid=uid, gid=gid, supplementary_gids=groups)
 
 
 def _profile_fingerprint(paths: tuple[str, ...]) -> str:
@@ -387,7 +387,7 @@ def _run(
         init = spawn_init(_init_spec(inputs, mount_ns, network, relay))
         if relay is not None:
             relay.start()
-        settings = dataclasses.replace(
+        settings = replace(
             settings, sandbox_init_pid=init.pid,
             sandbox_diag_fd=diag.fileno() if diag is not None else None,
         )
@@ -397,7 +397,7 @@ def _run(
         _release(relay, mount_ns, settings.ca_bundle_dir, network, diag)
 
 
-@dataclasses.dataclass(frozen=True)
+@record
 class _RunInputs:
     """What ``run`` settles before any namespace exists."""
 
@@ -425,7 +425,7 @@ def _prepare_inputs(settings: RunSettings, load_profiles: ProfileLoader | None) 
         sock_path = resolve_socket_path(settings.spiffe_socket)
     if getattr(getattr(loader, "started", None), "filesystem", None) is not None:
         # Landlock is applied before the CA exists: its directory is made now.
-        settings = dataclasses.replace(settings, ca_bundle_dir=_make_bundle_dir())
+        settings = replace(settings, ca_bundle_dir=_make_bundle_dir())
     return _RunInputs(settings, started_in, loader, profiles, sock_path)
 
 

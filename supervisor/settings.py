@@ -6,8 +6,9 @@ Kept free of heavy imports: it is on the start-up path.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from supervisor.record import record
 
 if TYPE_CHECKING:
     from supervisor.proxy.upstream_proxy import UpstreamProxy
@@ -37,7 +38,7 @@ class SetupError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@record
 class RunSettings:
     profiles: tuple[str, ...]
     command: tuple[str, ...]

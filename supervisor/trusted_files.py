@@ -35,7 +35,8 @@ import posixpath
 import re
 import stat
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from supervisor.record import record
 
 MAX_SYMLINKS = 40  # as the kernel's path walk
 
@@ -49,7 +50,7 @@ class UntrustedPathError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@record
 class FileFacts:
     """What the decision needs to know about one path (lstat + the mount's read-only flag)."""
 
@@ -102,7 +103,7 @@ def judge_directory(facts: FileFacts) -> str | None:
     return f"the directory is {why}" if why else None
 
 
-@dataclass(frozen=True)
+@record
 class Mount:
     """One line of /proc/self/mountinfo, as far as the decision needs it."""
 

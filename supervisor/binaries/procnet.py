@@ -11,13 +11,14 @@ from __future__ import annotations
 import ipaddress
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+from supervisor.record import record
 
 ESTABLISHED = 0x01
 Address = tuple[str, int]  # (ip text in canonical form, port)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TcpEntry:
     local: Address
     remote: Address

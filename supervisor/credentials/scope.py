@@ -11,7 +11,6 @@ rewrite and signing options of the matching endpoints. Pure and immutable.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from supervisor.profiles.hosts import normalize_host
@@ -24,6 +23,7 @@ from supervisor.profiles.patterns import (
     parse_path_pattern,
     specificity,
 )
+from supervisor.record import record
 
 Signing = Literal["sigv4", "sigv4:body", "sigv4:no_body"]
 SIGNING_MODES: tuple[Signing, ...] = ("sigv4", "sigv4:body", "sigv4:no_body")
@@ -33,7 +33,7 @@ AWS_SECRET = "AWS_SECRET_ACCESS_KEY"  # noqa: S105 (a variable name)
 AWS_SESSION = "AWS_SESSION_TOKEN"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BoundEndpoint:
     """One endpoint of a profile that declares static credentials, with its options."""
 
@@ -49,7 +49,7 @@ class BoundEndpoint:
     binaries: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StaticCredential:
     profile_id: str
     name: str
@@ -58,14 +58,14 @@ class StaticCredential:
     endpoints: tuple[BoundEndpoint, ...]  # the declaring profile's endpoints
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SigningSpec:
     mode: Signing
     service: str
     region: str | None  # None = infer from the host
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Scope:
     variables: frozenset[str]
     body_rewrite: bool = False
@@ -76,7 +76,7 @@ class Scope:
 EMPTY = Scope(frozenset())
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Entry:
     host: HostPattern
     ports: frozenset[int]

@@ -10,7 +10,6 @@ one overlap rule applies between entries and profiles alike.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from supervisor.profiles.diagnostics import ProfileError, Sink
 from supervisor.profiles.loader import _digest_file, _documents, _read, assemble, read_profiles
 from supervisor.profiles.model import Endpoint, Profile
 from supervisor.profiles.profileset import ProfileSet
+from supervisor.record import replace
 
 ENTRY_PREFIX = "policy:"
 
@@ -108,6 +108,6 @@ def _profile(policy: SandboxPolicy, entry: NetworkEntry, pid: str,
     return Profile(
         id=pid, display_name=entry.name, description="", category="sandbox policy",
         credentials=credentials,
-        endpoints=tuple(dataclasses.replace(e, binaries=entry.binaries) for e in endpoints),
+        endpoints=tuple(replace(e, binaries=entry.binaries) for e in endpoints),
         binaries=entry.binaries, source=policy.source,
     )

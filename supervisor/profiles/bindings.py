@@ -8,9 +8,6 @@ that endpoint's default binding; landing on a narrower key adds a more specific 
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 from supervisor.profiles.diagnostics import Sink
 from supervisor.profiles.model import (
     AudienceOverride,
@@ -27,6 +24,7 @@ from supervisor.profiles.patterns import (
     path_covers,
     specificity,
 )
+from supervisor.record import record, replace
 
 Key = tuple[str, int, str | None]
 
@@ -36,13 +34,13 @@ def binding_id(profile_id: str, credential: str, host: str, port: int, path: str
     return f"{profile_id}/{credential}@{shown}:{port}{path or ''}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Expansion:
     bindings: tuple[Binding, ...]
     fields: dict[str, str]  # binding id → field path that produced it (for diagnostics)
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class _Slot:
     binding: Binding
     field: str
@@ -104,7 +102,7 @@ def _expand_credential(profile: Profile, i: int, cred: Credential, sink: Sink) -
                 "name an endpoint or narrow one)",
             )
             continue
-        spec = dataclasses.replace(
+        spec = replace(
             base,
             audience=base.audience if override.audience is None else override.audience,
             scopes=base.scopes if override.scopes is None else override.scopes,

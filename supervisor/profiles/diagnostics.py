@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
+
+from supervisor.record import field, record
 
 Severity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Diagnostic:
     file: str  # "" when the finding is not about one file
     profile_id: str | None
@@ -48,7 +49,7 @@ class ProfileError(Exception):
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Sink:
     """Collects diagnostics so every problem is reported, not just the first."""
 

@@ -6,7 +6,6 @@ carrying every diagnostic found (never a traceback for bad input).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from supervisor.profiles.validation import (
     check_skip_tunnels,
 )
 from supervisor.profiles.yaml_import import yaml
+from supervisor.record import replace
 
 MAX_FILE_BYTES = 1 << 20  # a profile is a few KiB; refuse anything absurd
 
@@ -118,9 +118,9 @@ def _endpoints_with_binaries(profile: Profile) -> Profile:
         binaries = e.binaries if e.binaries is not None else (profile.binaries or None)
         if binaries is None:
             return e
-        return dataclasses.replace(e, binaries=with_resolved(binaries))
+        return replace(e, binaries=with_resolved(binaries))
 
-    return dataclasses.replace(profile, endpoints=tuple(restricted(e) for e in profile.endpoints))
+    return replace(profile, endpoints=tuple(restricted(e) for e in profile.endpoints))
 
 
 def fingerprint_files(paths: Sequence[str]) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from supervisor.profiles.hosts import normalize_host
@@ -25,12 +24,13 @@ from supervisor.profiles.patterns import (
     parse_path_pattern,
     specificity,
 )
+from supervisor.record import record
 
 T = TypeVar("T")
 _Order = tuple[tuple[int, ...], tuple[str, ...]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Entry(Generic[T]):
     host: HostPattern
     path: PathPattern | None
@@ -125,7 +125,7 @@ def _order(entry: _Entry[T]) -> _Order:
     return entry.order
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Route:
     """Every endpoint that bears on one request (ARCHITECTURE.md 4.2's overlap rule).
 
@@ -147,7 +147,7 @@ class Route:
 _MAX_DESTS = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class _Dest:
     entries: tuple[_Entry[Endpoint], ...]  # every endpoint on host:port, best first
     inspected: bool

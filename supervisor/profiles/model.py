@@ -8,8 +8,9 @@ swapped atomically on reload and shared across threads without locks.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 from typing import Literal
+
+from supervisor.record import field, record
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,7 +35,7 @@ ACCESS_METHODS: dict[str, frozenset[str] | None] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class AudienceOverride:
     """Per-endpoint audience/scopes. ``None`` fields inherit from the endpoint/grant."""
 
@@ -45,7 +46,7 @@ class AudienceOverride:
     scopes: tuple[str, ...] | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TokenGrant:
     token_endpoint: str
     audience: str  # "" = not sent
@@ -56,7 +57,7 @@ class TokenGrant:
     audience_overrides: tuple[AudienceOverride, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Credential:
     """A token-grant credential (``token_grant`` set: the proxy injects a header) or a
     static one (``token_grant`` None: ARCHITECTURE.md 9; its runtime lives in the
@@ -80,14 +81,14 @@ class Credential:
         return self.token_grant is None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ValueMatcher:
     """A query/params/tool matcher: one glob (``tag: "v1.*"``) or ``{any: [...]}``."""
 
     globs: tuple[str, ...]  # matches when any glob matches
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class L7Rule:
     """One allow rule (the ``allow`` object of a ``rules`` entry) or one deny rule.
 
@@ -105,7 +106,7 @@ class L7Rule:
     tool: ValueMatcher | None = None  # MCP tools/call params.name
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GraphqlOperation:
     """A registered persisted query: what the hash or saved-query id stands for."""
 
@@ -114,14 +115,14 @@ class GraphqlOperation:
     fields: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class McpOptions:
     strict_tool_names: bool = True
     allow_all_known_mcp_methods: bool = False
     max_body_bytes: int = DEFAULT_INSPECT_BODY_BYTES
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Endpoint:
     host: str  # lower-case, trailing dot removed; may contain '*' / '**' labels
     ports: tuple[int, ...]
@@ -162,7 +163,7 @@ class Endpoint:
         return allowed is None or method in allowed
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Profile:
     id: str
     display_name: str
@@ -179,7 +180,7 @@ class Profile:
     annotations: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class GrantSpec:
     """Everything a token grant depends on; with the binding id it forms the cache key."""
 
@@ -191,7 +192,7 @@ class GrantSpec:
     cache_ttl_seconds: int | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Binding:
     """One (host pattern, port, path) bound to one credential of one profile."""
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 
 from supervisor.profiles.hosts import ip_of, normalize_host
+from supervisor.record import record
 
 _LABEL_CHARS = re.compile(r"[a-z0-9_*-]+")
 _PATH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f?#%\\]")
@@ -25,7 +25,7 @@ Specificity = tuple[int, int, int, int, int]
 RANK_EXACT, RANK_STAR, RANK_DOUBLE = 2, 1, 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostPattern:
     text: str
     labels: tuple[str, ...]
@@ -42,7 +42,7 @@ class HostPattern:
         return host == self.text if self.regex is None else self.regex.fullmatch(host) is not None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathPattern:
     text: str
     segments: tuple[str, ...]  # without the trailing '**'

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from supervisor.profiles.diagnostics import Diagnostic
 from supervisor.profiles.matcher import PolicyTable
 from supervisor.profiles.model import Binding, Profile
+from supervisor.record import record
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ProfileSet:
     profiles: tuple[Profile, ...]  # sorted by id
     bindings: tuple[Binding, ...]  # sorted by id

@@ -11,7 +11,6 @@ Fields OpenShell's gateway uses and this supervisor does not (``discovery``,
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from typing import Any, cast
 
@@ -30,6 +29,7 @@ from supervisor.profiles.model import (
 )
 from supervisor.profiles.schema_ctx import Ctx, as_mapping, non_negative, positive, type_name
 from supervisor.profiles.schema_endpoint import check_host, check_path, parse_endpoint
+from supervisor.record import replace
 
 PROFILE_KEYS = frozenset(
     {
@@ -167,7 +167,7 @@ def _grant_endpoint(ep: Endpoint) -> Endpoint:
     if ep.protocol is not None:
         return ep
     access = ep.access if ep.access is not None or ep.rules is not None else "read-only"
-    return dataclasses.replace(ep, protocol="rest", access=access)
+    return replace(ep, protocol="rest", access=access)
 
 
 def _check_unique(

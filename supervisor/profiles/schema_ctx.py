@@ -8,10 +8,10 @@ never hides the others).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
 from supervisor.profiles.diagnostics import Sink
+from supervisor.record import record
 
 T = TypeVar("T")
 
@@ -29,7 +29,7 @@ def join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-@dataclass(slots=True)
+@record(frozen=False)
 class Ctx:
     """Where we are: file, profile id (once known), field-path prefix, error sink."""
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import binascii
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +29,7 @@ from supervisor.proxy.tls_names import (
     excluded_ip_networks,
     parse_host,
 )
+from supervisor.record import record
 
 CLOCK_SKEW = timedelta(minutes=5)  # backdating for agent clocks slightly behind ours
 # The CA must outlive the run: the agent's trust bundle is fixed at start, so an expired CA
@@ -52,7 +52,7 @@ _OID_AUTHORITY_KEY_ID = "2.5.29.35"
 _OID_NAME_CONSTRAINTS = "2.5.29.30"
 
 
-@dataclass(frozen=True)
+@record
 class CAMaterial:
     """A fresh CA: its key (memory only), its certificate (DER and PEM), its constraints."""
 

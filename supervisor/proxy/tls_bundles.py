@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from dataclasses import dataclass
+
+from supervisor.record import record
 
 ROOTS_AND_CA_NAME = "ca-bundle.pem"
 CA_ONLY_NAME = "sandbox-ca.pem"
@@ -29,7 +30,7 @@ _PEM_CERT = re.compile(
 )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BundlePaths:
     roots_and_ca: str  # system roots + sandbox CA
     ca_only: str  # the sandbox CA alone

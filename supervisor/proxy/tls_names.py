@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from supervisor.profiles.model import Profile
+from supervisor.record import record
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -64,7 +64,7 @@ def parse_host(host: str) -> str | IPAddress:
     return name
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Constraints:
     """The CA's permitted subtrees. ``dns`` names match themselves and their subdomains."""
 

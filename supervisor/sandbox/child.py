@@ -27,9 +27,9 @@ import contextlib
 import json
 import os
 import stat
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from supervisor.record import record
 from supervisor.sandbox import agentfs, linux
 from supervisor.sandbox.privileges import PrivilegeError, drop_privileges
 from supervisor.sandbox.protocol import (
@@ -47,7 +47,7 @@ if TYPE_CHECKING:  # Landlock's modules load only for a run with a filesystem_po
     from supervisor.sandbox.confine import Prepared
     from supervisor.sandbox.fsrules import LandlockPlan
 
-@dataclass(frozen=True)
+@record
 class InitSpec:
     command: tuple[str, ...]
     uid: int

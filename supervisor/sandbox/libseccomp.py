@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
 from enum import IntEnum
 from types import TracebackType
+
+from supervisor.record import record
 
 LIBRARY = "libseccomp.so.2"
 
@@ -46,7 +47,7 @@ class SeccompError(Exception):
     pass
 
 
-@dataclass(frozen=True)
+@record
 class Arg:
     """One argument comparison: argument ``index`` ``op`` ``a`` (``b`` for MASKED_EQ)."""
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from dataclasses import dataclass, field
 
+from supervisor.record import field, record
 from supervisor.sandbox import linux
 from supervisor.sandbox.socket_path import SocketPath
 from supervisor.sandbox.threadns import run_on_thread
@@ -25,7 +25,7 @@ _TMPFS_FLAGS = linux.MS_RDONLY | linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOE
 _TMPFS_DATA = "size=4k,nr_inodes=1,mode=000"
 
 
-@dataclass(frozen=True)
+@record
 class MountNamespace:
     fd: int  # O_CLOEXEC fd of the sanitized namespace
     hidden_directory: str | None

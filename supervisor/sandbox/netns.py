@@ -13,8 +13,8 @@ import fcntl
 import os
 import socket
 import struct
-from dataclasses import dataclass, field
 
+from supervisor.record import field, record
 from supervisor.sandbox import linux
 from supervisor.sandbox.threadns import run_on_thread
 from supervisor.settings import SetupError
@@ -28,7 +28,7 @@ _IFREQ = "16sH22x"  # struct ifreq: name + flags, padded to 40 bytes
 LISTEN_BACKLOG = 512
 
 
-@dataclass(frozen=True)
+@record
 class AgentNetwork:
     listen_sock: socket.socket  # bound to 127.0.0.1:port, listening, non-blocking
     ns_fd: int | None  # O_CLOEXEC fd of the agent's network namespace; None = host network

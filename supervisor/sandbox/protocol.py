@@ -18,7 +18,8 @@ import contextlib
 import json
 import os
 import signal
-from dataclasses import dataclass, field
+
+from supervisor.record import field, record
 
 EXIT_SETUP = 125
 EXIT_NOT_EXECUTABLE = 126
@@ -41,7 +42,7 @@ FORWARDED_SIGNALS = (
 )
 
 
-@dataclass
+@record(frozen=False)
 class InitReport:
     setup_step: str | None = None
     setup_reason: str | None = None

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import posixpath
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from supervisor.record import record
 from supervisor.settings import SetupError
 
 STEP = "--spiffe-socket"
@@ -45,7 +45,7 @@ SHARED_ROOTS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@record
 class SocketPath:
     path: str  # absolute, symlinks resolved
     directory: str  # the dedicated directory the agent's namespace hides

@@ -14,8 +14,8 @@ import contextlib
 import json
 import os
 import signal
-from dataclasses import dataclass
 
+from supervisor.record import record
 from supervisor.sandbox import linux
 from supervisor.sandbox.child import InitSpec, run_child
 from supervisor.sandbox.protocol import EXIT_SETUP, InitReport, parse_report
@@ -41,7 +41,7 @@ def find_init() -> str:
     return path
 
 
-@dataclass
+@record(frozen=False)
 class InitProcess:
     pid: int
     go_fd: int | None
