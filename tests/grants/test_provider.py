@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 
 import pytest
 
@@ -12,6 +11,7 @@ from supervisor.grants.errors import GrantError
 from supervisor.grants.exchange import TokenResponse
 from supervisor.grants.provider import TokenProvider
 from supervisor.profiles.model import GrantSpec
+from supervisor.record import replace
 
 from .conftest import FakeClock, make_binding
 
@@ -348,7 +348,7 @@ async def test_a_binding_object_gets_the_key_of_its_own_grant() -> None:
     b = make_binding(URL)
     assert await p.token_for(b) == "tok1"
     assert await p.token_for(b) == "tok1"
-    changed = dataclasses.replace(b, grant=dataclasses.replace(b.grant, audience="other"))
+    changed = replace(b, grant=replace(b.grant, audience="other"))
     assert changed.id == b.id
     assert await p.token_for(changed) == "tok2"
     assert await p.token_for(b) == "tok1"
