@@ -145,7 +145,7 @@ class TlsChannel:
     or the client side of an upstream connection (``server_hostname`` is then verified by
     the context's own rules)."""
 
-    __slots__ = ("_eof_sent", "_error", "_in", "_obj", "_out", "_raw")
+    __slots__ = ("_eof_sent", "_error", "_in", "_obj", "_out", "_peer_closed", "_raw")
 
     def __init__(
         self,
@@ -159,6 +159,7 @@ class TlsChannel:
         self._raw = raw
         self._error: ssl.SSLError | None = None  # raised by the next read (see _decrypt)
         self._eof_sent = False  # write_eof done: nothing more goes to the raw stream
+        self._peer_closed = False  # its close_notify was read: reads answer b"" at once
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._obj = context.wrap_bio(
@@ -200,16 +201,27 @@ class TlsChannel:
             err, self._error = self._error, None
             raise err
         while True:
-            try:
-                return self._decrypt(n)
-            except ssl.SSLWantReadError:
-                if not await self._pull():
-                    try:
-                        return self._decrypt(n)
-                    except (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                        return b""
-            except ssl.SSLZeroReturnError:
-                return b""
+            # Waiting for a stream's next event, nothing is buffered: pull without having
+            # OpenSSL raise SSLWantReadError first (an exception with a formatted message).
+            if self._buffered() or self._in.eof or self._peer_closed:
+                try:
+                    return self._decrypt(n)
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:
+                    self._peer_closed = True
+                    return b""
+            if not await self._pull():
+                try:
+                    return self._decrypt(n)
+                except (ssl.SSLWantReadError, ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    return b""
+
+    def _buffered(self) -> int:
+        """Received bytes not yet read: undecrypted in the incoming BIO, or decrypted and
+        held by OpenSSL (a read smaller than its record). Without read-ahead (Python never
+        turns it on) OpenSSL keeps no complete undecrypted record of its own."""
+        return self._in.pending or self._obj.pending()
 
     def _decrypt(self, n: int) -> bytes:
         """The records in the incoming BIO, up to ``n`` bytes; SSLWantReadError when not
@@ -219,18 +231,25 @@ class TlsChannel:
         read = self._obj.read
         first = read(min(n, _TLS_RECORD))
         got = len(first)
-        if got >= n or not first:
+        if got >= n:
+            return first
+        if not first:
+            self._peer_closed = True
             return first
         parts = [first]
-        while got < n:
+        while got < n and self._buffered():
             try:
                 more = read(min(n - got, _TLS_RECORD))
-            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
-                break  # nothing more yet / close_notify: the next read reports it again
+            except ssl.SSLWantReadError:
+                break  # a record's start only
+            except ssl.SSLZeroReturnError:
+                self._peer_closed = True  # the next read reports it
+                break
             except ssl.SSLError as err:
                 self._error = err
                 break
             if not more:
+                self._peer_closed = True
                 break
             parts.append(more)
             got += len(more)

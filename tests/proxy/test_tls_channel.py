@@ -238,3 +238,23 @@ def test_reads_give_back_the_stream_in_order_and_within_the_asked_size(
         assert got == plain
 
     asyncio.run(scenario())
+
+
+def test_after_both_close_notifies_every_read_answers_at_once(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """We half-closed first, then the peer's data and close_notify came: the data, then
+    the end, again and again, without waiting on the (still open) raw stream."""
+
+    async def scenario() -> None:
+        tls, raw, peer = await connected(contexts)
+        tls.write_eof()
+        peer.inc.write(bytes(raw.sent))
+        wire = peer.records(b"q" * 100)
+        peer.obj.unwrap()  # ours was received: this completes the shutdown
+        raw.feed(wire + peer.out.read())
+        assert await asyncio.wait_for(tls.read(1 << 18), 2) == b"q" * 100
+        for _ in range(3):
+            assert await asyncio.wait_for(tls.read(1 << 18), 2) == b""
+
+    asyncio.run(scenario())
