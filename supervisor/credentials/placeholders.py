@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import unquote
+
+from supervisor.record import field, record
 
 PREFIX = "openshell:resolve:env:"
 MISMATCH: Final = "credential_endpoint_mismatch"
@@ -80,7 +81,7 @@ def contains_marker(text: str) -> bool:
     return may_contain(text)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Resolver:
     """Values of the exposed variables and which of them this request may use.
 

@@ -14,7 +14,8 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+
+from supervisor.record import field, record
 
 MAX_VALUE_BYTES = 1 << 20
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -38,7 +39,7 @@ def check_trusted_file(directory: str, path: str) -> None:
         raise ValueError(f"{path} resolves outside {directory}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Loaded:
     values: Mapping[str, str]  # variable → value (only variables that have one)
     origin: Mapping[str, str]  # variable → "environment" or the file path

@@ -10,12 +10,12 @@ Readers on the proxy thread take ``state`` once per request; updates swap one re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from supervisor import logs
 from supervisor.credentials import sources
 from supervisor.credentials.placeholders import placeholder
 from supervisor.credentials.scope import BindingTable, StaticCredential
+from supervisor.record import record
 
 log = logs.get("supervisor.credentials")  # logging is imported on first use
 
@@ -29,7 +29,7 @@ class MissingRequired(Exception):
         super().__init__(f"{self.step}: {self.reason}")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class State:
     table: BindingTable
     values: Mapping[str, str]  # exposed variables only

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from supervisor.profiles.model import Endpoint
+from supervisor.record import record
 from supervisor.sandbox.fsrules import FsPolicy
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NetworkEntry:
     """One ``network_policies`` entry: endpoints usable by the listed binaries only."""
 
@@ -20,7 +19,7 @@ class NetworkEntry:
     binaries: tuple[str, ...]  # empty: no process may use these endpoints (as OpenShell)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SandboxPolicy:
     source: str
     filesystem: FsPolicy | None  # None: no filesystem_policy, no Landlock

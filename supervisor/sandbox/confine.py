@@ -18,8 +18,8 @@ import contextlib
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from supervisor.record import field, record
 from supervisor.sandbox import landlock
 from supervisor.sandbox.fsrules import LandlockPlan
 from supervisor.sandbox.landlock import AccessFs
@@ -38,7 +38,7 @@ class ConfineError(Exception):
         self.reason = reason
 
 
-@dataclass
+@record(frozen=False)
 class Prepared:
     """A ruleset ready to enforce, with what was skipped."""
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Literal
+
+from supervisor.record import record
 
 Rights = Literal["read", "read_write"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FsPolicy:
     read_only: tuple[str, ...] = ()
     read_write: tuple[str, ...] = ()
@@ -26,7 +27,7 @@ class FsPolicy:
     hard_requirement: bool = False  # landlock.compatibility
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PathRule:
     path: str
     rights: Rights
@@ -38,7 +39,7 @@ class PathRule:
         return self.origin.startswith("sandbox:")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class LandlockPlan:
     rules: tuple[PathRule, ...]
     hard_requirement: bool

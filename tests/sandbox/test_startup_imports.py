@@ -101,14 +101,47 @@ INTERCEPTABLE = """\
 """
 
 
-def modules_at_release(tmp_path: Path, profile: str) -> set[str]:
+# A static credential (its value from the environment) and an OpenShell policy with a
+# filesystem_policy (Landlock) and a network entry: their classes are on the path too.
+STATIC_CREDENTIAL = """\
+- id: static-credential
+  display_name: Static credential
+  description: a bearer key from the environment, injected by the proxy
+  category: other
+  credentials:
+    - {name: api_key, description: key, required: true, auth_style: bearer,
+       header_name: Authorization, env_vars: [STARTUP_TEST_KEY]}
+  endpoints:
+    - {host: api.example.com, port: 443, protocol: rest, access: read-only}
+"""
+POLICY = """\
+version: 1
+filesystem_policy:
+  read_only: [/usr, /lib, /lib64, /bin, /etc, /proc]
+  read_write: [/tmp, /dev/null]
+landlock: {compatibility: best_effort}
+network_policies:
+  readers:
+    endpoints: [{host: raw.example.com, port: 443}]
+    binaries: [{path: /usr/bin/curl}]
+"""
+
+
+# supervisor.credentials.placeholders still imports urllib.parse (a secret's encoded forms).
+_BUT_URLLIB = {k: v for k, v in FORBIDDEN.items() if k != "urllib"}
+
+
+def modules_at_release(tmp_path: Path, profile: str, policy: str | None = None) -> set[str]:
     path = tmp_path / "profile.yaml"
     path.write_text(profile)
+    options = ["--profile", str(path)]
+    if policy is not None:
+        (tmp_path / "policy.yaml").write_text(policy)
+        options += ["--policy", str(tmp_path / "policy.yaml")]
     out = tmp_path / "modules.json"
     proc = subprocess.run(
-        [sys.executable, "-c", RECORDER, str(out), "run", "--profile", str(path), "--",
-         "/bin/true"],
-        env=clean_env(), capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", RECORDER, str(out), "run", *options, "--", "/bin/true"],
+        env=clean_env(STARTUP_TEST_KEY="k-1234"), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert out.exists(), "the agent was released without passing the recorder"
@@ -116,20 +149,31 @@ def modules_at_release(tmp_path: Path, profile: str) -> set[str]:
 
 
 @pytest.mark.parametrize(
-    ("profile", "forbidden"),
-    [(TUNNELS_ONLY, FORBIDDEN | FORBIDDEN_WITHOUT_CA), (INTERCEPTABLE, FORBIDDEN)],
-    ids=["plain", "intercept"],
-)
+    ("profile", "policy", "forbidden"),
+    [(TUNNELS_ONLY, None, FORBIDDEN | FORBIDDEN_WITHOUT_CA), (INTERCEPTABLE, None, FORBIDDEN),
+     (STATIC_CREDENTIAL, POLICY, _BUT_URLLIB)],
+    ids=["plain", "intercept", "static-credential-and-policy"],
+)  # fmt: skip
 def test_nothing_heavy_before_the_agent_is_released(
-    tmp_path: Path, profile: str, forbidden: dict[str, str]
+    tmp_path: Path, profile: str, policy: str | None, forbidden: dict[str, str]
 ) -> None:
-    loaded = modules_at_release(tmp_path, profile)
+    loaded = modules_at_release(tmp_path, profile, policy)
     assert "supervisor" in loaded  # the recorder saw the real run
     crept_in = {
         name: why for name, why in forbidden.items()
         if any(m == name or m.startswith(name + ".") for m in loaded)
     }  # fmt: skip
     assert not crept_in, f"imported before the agent's release: {crept_in}"
+
+
+def test_the_forked_childs_landlock_code_loads_neither_dataclasses_nor_inspect() -> None:
+    """With a filesystem policy the forked child imports confine before it execs the init
+    (the recorder above sees only the supervisor's modules)."""
+    code = ("import sys, supervisor.sandbox.child, supervisor.sandbox.confine; "
+            "print(sorted({'dataclasses', 'inspect'} & set(sys.modules)))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=clean_env(), check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"
 
 
 GC_RECORDER = """
