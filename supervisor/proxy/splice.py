@@ -70,7 +70,7 @@ class SpliceGate:
 
 
 class _Unsupported(Exception):
-    """The kernel cannot splice these descriptors; nothing was moved."""
+    """The kernel cannot splice these descriptors (``Splicer.moved`` bytes went through)."""
 
 
 def spliceable(src: Channel, dst: Channel) -> bool:
@@ -161,9 +161,7 @@ class Splicer:
                 await self._wait(src, False, timeout)
                 continue
             except OSError as exc:
-                if self.moved == 0 and exc.errno in _UNSUPPORTED:
-                    raise _Unsupported from exc
-                raise
+                raise _failure(exc) from exc  # the pipe is empty: nothing is lost
             if not got:
                 if n is None:
                     return self.moved
@@ -179,11 +177,38 @@ class Splicer:
                     except TimeoutError:
                         self._dst.writer.transport.abort()  # not reading: free it all now
                         raise
+                except OSError as exc:
+                    failure = _failure(exc)
+                    if isinstance(failure, _Unsupported):  # hand what the pipe holds over
+                        self._dst.write(_read_all(pr, left))
+                        count_out(0, got)
+                        self.moved += got
+                    raise failure from exc
             count_out(0, got)
             self.moved += got
             if self.on_progress is not None:
                 self.on_progress()
         return self.moved
+
+
+def _failure(exc: OSError) -> Exception:
+    """What a failed splice raises: _Unsupported (the copying path takes over), or the
+    ConnectionError a stream would have raised (a reset, a broken pipe)."""
+    if exc.errno in _UNSUPPORTED:
+        return _Unsupported()
+    if isinstance(exc, ConnectionError):
+        return exc
+    return ConnectionAbortedError(exc.errno, exc.strerror)
+
+
+def _read_all(fd: int, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        data = os.read(fd, n - len(out))
+        if not data:
+            break
+        out += data
+    return bytes(out)
 
 
 async def _take_buffered(src: Conn, dst: Channel, n: int | None) -> int:
@@ -242,7 +267,7 @@ async def _splice(
             await dst.flush()
             moved = await splicer.move(left, timeout)
         except _Unsupported:
-            return False, sent
+            return False, sent + splicer.moved
         finally:
             if splicer.moved:
                 gate.spliced += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -556,6 +557,56 @@ def test_kernel_refusing_splice_falls_back_to_copying(env_of: Any, monkeypatch: 
         assert recv_response(s)[0] == 200
     assert _spliced(env) == 0
     assert _released(env, port)
+
+
+@pytest.mark.parametrize("side", ["into the pipe", "out of the pipe"])
+def test_kernel_refusing_mid_transfer_hands_over_exactly(
+    env_of: Any, monkeypatch: Any, side: str
+) -> None:
+    """The kernel refuses after 1 MiB went through (into or out of the pipe): the copying
+    path takes over with what the pipe held, and the body stays exact both ways."""
+    real = os.splice
+    moved = {"n": 0}
+
+    def flaky(src: int, dst: int, count: int, *a: Any, **k: Any) -> int:
+        out = stat.S_ISFIFO(os.fstat(src).st_mode)
+        if moved["n"] >= 1 << 20 and out == (side == "out of the pipe"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        n = real(src, dst, count, *a, **k)
+        moved["n"] += n if out else 0
+        return n
+
+    monkeypatch.setattr(splice.os, "splice", flaky)
+    env = env_of()
+    port = env.upstream.port
+    with env.connect() as s:
+        s.sendall(_post(port, BIG) + _payload(BIG) + _get(port, f"/download/{BIG}"))
+        assert int(recv_response(s)[2]) == BIG
+        assert recv_response(s)[2] == b"x" * BIG
+        s.sendall(_post(port, BIG) + _payload(BIG))
+        assert int(recv_response(s)[2]) == BIG
+    assert moved["n"] >= 1 << 20
+    assert _released(env, port)
+
+
+def test_other_splice_errors_end_the_exchange_like_a_reset(
+    env_of: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    """An error no stream would raise (EIO) closes the connections as a reset does:
+    slot and descriptors released, no traceback logged as an internal failure."""
+
+    def broken(*_a: Any, **_k: Any) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(splice.os, "splice", broken)
+    env = env_of()
+    port = env.upstream.port
+    with env.connect() as s:
+        s.sendall(_get(port, f"/download/{BIG}"))
+        head, _, body = _recv_all(s).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and len(body) < BIG
+    assert _released(env, port)
+    assert "proxy connection failed" not in caplog.text
 
 
 def test_zero_copy_off_is_the_copying_path(env_of: Any) -> None:
