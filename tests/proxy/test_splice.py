@@ -618,6 +618,57 @@ def test_zero_copy_off_is_the_copying_path(env_of: Any) -> None:
     assert env.proxy._zero_copy is None
 
 
+def test_descriptors_for_splicing_are_bounded_and_the_rest_copies(
+    env_of: Any, monkeypatch: Any
+) -> None:
+    """Room for two transfers: six tunnels moving data at once all work, at most two
+    directions splice at any moment (the others copy), and every slot comes back."""
+    monkeypatch.setattr(
+        "supervisor.proxy.server._spare_fds", lambda agents: 2 * splice.FDS_PER_SPLICE
+    )
+
+    def echo(conn: socket.socket) -> None:
+        while data := conn.recv(1 << 20):
+            conn.sendall(data)
+
+    o = _Origin(echo)
+    env = env_of(bind=False)
+    env.policy.endpoints.append(endpoint("127.0.0.1", o.port))
+    gate = env.proxy._zero_copy
+    assert gate is not None and gate.free == 2
+    lowest = [2]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            lowest[0] = min(lowest[0], gate.free)
+            time.sleep(0.001)
+
+    def one(results: list[bool]) -> None:
+        with _tunnel(env, o.port) as s:
+            sender = threading.Thread(target=s.sendall, args=(_payload(BIG),), daemon=True)
+            sender.start()
+            results.append(_recv_all(s, BIG) == _payload(BIG))
+            sender.join(10)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    results: list[bool] = []
+    workers = [threading.Thread(target=one, args=(results,)) for _ in range(6)]
+    try:
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+    finally:
+        stop.set()
+        watcher.join(5)
+        o.close()
+    assert results == [True] * 6
+    assert lowest[0] >= 0 and _spliced(env) >= 1  # never more than two at once
+    assert _released(env, o.port)
+
+
 def test_spliced_bytes_are_counted_in_the_upstream_statistics(env_of: Any) -> None:
     stats = ProxyStats(count_bytes=True)
     env = env_of(stats=stats)
