@@ -11,12 +11,12 @@ Heavy modules (profile loader, services) are imported lazily so `run -- /bin/tru
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import gc
 import os
 import select
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -65,7 +65,7 @@ class RunServices(Protocol):
     def stop(self) -> None: ...
 
 
-ServicesStarter = Callable[[RunSettings, "ProfileSet", socket.socket], RunServices]
+ServicesStarter = Callable[[RunSettings, "ProfileSet", _socket.socket], RunServices]
 
 
 def _default_loader(paths: tuple[str, ...]) -> ProfileSet:
@@ -75,7 +75,7 @@ def _default_loader(paths: tuple[str, ...]) -> ProfileSet:
 
 
 def _default_starter(
-    settings: RunSettings, profiles: ProfileSet, listen_sock: socket.socket
+    settings: RunSettings, profiles: ProfileSet, listen_sock: _socket.socket
 ) -> RunServices:
     from supervisor.services import start_services
 
@@ -265,7 +265,7 @@ def _load_initial(loader: ProfileLoader, paths: tuple[str, ...]) -> ProfileSet:
         raise SetupError("--profile", _describe_profile_error(exc)) from exc
 
 
-def _diag_socket(network: AgentNetwork) -> socket.socket | None:
+def _diag_socket(network: AgentNetwork) -> _socket.socket | None:
     """A sock_diag socket in the agent's network namespace: binary identity finds the
     agent's socket with one kernel lookup (ARCHITECTURE.md 11); None = /proc tables."""
     from supervisor.binaries.diag import open_diag_socket
@@ -273,7 +273,7 @@ def _diag_socket(network: AgentNetwork) -> socket.socket | None:
 
     ns_fd = network.ns_fd
 
-    def in_namespace() -> socket.socket:
+    def in_namespace() -> _socket.socket:
         if ns_fd is not None:
             linux.setns(ns_fd, linux.CLONE_NEWNET)  # this short-lived thread only
         return open_diag_socket()
@@ -375,7 +375,7 @@ def _run(
     hidden = (settings.credentials_dir,) if settings.credentials_dir else ()
     mount_ns = create_sanitized_mount_namespace(inputs.sock_path, hidden)
     network: AgentNetwork | None = None
-    diag: socket.socket | None = None
+    diag: _socket.socket | None = None
     relay = StderrRelay() if stderr_relay.wanted() else None
     try:
         network = _prepare_network(settings)
@@ -514,7 +514,7 @@ def _release(
     mount_ns: MountNamespace,
     bundle_dir: str | None,
     network: AgentNetwork | None,
-    diag: socket.socket | None,
+    diag: _socket.socket | None,
 ) -> None:
     """Every cleanup of ``run``, whichever step it got to."""
     if relay is not None:

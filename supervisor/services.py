@@ -9,9 +9,9 @@ after the agent's init process was forked.
 
 from __future__ import annotations
 
+import _socket
 import gc
 import os
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -23,6 +23,7 @@ from supervisor.telemetry import ProxyStats
 
 if TYPE_CHECKING:
     import asyncio
+    import socket
 
     from supervisor.audit import AuditLog
     from supervisor.credentials.store import CredentialStore, State
@@ -97,7 +98,7 @@ class Services:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, listen_sock: socket.socket) -> None:
+    def start(self, listen_sock: _socket.socket) -> None:
         """Synchronous part (audit log, CA bundles), then the proxy thread."""
         from supervisor.audit import AuditLog
 
@@ -147,7 +148,7 @@ class Services:
         if self.failure is not None:
             raise self.failure
 
-    def _thread_main(self, listen_sock: socket.socket) -> None:
+    def _thread_main(self, listen_sock: _socket.socket) -> None:
         try:
             logs.ready()  # configured before the proxy stack (asyncio, grants) logs anything
             self._serve(listen_sock)
@@ -159,7 +160,7 @@ class Services:
         finally:
             self._started()
 
-    def _serve(self, listen_sock: socket.socket) -> None:
+    def _serve(self, raw_sock: _socket.socket) -> None:
         from supervisor import allocator
 
         # Before the proxy stack's threads (Workload API pool, gRPC's, the audit writer)
@@ -174,6 +175,7 @@ class Services:
         asyncio.set_event_loop(loop)
         self._loop = loop
         try:
+            listen_sock = _full_socket(raw_sock)
             loop.run_until_complete(self._start_async(listen_sock))
         except Exception as err:
             failure = err if isinstance(err, SetupError) else SetupError(
@@ -348,6 +350,8 @@ class Services:
         diag = None
         if self._settings.sandbox_diag_fd is not None:
             # Our own descriptor: the runner closes its own when the run ends.
+            import socket
+
             diag = socket.socket(fileno=os.dup(self._settings.sandbox_diag_fd))
         return BinaryResolver(self._settings.sandbox_init_pid, diag=diag).lookup
 
@@ -426,6 +430,19 @@ class Services:
             await self._provider.aclose()
 
 
+def _full_socket(raw: _socket.socket) -> socket.socket:
+    """``raw`` as a ``socket.socket`` (what asyncio serves): the runner makes the listening
+    socket with ``_socket`` before the agent's release, where ``socket`` is not imported.
+    The descriptor moves to the new object (``raw`` is detached: closing it is a no-op)."""
+    import socket
+
+    if isinstance(raw, socket.socket):
+        return raw
+    full = socket.socket(fileno=raw.detach())
+    full.setblocking(False)  # as bind_listener left it
+    return full
+
+
 def _raise_fd_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard limit: the proxy's connection caps derive from it
     (at the common soft limit of 1024 only ~480 agent connections would be allowed)."""
@@ -442,7 +459,7 @@ def _raise_fd_limit() -> None:
 def start_services(
     settings: RunSettings,
     profiles: ProfileSet,
-    listen_sock: socket.socket,
+    listen_sock: _socket.socket,
     *,
     defer_start: bool = False,
 ) -> Services:

@@ -9,10 +9,10 @@ Encoding and decoding are pure (``build_request``, ``parse_response``); ``lookup
 
 from __future__ import annotations
 
+import _socket
 import errno
 import ipaddress
 import os
-import socket
 import struct
 
 from supervisor.binaries.procnet import Address, canonical_ip
@@ -33,8 +33,8 @@ _MSG = struct.Struct("=BBBB48sIIIII")  # family, state, timer, retrans, sockid, 
 def _family_and_bytes(ip: str) -> tuple[int, bytes]:
     addr = ipaddress.ip_address(canonical_ip(ip))
     if isinstance(addr, ipaddress.IPv4Address):
-        return socket.AF_INET, addr.packed + bytes(12)
-    return socket.AF_INET6, addr.packed
+        return _socket.AF_INET, addr.packed + bytes(12)
+    return _socket.AF_INET6, addr.packed
 
 
 def build_request(local: Address, remote: Address, seq: int) -> bytes:
@@ -44,7 +44,7 @@ def build_request(local: Address, remote: Address, seq: int) -> bytes:
     family_remote, dst = _family_and_bytes(remote[0])
     if family != family_remote:
         raise ValueError("addresses of different families")
-    body = (_REQ_HEAD.pack(family, socket.IPPROTO_TCP, 0, 0, TCPF_ESTABLISHED)
+    body = (_REQ_HEAD.pack(family, _socket.IPPROTO_TCP, 0, 0, TCPF_ESTABLISHED)
             + _SOCKID.pack(local[1], remote[1], src, dst)
             + _SOCKID_TAIL.pack(0, INET_DIAG_NOCOOKIE, INET_DIAG_NOCOOKIE))
     return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST,
@@ -72,7 +72,7 @@ def parse_response(data: bytes, seq: int) -> int | None:
     return inode if state == 1 and inode else None
 
 
-def lookup(sock: socket.socket, local: Address, remote: Address, seq: int) -> int | None:
+def lookup(sock: _socket.socket, local: Address, remote: Address, seq: int) -> int | None:
     sock.send(build_request(local, remote, seq))
     for _ in range(8):  # skip a late answer to an earlier request that timed out
         data = sock.recv(8192)
@@ -82,9 +82,10 @@ def lookup(sock: socket.socket, local: Address, remote: Address, seq: int) -> in
     raise ValueError("no answer to this request")
 
 
-def open_diag_socket() -> socket.socket:
+def open_diag_socket() -> _socket.socket:
     """A sock_diag socket in the calling thread's network namespace (blocking, short
-    timeout: the kernel answers at once or not at all)."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
+    timeout: the kernel answers at once or not at all). ``_socket``'s: it is opened
+    before the agent's release, where ``socket`` is not imported."""
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_DGRAM, NETLINK_SOCK_DIAG)
     sock.settimeout(1.0)
     return sock

@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import struct
+from contextlib import closing
 
 import pytest
 from hypothesis import given
@@ -72,7 +73,7 @@ def test_kernel_answer_is_the_sockets_inode(family: int) -> None:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
     host = "127.0.0.1" if family == socket.AF_INET else "::ffff:127.0.0.1"
-    with listener, socket.socket(family) as client, diag.open_diag_socket() as sock:
+    with listener, socket.socket(family) as client, closing(diag.open_diag_socket()) as sock:
         client.connect((host, listener.getsockname()[1]))
         accepted, _ = listener.accept()
         with accepted:

@@ -8,6 +8,7 @@ agent's seccomp filter impossible to load.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import hashlib
 import socket
@@ -42,10 +43,12 @@ def load(paths: tuple[str, ...]) -> FakeProfiles:
 
 
 class FakeServices:
-    def __init__(self, sock: socket.socket, log: str | None, extra: dict[str, str],
+    def __init__(self, raw: _socket.socket, log: str | None, extra: dict[str, str],
                  ca_bundle: str | None = None) -> None:
         self.extra_env = {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", **extra}
         self._ca_bundle = ca_bundle
+        # run hands over a _socket.socket (as to the real services, which wrap it alike)
+        sock = raw if isinstance(raw, socket.socket) else socket.socket(fileno=raw.detach())
         self._sock = sock
         self._log = log
         self._stopped = threading.Event()

@@ -44,6 +44,7 @@ FORBIDDEN = {
     # and the module imports inspect: classes on the path use supervisor.record instead.
     "dataclasses": "value classes before the release are supervisor.record classes",
     "inspect": "imported by dataclasses and asyncio, neither needed before the release",
+    "socket": "netns/diag use _socket; the proxy thread wraps the listener (services)",
 }
 # And with nothing to intercept there is no per-run CA.
 FORBIDDEN_WITHOUT_CA = {
