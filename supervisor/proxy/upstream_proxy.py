@@ -25,7 +25,6 @@ import contextlib
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from supervisor.profiles.hosts import normalize_host
@@ -33,7 +32,7 @@ from supervisor.profiles.model import IPNetwork
 from supervisor.profiles.patterns import HostPattern, parse_host_pattern
 from supervisor.proxy import errors
 from supervisor.proxy.errors import ProxyError, sanitize
-from supervisor.proxy.http1 import ParseError, parse_response_head
+from supervisor.record import field, record
 from supervisor.settings import SetupError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -48,7 +47,7 @@ _LIST_SEPARATORS = re.compile(r"[,\s]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class HostRules:
     """A list of host patterns and CIDRs (``--no-upstream-proxy``, ``--token-endpoint-via-
     upstream-proxy``).
@@ -114,7 +113,7 @@ def parse_host_rules(text: str, flag: str) -> HostRules:
     return HostRules(tuple(patterns), tuple(domains), tuple(networks), everything)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class UpstreamProxy:
     scheme: str  # "http" or "https" (TLS to the proxy)
     host: str  # normalized; an IP literal without brackets
@@ -244,6 +243,10 @@ def connect_request(addr: IPAddress, port: int, authorization: str | None) -> by
 def check_connect_response(head: bytes, destination: str) -> None:
     """Accept a 2xx answer to our CONNECT; anything else is ``upstream_unreachable`` with the
     proxy's status in the detail (and so in the audit event)."""
+    # Here, not at the top: `run --upstream-proxy` parses its URL with this module before
+    # the agent's release, and the HTTP parser's classes are the proxy thread's business.
+    from supervisor.proxy.http1 import ParseError, parse_response_head
+
     try:
         resp = parse_response_head(head)
     except ParseError as exc:

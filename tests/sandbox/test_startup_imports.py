@@ -102,8 +102,9 @@ INTERCEPTABLE = """\
 """
 
 
-# A static credential (its value from the environment) and an OpenShell policy with a
-# filesystem_policy (Landlock) and a network entry: their classes are on the path too.
+# A static credential (its value from the environment), an OpenShell policy with a
+# filesystem_policy (Landlock) and a network entry, and an upstream proxy: their classes are
+# on the path too.
 STATIC_CREDENTIAL = """\
 - id: static-credential
   display_name: Static credential
@@ -128,7 +129,8 @@ network_policies:
 """
 
 
-# supervisor.credentials.placeholders still imports urllib.parse (a secret's encoded forms).
+# supervisor.credentials.placeholders (a secret's encoded forms) and proxy.upstream_proxy
+# (the proxy's URL) still import urllib.parse.
 _BUT_URLLIB = {k: v for k, v in FORBIDDEN.items() if k != "urllib"}
 
 
@@ -138,7 +140,8 @@ def modules_at_release(tmp_path: Path, profile: str, policy: str | None = None) 
     options = ["--profile", str(path)]
     if policy is not None:
         (tmp_path / "policy.yaml").write_text(policy)
-        options += ["--policy", str(tmp_path / "policy.yaml")]
+        options += ["--policy", str(tmp_path / "policy.yaml"),
+                    "--upstream-proxy", "http://user:pw@127.0.0.1:9", "--no-upstream-proxy", "*"]
     out = tmp_path / "modules.json"
     proc = subprocess.run(
         [sys.executable, "-c", RECORDER, str(out), "run", *options, "--", "/bin/true"],
@@ -153,7 +156,7 @@ def modules_at_release(tmp_path: Path, profile: str, policy: str | None = None) 
     ("profile", "policy", "forbidden"),
     [(TUNNELS_ONLY, None, FORBIDDEN | FORBIDDEN_WITHOUT_CA), (INTERCEPTABLE, None, FORBIDDEN),
      (STATIC_CREDENTIAL, POLICY, _BUT_URLLIB)],
-    ids=["plain", "intercept", "static-credential-and-policy"],
+    ids=["plain", "intercept", "static-credential-policy-upstream-proxy"],
 )  # fmt: skip
 def test_nothing_heavy_before_the_agent_is_released(
     tmp_path: Path, profile: str, policy: str | None, forbidden: dict[str, str]
