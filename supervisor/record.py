@@ -181,8 +181,7 @@ class _Shape:
 def _make_init(plan: _Plan) -> Callable[..., None]:
     """The class's ``__init__``: a closure over its plan (no source compiled)."""
     names, n_init, shapes, set_field = plan.names, plan.n_init, plan.shapes, plan.set
-    finish = bool(plan.rest) or plan.post_init is not None or any(
-        type(d) is _Factory for d in plan.defaults)  # fmt: skip
+    finish = bool(plan.rest) or plan.post_init is not None  # besides a shape's factories
 
     def __init__(self: object, /, *args: Any, **kwargs: Any) -> None:
         if kwargs:
@@ -197,7 +196,7 @@ def _make_init(plan: _Plan) -> Callable[..., None]:
             key = (len(args),)
             shape = shapes.get(key) or _shape(plan, key)
             any(map(set_field, repeat(self), shape.names, (*args, *shape.values)))
-        if finish:
+        if finish or (shape is not None and shape.factories):
             _finish(plan, shape, self)
 
     __init__.__qualname__ = f"{plan.qualname}.__init__"

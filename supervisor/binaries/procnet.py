@@ -60,13 +60,9 @@ def parse_line(line: str) -> TcpEntry | None:
     if len(parts) < 10 or not parts[0].endswith(":") or not parts[0][:-1].isdigit():
         return None
     try:
-        return TcpEntry(
-            local=parse_address(parts[1]),
-            remote=parse_address(parts[2]),
-            state=int(parts[3], 16),
-            uid=int(parts[7]),
-            inode=int(parts[9]),
-        )
+        # Positional (local, remote, state, uid, inode): a record's quickest call.
+        return TcpEntry(parse_address(parts[1]), parse_address(parts[2]), int(parts[3], 16),
+                        int(parts[7]), int(parts[9]))  # fmt: skip
     except ValueError:
         return None
 

@@ -233,8 +233,9 @@ class PolicyTable:
             if ep.inspected:
                 selected = ep
                 break
+        # Positional: a record's quickest call (this is once per request).
         return Route(bool(d.entries), inspected, matching, selected,
-                     binary_refused=bool(on_path) and not matching)
+                     bool(on_path) and not matching)  # binary_refused
 
     def declared_exactly(self, host: str, port: int) -> bool:
         """Is host:port declared by an exact (non-wildcard) host? (SSRF, ARCHITECTURE.md 4.1)"""

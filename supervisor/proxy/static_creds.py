@@ -104,7 +104,7 @@ async def prepare(
     """``None`` when the request has nothing to do with static credentials."""
     scope = _scope(state, agent, req, host, port)
     headers = _agent_headers(req, scope)
-    resolver = Resolver(state.values, scope.variables)
+    resolver = Resolver(state.values, scope.variables, set())  # all positional: quickest
     ws = None
     if upgrade is not None and upgrade.lower() == "websocket" and scope.variables:
         headers, ws = _websocket(headers, resolver, scope, scheme, host)
