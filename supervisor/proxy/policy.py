@@ -10,6 +10,7 @@ import ssl
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from supervisor.profiles.matcher import PolicyTable
 from supervisor.profiles.model import Binding, Endpoint
 
 
@@ -53,7 +54,9 @@ class BindingHint(Protocol):
 
 def may_inject(policy: RoutePolicy, host: str, port: int) -> bool:
     """Could a request through a tunnel to (host, port) get a credential?"""
-    if isinstance(policy, BindingHint):
+    # The profile table by its type first: a check against a runtime_checkable protocol
+    # walks the protocol's attributes on every call (several per CONNECT).
+    if type(policy) is PolicyTable or isinstance(policy, BindingHint):
         return policy.binds(host, port)
     return policy.match_binding(host, port, "/") is not None
 
@@ -64,7 +67,7 @@ class Interceptor(Protocol):
 
 def connect_needs_inspection(policy: RoutePolicy, host: str, port: int) -> bool:
     """Does a CONNECT to a declared (host, port) have to be opened up (intercepted)?"""
-    if isinstance(policy, InspectionHint):
+    if type(policy) is PolicyTable or isinstance(policy, InspectionHint):
         return policy.needs_inspection(host, port)
     endpoint = policy.match_endpoint(host, port, "/")
     if endpoint is None:
