@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,13 @@ from hypothesis import settings
 
 # CI runs must be reproducible: the same examples every run (a new counterexample is found
 # locally, where the database and random seeds vary, not by a flaky CI run).
-settings.register_profile("ci", derandomize=True, print_blob=True)
-if os.environ.get("CI"):
-    settings.load_profile("ci")
+# Deadline: 2 s per example instead of Hypothesis's 200 ms. It still catches a parser gone
+# quadratic or worse, but not a test slowed 5x by a loaded 2-core machine (that failed runs).
+LOADED_MACHINE_DEADLINE = timedelta(seconds=2)
+settings.register_profile("ci", derandomize=True, print_blob=True,
+                          deadline=LOADED_MACHINE_DEADLINE)  # fmt: skip
+settings.register_profile("local", deadline=LOADED_MACHINE_DEADLINE)
+settings.load_profile("ci" if os.environ.get("CI") else "local")
 
 # Contract inputs the tests use, kept in the repository (the provider-profile example is
 # the upstream example, byte for byte).
