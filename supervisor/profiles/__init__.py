@@ -3,7 +3,7 @@
 Modules (imported directly; this package re-exports nothing so importing ``model``
 stays cheap):
 
-* ``model``        frozen dataclasses (Profile, Credential, Endpoint, Binding, GrantSpec)
+* ``model``        frozen records (Profile, Credential, Endpoint, Binding, GrantSpec)
 * ``loader``       ``load_profiles(paths) -> ProfileSet`` / ``fingerprint_files(paths)``
 * ``diagnostics``  ``Diagnostic``, ``ProfileError``
 * ``schema``       raw YAML → typed objects (types, unknown keys, defaults)
