@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from supervisor import logs
 from supervisor.settings import RunSettings, SetupError
-from supervisor.telemetry import ProxyStats
 
 if TYPE_CHECKING:
     import asyncio
@@ -298,6 +297,8 @@ class Services:
             self._provider = _NoWorkloadApi()
         if settings.upstream_proxy is not None:  # display: never the credentials
             log.info("upstream connections go through %s", settings.upstream_proxy.display)
+        from supervisor.telemetry import ProxyStats  # the proxy's: after the release
+
         self._server = ProxyServer(
             listen_sock,
             self._current_table,

@@ -45,6 +45,7 @@ FORBIDDEN = {
     "dataclasses": "value classes before the release are supervisor.record classes",
     "inspect": "imported by dataclasses and asyncio, neither needed before the release",
     "socket": "netns/diag use _socket; the proxy thread wraps the listener (services)",
+    "supervisor.telemetry": "the proxy's counters, made on the proxy thread",
 }
 # And with nothing to intercept there is no per-run CA.
 FORBIDDEN_WITHOUT_CA = {
