@@ -119,7 +119,11 @@ class Services:
         if thread is not None and thread.ident is None and not self._stopping.is_set():
             self._switch_interval = sys.getswitchinterval()
             sys.setswitchinterval(_STARTING_SWITCH_INTERVAL)
-            thread.start()
+            try:
+                thread.start()
+            except BaseException:  # no thread to restore it (e.g. can't start new thread)
+                self._started()
+                raise
 
     def _started(self) -> None:
         """The proxy serves or failed: back to the interpreter's switch interval."""

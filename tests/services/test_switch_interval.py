@@ -102,3 +102,22 @@ def test_restored_when_the_proxy_cannot_start(
         assert sys.getswitchinterval() == default_interval
     finally:
         services.stop()
+
+
+def test_restored_when_the_thread_cannot_be_started(
+    tmp_path: Path, listen_sock: socket.socket, default_interval: float,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = _services(tmp_path, listen_sock)
+
+    def refuse() -> None:
+        raise RuntimeError("can't start new thread")
+
+    assert services._thread is not None
+    monkeypatch.setattr(services._thread, "start", refuse)
+    try:
+        with pytest.raises(RuntimeError):
+            services.begin()
+        assert sys.getswitchinterval() == default_interval
+    finally:
+        services.stop()
