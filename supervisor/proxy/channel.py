@@ -133,7 +133,12 @@ class PlainChannel:
         self.writer.close()
 
     def usable(self) -> bool:
-        return not self.reader.at_eof() and not self.writer.transport.is_closing()
+        """Fit for a new exchange: open, and nothing unread waiting. Bytes no request asked
+        for (arriving after a complete response) would be taken for the next response.
+        StreamReader has no public count of what it holds; ``_buffer`` is that count."""
+        reader = self.reader
+        unread: bytearray = reader._buffer  # type: ignore[attr-defined]
+        return not unread and not reader.at_eof() and not self.writer.transport.is_closing()
 
     def write_eof(self) -> None:
         if self.writer.can_write_eof() and not self.writer.transport.is_closing():
@@ -283,7 +288,15 @@ class TlsChannel:
         self._raw.write_eof()
 
     def usable(self) -> bool:
-        return self._raw.usable()
+        # Nothing decrypted or half-received left unread either (see PlainChannel.usable);
+        # raw bytes not yet decrypted count as unread too (safe side: a fresh connection).
+        return (
+            self._error is None
+            and not self._peer_closed
+            and not self._in.pending
+            and not self._obj.pending()
+            and self._raw.usable()
+        )
 
 
 TlsServerChannel = TlsChannel  # the agent side's name in the server

@@ -113,7 +113,8 @@ class Upstream:
 
     Paths: /headers (echo the received head), /download/<n> (n bytes, Content-Length),
     /chunked/<n> (n bytes chunked), /upload (consume the body, answer its length),
-    /nobody/<status>, anything else: 'ok'. TRACE and TRACK on any path are echoed as
+    /nobody/<status>, /stray[/<s>] ('ok', then after s seconds an unasked-for response),
+    anything else: 'ok'. TRACE and TRACK on any path are echoed as
     Apache does by default (``message/http``, the received head as the body).
     """
 
@@ -206,6 +207,13 @@ class Upstream:
             return
         elif parts[1] == "nobody":
             w.write(b"HTTP/1.1 %s X\r\n\r\n" % parts[2].encode())
+            return
+        elif parts[1] == "stray":
+            # A whole response, then (once the proxy has read it) another nobody asked for.
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await w.drain()
+            await asyncio.sleep(float(parts[2]) if len(parts) > 2 else 0.05)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY")
             return
         else:
             body = b"ok"
