@@ -28,7 +28,7 @@ from pathlib import Path
 from integration.bench.certs import make_pki
 from integration.bench.harness import ROOT
 from integration.bench.nginx import Upstream, nginx_service
-from integration.bench.ours import SVID_AUDIENCE, write_profile
+from integration.bench.ours import devenv_runner, write_profile
 from integration.bench.procs import LOOPBACK, free_port
 from integration.bench.runner_io import Runner
 
@@ -134,12 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         pki = make_pki(work)
         nginx, up = nginx_service(work, work, pki)
         stack.enter_context(nginx)
-        spire = work / "spire"
-        spire.mkdir(mode=0o700)
-        devenv = stack.enter_context(Runner(
-            "devenv", [sys.executable, "-m", "integration.bench.devenv_runner", "--socket",
-                       str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE], work, ROOT,
-        ))  # fmt: skip
+        devenv = stack.enter_context(devenv_runner(work, work))
         profile = write_profile(work / "profile.yaml", up, devenv.ready["token_url"])
         target = _target(up, args.target)
         spiffe = str(devenv.ready["socket"])

@@ -192,14 +192,7 @@ class OurProxy:
         return str(self.devenv.ready["socket"])
 
     def _devenv_runner(self) -> Runner:
-        spire = self.bench.work / "spire"
-        spire.mkdir(mode=0o700)
-        return Runner(
-            "devenv",
-            [sys.executable, "-m", "integration.bench.devenv_runner",
-             "--socket", str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE],
-            self.bench.logs, ROOT,
-        )  # fmt: skip
+        return devenv_runner(self.bench.work, self.bench.logs)
 
     def _proxy_runner(self) -> Runner:
         assert self.profile is not None
@@ -282,6 +275,19 @@ IDENTITY_PROFILE = """\
   credentials: []
 {binaries}  endpoints:
 {endpoint}"""
+
+
+def devenv_runner(work: Path, logs: Path) -> Runner:
+    """The dev Workload API (socket in a private ``work``/spire) and token issuer, as one
+    process; enter it to start it."""
+    spire = work / "spire"
+    spire.mkdir(mode=0o700)
+    return Runner(
+        "devenv",
+        [sys.executable, "-m", "integration.bench.devenv_runner",
+         "--socket", str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE],
+        logs, ROOT,
+    )  # fmt: skip
 
 
 def first_request_in_sandbox(

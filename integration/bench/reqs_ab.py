@@ -24,7 +24,7 @@ from integration.bench.baselines import tinyproxy_service
 from integration.bench.certs import make_pki
 from integration.bench.harness import ROOT
 from integration.bench.nginx import nginx_service
-from integration.bench.ours import SVID_AUDIENCE, write_profile
+from integration.bench.ours import devenv_runner, write_profile
 from integration.bench.procs import free_port
 from integration.bench.runner_io import Runner
 from integration.bench.wrk import run_wrk
@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         nginx, up = nginx_service(work, work, pki)
         stack.enter_context(nginx)
         tiny = stack.enter_context(tinyproxy_service(work, work))
-        spire = work / "spire"
-        spire.mkdir(mode=0o700)
-        devenv = stack.enter_context(Runner(
-            "devenv", [sys.executable, "-m", "integration.bench.devenv_runner", "--socket",
-                       str(spire / "agent.sock"), "--svid-audience", SVID_AUDIENCE], work, ROOT,
-        ))  # fmt: skip
+        devenv = stack.enter_context(devenv_runner(work, work))
         profile = write_profile(work / "profile.yaml", up, devenv.ready["token_url"])
         spiffe = str(devenv.ready["socket"])
         target = up.bound_port if args.target == "inject" else up.plain_port
