@@ -11,6 +11,7 @@ The configuration is the one `run` always had (``basicConfig`` on stderr, one fo
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from types import ModuleType
@@ -50,10 +51,14 @@ def ready() -> ModuleType:
 
 def shutdown() -> None:
     """Flush the handlers, if logging was ever imported. `run` may exit while the proxy
-    thread is still importing logging: a module without ``shutdown`` yet has no handlers."""
+    thread is still importing logging (a module without ``shutdown`` yet has no handlers)
+    or is inside basicConfig (a handler registered before its stream is set: flushing it
+    raises). Nothing may stop the exit: the only handler writes to stderr, which the
+    caller flushes itself."""
     flush = getattr(sys.modules.get("logging"), "shutdown", None)
     if flush is not None:
-        flush()
+        with contextlib.suppress(Exception):
+            flush()
 
 
 class _LazyLogger:

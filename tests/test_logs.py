@@ -98,3 +98,16 @@ def test_shutdown_while_another_thread_is_still_importing_logging() -> None:
         sys.modules["logging"] = types.ModuleType("logging")  # partially initialized
         logs.shutdown()
     """)
+
+
+def test_shutdown_while_another_thread_is_still_making_a_handler() -> None:
+    # The proxy thread's basicConfig can be inside StreamHandler.__init__ when `run` exits:
+    # Handler.__init__ has registered the handler, its stream is not set yet, and
+    # logging.shutdown's flush raised AttributeError (CI: exit 1 instead of the agent's 255).
+    _run("""
+        import logging
+        from supervisor import logs
+        half_made = logging.StreamHandler.__new__(logging.StreamHandler)
+        logging.Handler.__init__(half_made)  # registered, no .stream yet
+        logs.shutdown()
+    """)
