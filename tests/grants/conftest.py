@@ -12,10 +12,23 @@ import pytest
 
 from supervisor.devenv.token_issuer import TokenIssuer
 from supervisor.devenv.workload_api import WorkloadAPIServer
+from supervisor.grants.errors import GrantError
+from supervisor.grants.workload import WorkloadSvidSource
 from supervisor.profiles.model import JWT_BEARER, Binding, Endpoint, GrantSpec
 
 SVID_AUDIENCE = "https://issuer.test/realms/sandbox"
 TRUST_DOMAIN = "example.org"
+
+
+async def fetch_refusal(address: str, audience: str, deadline: float) -> GrantError:
+    """The GrantError one fetch from a fresh source raises (the source closed after it)."""
+    src = WorkloadSvidSource(address, deadline=deadline)
+    try:
+        with pytest.raises(GrantError) as info:
+            await src.fetch(audience)
+    finally:
+        await src.aclose()
+    return info.value
 
 
 class FakeClock:

@@ -13,8 +13,7 @@ import pytest
 
 from supervisor.devenv.workload_api import WorkloadAPIServer
 from supervisor.grants import spiffe_jwt
-from supervisor.grants.errors import GrantError
-from supervisor.grants.workload import WorkloadSvidSource
+from tests.grants.conftest import fetch_refusal
 
 pytestmark = pytest.mark.anyio
 
@@ -129,14 +128,9 @@ async def test_another_layout_fails_every_grant_loudly(
     monkeypatch.setitem(spiffe_jwt._MODULES, key, module)
     with pytest.raises(spiffe_jwt.LayoutError, match=expected):
         spiffe_jwt.jwt_api()
-    src = WorkloadSvidSource(workload.address, deadline=2)
-    try:
-        with pytest.raises(GrantError) as info:
-            await src.fetch(AUD)
-    finally:
-        await src.aclose()
-    assert info.value.step == "workload_api" and not info.value.retryable
-    assert expected in str(info.value) and "py-spiffe 0.3" in str(info.value)
+    err = await fetch_refusal(workload.address, AUD, deadline=2)
+    assert err.step == "workload_api" and not err.retryable
+    assert expected in str(err) and "py-spiffe 0.3" in str(err)
     assert workload.counters.fetch_jwt_svid == 0
 
 

@@ -14,6 +14,7 @@ from spiffe._proto import workload_pb2, workload_pb2_grpc
 from supervisor.devenv.workload_api import WorkloadAPIServer
 from supervisor.grants.errors import GrantError
 from supervisor.grants.workload import WorkloadSvidSource, normalize_address
+from tests.grants.conftest import fetch_refusal
 
 pytestmark = pytest.mark.anyio
 
@@ -60,14 +61,9 @@ async def test_plain_path_address_works(workload: WorkloadAPIServer) -> None:
 @pytest.mark.parametrize("knob", ["wrong_audience", "extra_audience"])
 async def test_svid_with_other_audience_rejected(workload: WorkloadAPIServer, knob: str) -> None:
     setattr(workload.faults, knob, "https://someone.else")
-    src = WorkloadSvidSource(workload.address, deadline=2)
-    try:
-        with pytest.raises(GrantError) as info:
-            await src.fetch(AUD)
-    finally:
-        await src.aclose()
-    assert info.value.step == "workload_api"
-    assert "eyJ" not in str(info.value)  # no JWT in the message
+    err = await fetch_refusal(workload.address, AUD, deadline=2)
+    assert err.step == "workload_api"
+    assert "eyJ" not in str(err)  # no JWT in the message
 
 
 @pytest.mark.parametrize("code,retryable", [
@@ -90,25 +86,15 @@ async def test_status_classification(workload: WorkloadAPIServer, code: grpc.Sta
 
 
 async def test_missing_socket_fails_fast(sock_dir: str) -> None:
-    src = WorkloadSvidSource(f"{sock_dir}/absent.sock", deadline=1)
-    try:
-        with pytest.raises(GrantError) as info:
-            await src.fetch(AUD)
-    finally:
-        await src.aclose()
-    assert info.value.retryable and "not found" in str(info.value)
+    err = await fetch_refusal(f"{sock_dir}/absent.sock", AUD, deadline=1)
+    assert err.retryable and "not found" in str(err)
 
 
 async def test_hanging_server_hits_deadline(workload: WorkloadAPIServer) -> None:
     workload.faults.delay = 30
-    src = WorkloadSvidSource(workload.address, deadline=0.5)
     start = time.monotonic()
-    try:
-        with pytest.raises(GrantError) as info:
-            await src.fetch(AUD)
-    finally:
-        await src.aclose()
-    assert info.value.retryable and "deadline" in str(info.value)
+    err = await fetch_refusal(workload.address, AUD, deadline=0.5)
+    assert err.retryable and "deadline" in str(err)
     assert time.monotonic() - start < 10  # bounded by the deadline, not the 30 s delay
 
 
